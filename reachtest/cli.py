@@ -1,0 +1,230 @@
+"""The command line: parse, wire the layers together, write output, decide the exit code.
+
+Imports of the heavy layers happen inside the commands, so ``reachtest --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from reachtest import __version__
+from reachtest.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_USAGE,
+    ReachtestError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success (every traced service answered)
+  1  a service or host was not reached
+  2  usage or input error
+  3  permission or environment error (not root, no netns, no nft, lab not up)
+  4  internal error (a bug: please report it)
+"""
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        _console(stderr=True).print(f"[dim]… {message}[/dim]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, "-V", "--version", prog_name="reachtest")
+def cli() -> None:
+    """reachtest: where, and how, are my packets to that port dying?
+
+    Traces ICMP next to TCP and UDP probes to chosen ports, hop by hop, and says
+    where a service is blocked while the host still pings.
+    """
+
+
+# -- lab ----------------------------------------------------------------------------
+
+
+class LabNotHealthy(ReachtestError):
+    """``lab status`` found the lab missing or broken (exit 3, after printing it)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def lab() -> None:
+    """A network-namespace lab: client -- routers -- server, with scenarios.
+
+    Needs root. Every link is addressed from 198.18.0.0/15 and 2001:db8::/32; the
+    client has no default route, so nothing run inside the lab leaves it.
+    """
+
+
+def _ports(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(p) for p in text.replace(" ", "").split(",") if p)
+    except ValueError:
+        raise UsageError(f"--tcp-ports takes numbers separated by commas, not {text!r}") from None
+
+
+@lab.command("up", epilog=EXIT_CODES_HELP)
+@click.argument("scenario")
+@click.option("--hops", type=int, default=5, show_default=True, help="Routers between client and server (1-20).")
+@click.option("--targets", type=int, default=0, show_default=True,
+              help="Extra server addresses from 198.19.0.0/16 and 2001:db8:ff::/64.")
+@click.option("--name", "lab_id", default="lab", show_default=True, help="Lab instance id (a-z, 0-9).")
+@click.option("--tcp-ports", default=None, help="TCP ports the server listens on [22,80,443,8080].")
+def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str | None) -> None:
+    """Bring up SCENARIO (see `reachtest lab list`); an old lab of that name goes first."""
+    from reachtest.lab import manager
+
+    started = time.monotonic()
+    plan = manager.up(
+        scenario, lab_id=lab_id, hops=hops, targets=targets, tcp_ports=_ports(tcp_ports),
+        progress=_progress,
+    )
+    elapsed = time.monotonic() - started
+    topo, sc = plan.topology, plan.scenario
+    out = _console()
+    out.print(f"[bold]Lab {topo.lab_id!r} is up[/bold]: scenario [bold]{sc.name}[/bold]: {sc.description}")
+    routers = " → ".join(n.name for n in topo.nodes[1:-1])
+    out.print(
+        f"  client {topo.client_address()} → {routers} → server "
+        f"{topo.server_address()} {topo.server_address(v6=True)}"
+    )
+    if targets:
+        v4, v6 = topo.extra_targets()
+        out.print(f"  {targets} extra targets on the server: {v4[0]} … {v4[-1]}, {v6[0]} … {v6[-1]}")
+    services = " ".join(f"tcp/{p}" for p in plan.services.tcp_ports)
+    out.print(f"  services: {services} udp/{plan.services.dns_port} (DNS) udp/{plan.services.ntp_port} (NTP)")
+    flag = "" if topo.lab_id == "lab" else f" --name {topo.lab_id}"
+    out.print(f"  up in {elapsed:.2f} s. Try: reachtest lab exec{flag} -- ping -c1 server")
+    out.print(f"  See it: reachtest lab status{flag}   Remove it: reachtest lab down{flag}")
+
+
+@lab.command("down", epilog=EXIT_CODES_HELP)
+@click.option("--name", "lab_id", default=None, help="Lab instance id [the only lab, or 'lab'].")
+@click.option("--all", "everything", is_flag=True, help="Remove every reachtest lab on this machine.")
+def lab_down(lab_id: str | None, everything: bool) -> None:
+    """Remove a lab: its processes, namespaces and files (also after a failed `up`)."""
+    from reachtest.lab import manager
+    from reachtest.lab.netns import require_lab_privileges
+
+    if everything and lab_id:
+        raise UsageError("give --name or --all, not both")
+    require_lab_privileges()
+    ids = manager.lab_ids() if everything else [manager.resolve_lab(lab_id)]
+    out = _console()
+    if not ids:
+        out.print("No reachtest lab on this machine: nothing to remove.")
+    for one in ids:
+        removed = manager.down(one, progress=_progress)
+        if not removed:
+            out.print(f"No lab {one!r} here: nothing to remove.")
+            continue
+        spaces = sum(1 for r in removed if r.startswith("namespace"))
+        procs = sum(1 for r in removed if r.startswith("process"))
+        out.print(f"Lab {one!r} is down: removed {spaces} namespaces and {procs} processes.")
+
+
+@lab.command("list")
+@click.option("--hops", type=int, default=5, show_default=True, help="Describe scenarios for this many hops.")
+def lab_list(hops: int) -> None:
+    """The built-in scenarios, one line each."""
+    from rich.table import Table
+
+    from reachtest.lab.scenarios import SCENARIOS, scenario
+
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    table.add_column("scenario")
+    table.add_column(f"what it does (with --hops {hops})")
+    for name in SCENARIOS:
+        try:
+            table.add_row(name, scenario(name, hops).description)
+        except ReachtestError as exc:
+            table.add_row(name, f"[dim]({exc})[/dim]")
+    _console().print(table)
+
+
+@lab.command("status", epilog=EXIT_CODES_HELP)
+@click.option("--name", "lab_id", default=None, help="Lab instance id [the only lab, or 'lab'].")
+def lab_status(lab_id: str | None) -> None:
+    """Nodes, addresses, rules, services and the scenario's ground truth."""
+    from reachtest.lab import manager
+    from reachtest.lab.render import render_status
+
+    one = manager.resolve_lab(lab_id)
+    state = manager.status(one)
+    render_status(state, _console())
+    if state.plan is None or state.missing or not all(state.alive.values()):
+        raise LabNotHealthy(f"lab {one!r} is not (fully) up")
+
+
+@lab.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    epilog=EXIT_CODES_HELP,
+)
+@click.option("--name", "lab_id", default=None, help="Lab instance id [the only lab, or 'lab'].")
+@click.option("--node", default="client", show_default=True, help="Run in this node instead.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def lab_exec(lab_id: str | None, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside the lab's client (e.g. `reachtest lab exec -- ping -c1 server`).
+
+    The command's own exit code is returned.
+    """
+    from reachtest.lab import manager
+
+    argv = manager.exec_argv(manager.resolve_lab(lab_id), node, list(command))
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    click.echo(f"reachtest: error: {message}", err=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the one place that turns errors into one line and an exit code."""
+    try:
+        result: Any = cli.main(args=argv, prog_name="reachtest", standalone_mode=False)
+    except ReachtestError as exc:
+        _say(str(exc))
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _say("interrupted")
+        return 130
+    except click.ClickException as exc:
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _say(exc.format_message() + hint)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+        if os.environ.get("REACHTEST_DEBUG"):
+            raise
+        _say(f"internal error: {type(exc).__name__}: {exc} (REACHTEST_DEBUG=1 shows a traceback)")
+        return EXIT_INTERNAL
+    return result if isinstance(result, int) else EXIT_OK

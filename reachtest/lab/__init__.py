@@ -1,0 +1,1 @@
+"""The network-namespace lab: topologies, scenarios with ground truth, servers."""

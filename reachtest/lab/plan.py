@@ -1,0 +1,209 @@
+"""Render a topology and a scenario into what each namespace gets: sysctls, ip lines, nft rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reachtest.errors import UsageError
+from reachtest.lab.scenarios import Action, Filter, LinkLoss, RateLimit, Rule, Scenario, Services, Silent
+from reachtest.lab.topology import Role, Topology, build_topology
+from reachtest.model import Protocol
+
+DNS_DOMAIN = "reachtest.test"
+#: Lifted ICMP limits, so every probe gets its answer (lab-notes.md: "How routers answer").
+LIFTED_ICMP_LIMITS = (
+    ("net.ipv4.icmp_ratelimit", "0"),
+    ("net.ipv6.icmp.ratelimit", "0"),
+    ("net.ipv4.icmp_msgs_per_sec", "1000000"),
+    ("net.ipv4.icmp_msgs_burst", "100000"),
+)
+COMMON_SYSCTLS = (
+    ("net.ipv6.conf.all.accept_dad", "0"),
+    ("net.ipv6.conf.default.accept_dad", "0"),
+    ("net.ipv6.conf.all.accept_ra", "0"),
+    ("net.ipv6.conf.default.accept_ra", "0"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+)
+ROUTER_SYSCTLS = (
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv6.conf.all.forwarding", "1"),
+    ("net.ipv6.conf.default.forwarding", "1"),
+    ("net.ipv4.fib_multipath_hash_policy", "1"),
+    ("net.ipv6.fib_multipath_hash_policy", "1"),
+)
+#: Unprivileged ICMP (ping) sockets for everyone in the client namespace (v4 and v6).
+CLIENT_SYSCTLS = (("net.ipv4.ping_group_range", "0 2147483647"),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodePlan:
+    """Everything one namespace gets, in the order it is applied."""
+
+    node: str
+    role: Role
+    netns: str
+    sysctls: tuple[tuple[str, str], ...]
+    addresses: tuple[str, ...]  # ip -batch lines: addresses, links up
+    routes: tuple[str, ...]  # ip -batch lines: routes (after every link is up)
+    nft: str | None  # an nft ruleset, or None when the node has no rules
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabPlan:
+    """A whole lab: the topology, the scenario on it, and each node's plan."""
+
+    topology: Topology
+    scenario: Scenario
+    services: Services
+    links: tuple[str, ...]  # ip -batch lines in the root namespace: veth pairs
+    nodes: tuple[NodePlan, ...]
+
+    def node(self, name: str) -> NodePlan:
+        for plan in self.nodes:
+            if plan.node == name:
+                return plan
+        raise KeyError(name)
+
+    def names(self) -> dict[str, tuple[str, ...]]:
+        """Host name -> addresses of every lab node and extra target (for hosts and DNS)."""
+        out: dict[str, tuple[str, ...]] = {}
+        topo = self.topology
+        for node in topo.nodes:
+            ends = topo.interfaces(node.name)
+            if node.role is not Role.CLIENT:
+                first = topo.facing_client(node.name)
+                ends = (first, *(e for e in ends if e != first))
+            out[node.name] = tuple(str(a) for e in ends for a in (e.ipv4.ip, e.ipv6.ip))
+        v4s, v6s = topo.extra_targets()
+        for i, (a4, a6) in enumerate(zip(v4s, v6s, strict=True), start=1):
+            out[f"t{i}"] = (str(a4), str(a6))
+        return out
+
+    def fqdn(self, name: str) -> str:
+        return f"{name}.{self.topology.lab_id}.{DNS_DOMAIN}"
+
+
+def _match(rule: Filter) -> list[str]:
+    """nft match expressions (one per line to emit) for a filter's flow."""
+    flow = rule.flow
+    if flow.protocol is Protocol.ICMP:
+        return ["icmp type echo-request", "icmpv6 type echo-request"]
+    return [f"meta l4proto {flow.protocol} th dport {flow.port}"]
+
+
+def _verdict(rule: Filter) -> str:
+    if rule.action is Action.DROP:
+        return "drop"
+    if rule.action is Action.TCP_RESET:
+        if rule.flow.protocol is not Protocol.TCP:
+            raise UsageError(f"{rule.node}: tcp-reset can only reject TCP, not {rule.flow}")
+        return "reject with tcp reset"
+    return f"reject with icmpx type {rule.action}"
+
+
+def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str | None:
+    """The nft ruleset for ``node``: one ``inet reachtest`` table, stateless rules."""
+    role = topology.node(node).role
+    chains: dict[str, list[str]] = {"forward": [], "input": [], "output": []}
+    for rule in rules:
+        if rule.node != node:
+            continue
+        if isinstance(rule, Filter):
+            chain = {Role.ROUTER: "forward", Role.SERVER: "input", Role.CLIENT: "output"}[role]
+            chains[chain] += [f"{m} {_verdict(rule)}" for m in _match(rule)]
+        elif isinstance(rule, Silent):
+            chains["output"] += ["icmp type time-exceeded drop", "icmpv6 type time-exceeded drop"]
+        elif isinstance(rule, LinkLoss):
+            device = f"to-{rule.towards}"
+            if device not in {i.name for i in topology.interfaces(node)}:
+                raise UsageError(f"{node} has no link to {rule.towards}")
+            chains["forward"].append(
+                f'oifname "{device}" numgen random mod 100 < {rule.loss_pct} drop'
+            )
+    if not any(chains.values()):
+        return None
+    lines = ["table inet reachtest {"]
+    for chain, body in chains.items():
+        if body:
+            lines.append(f"  chain {chain} {{")
+            lines.append(f"    type filter hook {chain} priority 0; policy accept;")
+            lines += [f"    {rule}" for rule in body]
+            lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _sysctls(role: Role, limits: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    extra = {Role.ROUTER: ROUTER_SYSCTLS, Role.CLIENT: CLIENT_SYSCTLS, Role.SERVER: ()}[role]
+    return COMMON_SYSCTLS + limits + extra
+
+
+def _limits(node: str, rules: tuple[Rule, ...]) -> tuple[tuple[str, str], ...]:
+    for rule in rules:
+        if isinstance(rule, RateLimit) and rule.node == node:
+            if rule.ratelimit_ms is None:
+                return ()  # kernel defaults
+            ms = str(rule.ratelimit_ms)
+            return (("net.ipv4.icmp_ratelimit", ms), ("net.ipv6.icmp.ratelimit", ms))
+    return LIFTED_ICMP_LIMITS
+
+
+def build_plan(
+    lab_id: str, scenario: Scenario, *, targets: int = 0, services: Services | None = None
+) -> LabPlan:
+    """Lay out ``scenario`` as lab ``lab_id``: pure data, nothing is touched."""
+    services = services or Services()
+    topo = build_topology(lab_id, scenario.hops, targets=targets, ecmp_hop=scenario.ecmp_hop)
+    known = {n.name for n in topo.nodes}
+    for rule in scenario.rules:
+        if rule.node not in known:
+            raise UsageError(f"scenario {scenario.name}: the lab has no node {rule.node}")
+
+    links = tuple(
+        f"link add {link.left.name} address {link.left.mac} netns {topo.netns(link.left.node)} "
+        f"type veth peer name {link.right.name} address {link.right.mac} "
+        f"netns {topo.netns(link.right.node)}"
+        for link in topo.links
+    )
+    nodes: list[NodePlan] = []
+    v4s, v6s = topo.extra_targets()
+    for node in topo.nodes:
+        addresses = ["link set lo up"]
+        for end in topo.interfaces(node.name):
+            addresses += [
+                f"addr add {end.ipv4} dev {end.name}",
+                f"addr add {end.ipv6} dev {end.name} nodad",
+                f"link set {end.name} up",
+            ]
+        if node.role is Role.SERVER:
+            addresses += [f"addr add {a}/32 dev lo" for a in v4s]
+            addresses += [f"addr add {a}/128 dev lo nodad" for a in v6s]
+        # Static neighbours: a new interface answers neighbour solicitations only after
+        # about a second, which would delay the first IPv6 packets of a fresh lab.
+        routes = [
+            f"neigh replace {addr} lladdr {peer.mac} dev {own.name} nud permanent"
+            for own, peer in topo.peers(node.name)
+            for addr in (peer.ipv4.ip, peer.ipv6.ip)
+        ]
+        for route in topo.routes(node.name):
+            if len(route.gateways) == 1:
+                (via, dev), = route.gateways
+                routes.append(f"route add {route.prefix} via {via} dev {dev}")
+            else:
+                hops = " ".join(f"nexthop via {via} dev {dev}" for via, dev in route.gateways)
+                routes.append(f"route add {route.prefix} {hops}")
+        nodes.append(
+            NodePlan(
+                node=node.name,
+                role=node.role,
+                netns=topo.netns(node.name),
+                sysctls=_sysctls(node.role, _limits(node.name, scenario.rules)),
+                addresses=tuple(addresses),
+                routes=tuple(routes),
+                nft=nft_ruleset(topo, node.name, scenario.rules),
+            )
+        )
+    return LabPlan(
+        topology=topo, scenario=scenario, services=services, links=links, nodes=tuple(nodes)
+    )

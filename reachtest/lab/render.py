@@ -1,0 +1,111 @@
+"""Render ``reachtest lab status`` for the terminal with rich."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reachtest.lab.topology import Role
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from reachtest.lab.manager import LabStatus
+
+
+def render_status(status: LabStatus, out: Console) -> None:
+    """Print nodes, addresses, rules, services and ground truth of one lab."""
+    from rich.table import Table
+
+    if status.plan is None or status.state is None:
+        if status.namespaces:
+            out.print(
+                f"Lab {status.lab_id!r} is broken: namespaces {', '.join(status.namespaces)} "
+                "exist but no state was recorded. Remove them: reachtest lab down "
+                f"--name {status.lab_id}"
+            )
+        else:
+            out.print(f"Lab {status.lab_id!r} is not up (start it: reachtest lab up SCENARIO).")
+        return
+    plan, state = status.plan, status.state
+    topo, sc = plan.topology, plan.scenario
+    health = "[green]up[/green]" if state.complete and not status.missing else "[red]incomplete[/red]"
+    out.print(
+        f"[bold]Lab {topo.lab_id!r}[/bold] {health} since {state.created_utc}: "
+        f"scenario [bold]{sc.name}[/bold], {topo.hops} hops, {topo.targets} extra targets"
+    )
+    out.print(f"  {sc.description}")
+    if status.missing:
+        out.print(f"  [red]missing namespaces: {', '.join(status.missing)}[/red]")
+
+    nodes = Table(title="nodes", title_justify="left", box=None, header_style="bold")
+    for col in ("node", "hop", "namespace", "interface", "IPv4", "IPv6"):
+        nodes.add_column(col)
+    for node in topo.nodes:
+        for i, end in enumerate(topo.interfaces(node.name)):
+            first = i == 0
+            nodes.add_row(
+                node.name if first else "",
+                str(node.hop) if first else "",
+                topo.netns(node.name) if first else "",
+                end.name,
+                str(end.ipv4),
+                str(end.ipv6),
+            )
+    out.print(nodes)
+    if topo.targets:
+        v4, v6 = topo.extra_targets()
+        out.print(f"  server extra targets: {v4[0]} … {v4[-1]}  {v6[0]} … {v6[-1]}")
+
+    out.print("[bold]rules[/bold]")
+    if not sc.rules and topo.ecmp_hop is None:
+        out.print("  none: routers forward everything and answer every expiring probe")
+    for rule in sc.rules:
+        out.print(f"  {rule.describe()}")
+    if topo.ecmp_hop is not None:
+        names = ", ".join(n.name for n in topo.routers_at(topo.ecmp_hop))
+        out.print(f"  ECMP at hop {topo.ecmp_hop}: {names} (L4 hash on the way to the server)")
+    lifted = [n.node for n in plan.nodes if ("net.ipv4.icmp_ratelimit", "0") in n.sysctls]
+    kept = [n.node for n in plan.nodes if n.role is not Role.CLIENT and n.node not in lifted]
+    out.print(
+        "  ICMP rate limits lifted on every node"
+        + (f" but {', '.join(kept)}" if kept else "")
+    )
+
+    out.print("[bold]services[/bold]")
+    for node, pid in state.pids.items():
+        alive = status.alive.get(node, False)
+        mark = "[green]running[/green]" if alive else "[red]not running[/red]"
+        what = (
+            f"tcp {','.join(map(str, plan.services.tcp_ports))}, udp {plan.services.dns_port} "
+            f"(DNS), udp {plan.services.ntp_port} (NTP)"
+            if node == "server"
+            else "DNS for lab names on 127.0.0.1:53"
+        )
+        out.print(f"  {node}: pid {pid} {mark}: {what}")
+
+    truth = Table(title="ground truth (what a correct trace concludes)", title_justify="left",
+                  box=None, header_style="bold")
+    for col in ("flow", "state", "reason", "decided at hop", "last answering TTL", "target reached"):
+        truth.add_column(col)
+    for flow in sc.truth.flows:
+        truth.add_row(
+            flow.flow.label,
+            str(flow.state) if flow.state else "-",
+            str(flow.reason),
+            "-" if flow.reason_hop is None else str(flow.reason_hop),
+            str(flow.last_hop),
+            "yes" if flow.reached else "no",
+        )
+    out.print(truth)
+    notes = []
+    t = sc.truth
+    if t.silent_hops:
+        notes.append(f"silent hops (no time-exceeded for any flow): {t.silent_hops}")
+    if t.ratelimited_hops:
+        notes.append(f"rate-limited hops (answers lost in bursts): {t.ratelimited_hops}")
+    if t.lossy_from_hop is not None:
+        notes.append(f"forwarding loss of {t.loss_pct}% from hop {t.lossy_from_hop} on")
+    if t.ecmp_hop is not None:
+        notes.append(f"two responders at hop {t.ecmp_hop} across flows")
+    for note in notes:
+        out.print(f"  {note}")

@@ -1,0 +1,378 @@
+"""Built-in lab scenarios as data: the rules each puts on the lab and its ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from reachtest.errors import UsageError
+from reachtest.model import ICMP_FLOW, FlowSpec, Protocol, Reason, ServiceState, tcp, udp
+
+DEFAULT_TCP_PORTS = (22, 80, 443, 8080)
+DNS_PORT = 53
+NTP_PORT = 123
+#: Nothing listens here: the ground truth's closed TCP and UDP flows.
+CLOSED_PORT = 9
+DEFAULT_LOSS_PCT = 20
+
+
+class Action(StrEnum):
+    """What a filter does to the packets it matches (the value is the CLI spelling)."""
+
+    DROP = "drop"
+    ADMIN_PROHIBITED = "admin-prohibited"
+    PORT_UNREACHABLE = "port-unreachable"
+    TCP_RESET = "tcp-reset"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    """Filter one flow's probes at a node: forwarded ones on a router, arriving ones on the
+    server. An ICMP filter matches echo requests."""
+
+    node: str
+    action: Action
+    flow: FlowSpec
+
+    def describe(self) -> str:
+        what = "echo requests" if self.flow.protocol is Protocol.ICMP else str(self.flow)
+        verb = "drops" if self.action is Action.DROP else f"rejects ({self.action})"
+        return f"{self.node} {verb} {what}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Silent:
+    """The node forwards but sends no ICMP time-exceeded."""
+
+    node: str
+
+    def describe(self) -> str:
+        return f"{self.node} is silent (sends no time-exceeded)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """The node keeps ICMP rate limiting: kernel defaults, or ``ratelimit_ms`` per destination."""
+
+    node: str
+    ratelimit_ms: int | None = None
+
+    def describe(self) -> str:
+        how = "kernel defaults" if self.ratelimit_ms is None else f"{self.ratelimit_ms} ms"
+        return f"{self.node} rate-limits ICMP errors ({how})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkLoss:
+    """The node drops ``loss_pct`` % of the packets it forwards to ``towards`` (one direction)."""
+
+    node: str
+    towards: str
+    loss_pct: int
+
+    def describe(self) -> str:
+        return f"{self.node} loses {self.loss_pct}% of packets forwarded to {self.towards}"
+
+
+Rule = Filter | Silent | RateLimit | LinkLoss
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowTruth:
+    """What a correct tool must conclude about one flow.
+
+    ``state`` is None for ICMP (a host, not a service). ``reason_hop`` is the hop of the
+    node whose packet decides the flow (the server is ``hops + 1``; None when nothing
+    answers). ``last_hop`` is the highest TTL whose probes get any answer when the TTL
+    runs from 1 to the server's distance. ``reached`` is true when the target itself
+    answered; a forged RST carries the server's address but does not count.
+    """
+
+    flow: FlowSpec
+    state: ServiceState | None
+    reason: Reason
+    reason_hop: int | None
+    last_hop: int
+    reached: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroundTruth:
+    """The expected result of tracing every flow through a scenario."""
+
+    hops: int
+    flows: tuple[FlowTruth, ...]
+    silent_hops: tuple[int, ...] = ()
+    ratelimited_hops: tuple[int, ...] = ()
+    lossy_from_hop: int | None = None
+    loss_pct: int = 0
+    ecmp_hop: int | None = None
+
+    @property
+    def server_hop(self) -> int:
+        return self.hops + 1
+
+    def flow(self, spec: FlowSpec) -> FlowTruth:
+        for truth in self.flows:
+            if truth.flow == spec:
+                return truth
+        raise KeyError(spec.label)
+
+    def with_flow(self, spec: FlowSpec, **changes: object) -> GroundTruth:
+        """A copy in which the truth of ``spec`` has ``changes``."""
+        self.flow(spec)  # KeyError for a flow the truth does not cover
+        flows = tuple(replace(t, **changes) if t.flow == spec else t for t in self.flows)  # type: ignore[arg-type]
+        return replace(self, flows=flows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """What the server answers: TCP listeners, a DNS and an NTP responder."""
+
+    tcp_ports: tuple[int, ...] = DEFAULT_TCP_PORTS
+    dns_port: int = DNS_PORT
+    ntp_port: int = NTP_PORT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """A named lab setting: rules on nodes, optional ECMP, and the truth to test against."""
+
+    name: str
+    description: str
+    hops: int
+    rules: tuple[Rule, ...]
+    truth: GroundTruth
+    ecmp_hop: int | None = None
+
+
+def clean_truth(hops: int, services: Services) -> GroundTruth:
+    """Every flow reaches the server: open ports open, the closed port closed."""
+    server = hops + 1
+
+    def reached(flow: FlowSpec, state: ServiceState | None, reason: Reason) -> FlowTruth:
+        return FlowTruth(
+            flow=flow, state=state, reason=reason, reason_hop=server, last_hop=server, reached=True
+        )
+
+    flows = [reached(ICMP_FLOW, None, Reason.ECHO_REPLY)]
+    flows += [reached(tcp(p), ServiceState.OPEN, Reason.SYN_ACK) for p in services.tcp_ports]
+    flows += [
+        reached(udp(services.dns_port), ServiceState.OPEN, Reason.UDP_RESPONSE),
+        reached(udp(services.ntp_port), ServiceState.OPEN, Reason.UDP_RESPONSE),
+        reached(tcp(CLOSED_PORT), ServiceState.CLOSED, Reason.RESET),
+        reached(udp(CLOSED_PORT), ServiceState.CLOSED, Reason.PORT_UNREACH),
+    ]
+    return GroundTruth(hops=hops, flows=tuple(flows))
+
+
+def middle(hops: int) -> int:
+    """The router hop where single-fault scenarios act (3 of 5)."""
+    return (hops + 1) // 2
+
+
+def _silenced(state: ServiceState | None, last_hop: int) -> dict[str, object]:
+    """The changes that make a flow's truth "nothing answers beyond ``last_hop``"."""
+    return {
+        "state": state,
+        "reason": Reason.NO_RESPONSE,
+        "reason_hop": None,
+        "last_hop": last_hop,
+        "reached": False,
+    }
+
+
+def _clean(hops: int, s: Services) -> Scenario:
+    return Scenario(
+        name="clean",
+        description="no filters: every service answers, every router sends time-exceeded",
+        hops=hops,
+        rules=(),
+        truth=clean_truth(hops, s),
+    )
+
+
+def _tcp_drop(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), tcp(443)
+    return Scenario(
+        name="tcp-drop",
+        description=f"r{m} silently drops tcp/443; ping and the other services pass",
+        hops=hops,
+        rules=(Filter(node=f"r{m}", action=Action.DROP, flow=flow),),
+        truth=clean_truth(hops, s).with_flow(flow, **_silenced(ServiceState.FILTERED, m)),
+    )
+
+
+def _tcp_admin(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), tcp(443)
+    return Scenario(
+        name="tcp-admin-prohibited",
+        description=f"r{m} rejects tcp/443 with ICMP administratively prohibited",
+        hops=hops,
+        rules=(Filter(node=f"r{m}", action=Action.ADMIN_PROHIBITED, flow=flow),),
+        truth=clean_truth(hops, s).with_flow(
+            flow,
+            state=ServiceState.FILTERED,
+            reason=Reason.ADMIN_PROHIBITED,
+            reason_hop=m,
+            last_hop=m + 1,
+            reached=False,
+        ),
+    )
+
+
+def _tcp_rst(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), tcp(443)
+    return Scenario(
+        name="tcp-rst-middlebox",
+        description=f"r{m} forges a TCP RST (with the server's address) for tcp/443",
+        hops=hops,
+        rules=(Filter(node=f"r{m}", action=Action.TCP_RESET, flow=flow),),
+        truth=clean_truth(hops, s).with_flow(
+            flow,
+            state=ServiceState.CLOSED,
+            reason=Reason.RESET,
+            reason_hop=m,
+            last_hop=m + 1,
+            reached=False,
+        ),
+    )
+
+
+def _icmp_blocked(hops: int, s: Services) -> Scenario:
+    return Scenario(
+        name="icmp-blocked",
+        description="the server drops ICMP echo requests; its services answer",
+        hops=hops,
+        rules=(Filter(node="server", action=Action.DROP, flow=ICMP_FLOW),),
+        truth=clean_truth(hops, s).with_flow(ICMP_FLOW, **_silenced(None, hops)),
+    )
+
+
+def _udp_drop(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), udp(s.dns_port)
+    return Scenario(
+        name="udp-drop",
+        description=f"r{m} silently drops udp/{s.dns_port} (DNS)",
+        hops=hops,
+        rules=(Filter(node=f"r{m}", action=Action.DROP, flow=flow),),
+        truth=clean_truth(hops, s).with_flow(
+            flow, **_silenced(ServiceState.OPEN_FILTERED, m)
+        ),
+    )
+
+
+def _ratelimited(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    return Scenario(
+        name="ratelimited-hop",
+        description=f"r{m} keeps the kernel's ICMP rate limits: bursts to it lose answers",
+        hops=hops,
+        rules=(RateLimit(node=f"r{m}"),),
+        truth=replace(clean_truth(hops, s), ratelimited_hops=(m,)),
+    )
+
+
+def _silent(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    return Scenario(
+        name="silent-hop",
+        description=f"r{m} forwards everything but never sends time-exceeded",
+        hops=hops,
+        rules=(Silent(node=f"r{m}"),),
+        truth=replace(clean_truth(hops, s), silent_hops=(m,)),
+    )
+
+
+def _lossy(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    after = f"r{m + 1}" if m < hops else "server"
+    return Scenario(
+        name="lossy-link",
+        description=f"the link r{m} -> {after} loses {DEFAULT_LOSS_PCT}% of packets "
+        "towards the server (no delay: this kernel has no netem)",
+        hops=hops,
+        rules=(LinkLoss(node=f"r{m}", towards=after, loss_pct=DEFAULT_LOSS_PCT),),
+        truth=replace(clean_truth(hops, s), lossy_from_hop=m + 1, loss_pct=DEFAULT_LOSS_PCT),
+    )
+
+
+def _ecmp(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    return Scenario(
+        name="ecmp",
+        description=f"two parallel routers at hop {m} (r{m}a, r{m}b), L4 hash: "
+        "flows with different ports may take different paths",
+        hops=hops,
+        rules=(),
+        truth=replace(clean_truth(hops, s), ecmp_hop=m),
+        ecmp_hop=m,
+    )
+
+
+def _combo(hops: int, s: Services) -> Scenario:
+    if hops < 3:
+        raise UsageError("scenario 'combo' needs at least 3 hops")
+    m = middle(hops)
+    dns, web, alt = udp(s.dns_port), tcp(443), tcp(8080)
+    truth = (
+        clean_truth(hops, s)
+        .with_flow(
+            dns,
+            state=ServiceState.FILTERED,
+            reason=Reason.ADMIN_PROHIBITED,
+            reason_hop=m - 1,
+            last_hop=m,
+            reached=False,
+        )
+        .with_flow(web, **_silenced(ServiceState.FILTERED, m))
+        .with_flow(
+            alt,
+            state=ServiceState.CLOSED,
+            reason=Reason.RESET,
+            reason_hop=m + 1,
+            last_hop=m + 2,
+            reached=False,
+        )
+    )
+    return Scenario(
+        name="combo",
+        description=f"r{m - 1} rejects udp/{s.dns_port} (admin-prohibited), r{m} drops tcp/443, "
+        f"r{m + 1} forges RSTs for tcp/8080; ping, tcp/22, tcp/80 pass",
+        hops=hops,
+        rules=(
+            Filter(node=f"r{m - 1}", action=Action.ADMIN_PROHIBITED, flow=dns),
+            Filter(node=f"r{m}", action=Action.DROP, flow=web),
+            Filter(node=f"r{m + 1}", action=Action.TCP_RESET, flow=alt),
+        ),
+        truth=truth,
+    )
+
+
+Builder = Callable[[int, Services], Scenario]
+
+#: name -> builder, in the order ``lab list`` shows them.
+SCENARIOS: dict[str, Builder] = {
+    "clean": _clean,
+    "tcp-drop": _tcp_drop,
+    "tcp-admin-prohibited": _tcp_admin,
+    "tcp-rst-middlebox": _tcp_rst,
+    "icmp-blocked": _icmp_blocked,
+    "udp-drop": _udp_drop,
+    "ratelimited-hop": _ratelimited,
+    "silent-hop": _silent,
+    "lossy-link": _lossy,
+    "ecmp": _ecmp,
+    "combo": _combo,
+}
+
+
+def scenario(name: str, hops: int, services: Services | None = None) -> Scenario:
+    """The built-in scenario ``name`` laid out for a lab of ``hops`` routers."""
+    try:
+        builder = SCENARIOS[name]
+    except KeyError:
+        known = ", ".join(SCENARIOS)
+        raise UsageError(f"no scenario {name!r}; known scenarios: {known}") from None
+    return builder(hops, services or Services())

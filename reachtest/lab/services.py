@@ -1,0 +1,194 @@
+"""The lab's server process: TCP listeners, a DNS responder and an NTP responder in one loop.
+
+Run inside a lab namespace as ``python -m reachtest.lab.services``; ``reachtest lab up``
+starts it and ``lab down`` stops it by PID. The DNS responder answers A, AAAA and PTR
+for the lab's own names (``r3.<lab>.reachtest.test``) from a zone file, so reverse DNS
+inside the lab never reaches the machine's resolver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
+NTP_PACKET = struct.Struct("!BBbb11I")
+SSH_BANNER = b"SSH-2.0-reachtest-lab\r\n"
+
+
+class Zone:
+    """Names and addresses of the lab: forward (A, AAAA) and reverse (PTR) look-ups."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.forward: dict[str, list[str]] = {}
+        self.reverse: dict[str, str] = {}
+        for name, addresses in names.items():
+            fqdn = name.rstrip(".").lower() + "."
+            for version in (4, 6):  # forward: the first (primary) address of each family
+                first = [a for a in addresses if ipaddress.ip_address(a).version == version][:1]
+                self.forward.setdefault(fqdn, []).extend(first)
+            for address in addresses:
+                ptr = ipaddress.ip_address(address).reverse_pointer + "."
+                self.reverse.setdefault(ptr, fqdn)
+
+    @classmethod
+    def load(cls, path: Path | None) -> Zone:
+        if path is None:
+            return cls({})
+        return cls(json.loads(path.read_text()))
+
+    def answer(self, wire: bytes) -> bytes | None:
+        """The DNS response to the query in ``wire``; None for a packet that is no query."""
+        import dns.exception
+        import dns.flags
+        import dns.message
+        import dns.rcode
+        import dns.rdataclass
+        import dns.rdatatype
+        import dns.rrset
+
+        try:
+            query = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return None
+        if query.flags & dns.flags.QR or not query.question:
+            return None
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        name = question.name.to_text().lower()
+        known = name in self.forward or name in self.reverse
+        if question.rdtype == dns.rdatatype.PTR and name in self.reverse:
+            response.answer.append(
+                dns.rrset.from_text(name, 60, dns.rdataclass.IN, dns.rdatatype.PTR, self.reverse[name])
+            )
+        elif question.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and name in self.forward:
+            version = 4 if question.rdtype == dns.rdatatype.A else 6
+            found = [a for a in self.forward[name] if ipaddress.ip_address(a).version == version]
+            if found:
+                response.answer.append(
+                    dns.rrset.from_text_list(name, 60, dns.rdataclass.IN, question.rdtype, found)
+                )
+        if not known:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        return bytes(response.to_wire())
+
+
+def ntp_answer(request: bytes, now_s: float | None = None) -> bytes | None:
+    """An NTP server reply (mode 4, stratum 2) to a client request (mode 3); else None."""
+    if len(request) < NTP_PACKET.size:
+        return None
+    first = request[0]
+    version, mode = (first >> 3) & 0x7, first & 0x7
+    if mode != 3 or version not in (1, 2, 3, 4):
+        return None
+    now = (time.time() if now_s is None else now_s) + NTP_EPOCH_OFFSET
+    seconds, fraction = int(now), int((now % 1) * 2**32) & 0xFFFFFFFF
+    origin = struct.unpack_from("!II", request, 40)  # the client's transmit time
+    return NTP_PACKET.pack(
+        (0 << 6) | (version << 3) | 4,  # leap 0, version, mode server
+        2,  # stratum
+        request[2],  # poll
+        -20,  # precision
+        0,  # root delay
+        0,  # root dispersion
+        0x7F7F0101,  # reference id
+        seconds,
+        fraction,  # reference time
+        origin[0],
+        origin[1],  # origin = client's transmit
+        seconds,
+        fraction,  # receive
+        seconds,
+        fraction,  # transmit
+    )
+
+
+def _bind(kind: int, address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((address, port))
+    sock.setblocking(False)
+    if kind == socket.SOCK_STREAM:
+        sock.listen(512)
+    return sock
+
+
+def serve(args: argparse.Namespace) -> None:
+    zone = Zone.load(args.zone)
+    selector = selectors.DefaultSelector()
+    for port in args.tcp:
+        selector.register(_bind(socket.SOCK_STREAM, args.bind, port), selectors.EVENT_READ, ("tcp", port))
+    if args.dns is not None:
+        selector.register(_bind(socket.SOCK_DGRAM, args.bind, args.dns), selectors.EVENT_READ, ("dns", args.dns))
+    if args.ntp is not None:
+        selector.register(_bind(socket.SOCK_DGRAM, args.bind, args.ntp), selectors.EVENT_READ, ("ntp", args.ntp))
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if args.ready:
+        args.ready.write_text(f"{os.getpid()}\n")
+
+    while True:
+        for key, _ in selector.select(timeout=0.5):
+            sock: socket.socket = key.fileobj  # type: ignore[assignment]
+            kind, port = key.data
+            try:
+                if kind == "tcp":
+                    conn, _ = sock.accept()
+                    if port == 22:
+                        conn.setblocking(False)
+                        try:
+                            conn.send(SSH_BANNER)
+                        except OSError:
+                            pass
+                    conn.close()
+                    continue
+                data, peer = sock.recvfrom(4096)
+                reply = zone.answer(data) if kind == "dns" else ntp_answer(data)
+                if reply is not None:
+                    sock.sendto(reply, peer)
+            except OSError:
+                continue
+
+
+def _ports(text: str) -> list[int]:
+    return [int(p) for p in text.split(",") if p.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="reachtest.lab.services", description=__doc__)
+    parser.add_argument("--lab", required=True, help="the lab id (marks the process as ours)")
+    parser.add_argument("--bind", default="::", help="address to listen on (:: = v4 and v6)")
+    parser.add_argument("--tcp", type=_ports, default=[], help="TCP ports, comma-separated")
+    parser.add_argument("--dns", type=int, default=None, help="UDP port of the DNS responder")
+    parser.add_argument("--ntp", type=int, default=None, help="UDP port of the NTP responder")
+    parser.add_argument("--zone", type=Path, default=None, help="JSON file: name -> addresses")
+    parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
+    args = parser.parse_args(argv)
+    try:
+        serve(args)
+    except OSError as exc:
+        print(f"reachtest.lab.services: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
