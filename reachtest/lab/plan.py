@@ -30,6 +30,7 @@ ROUTER_SYSCTLS = (
     ("net.ipv6.conf.all.forwarding", "1"),
     ("net.ipv6.conf.default.forwarding", "1"),
     ("net.ipv4.fib_multipath_hash_policy", "1"),
+    ("net.ipv4.icmp_errors_use_inbound_ifaddr", "1"),  # answer from the ingress, as IPv6 does
     ("net.ipv6.fib_multipath_hash_policy", "1"),
 )
 #: Unprivileged ICMP (ping) sockets for everyone in the client namespace (v4 and v6).

@@ -85,7 +85,7 @@ def render_status(status: LabStatus, out: Console) -> None:
 
     truth = Table(title="ground truth (what a correct trace concludes)", title_justify="left",
                   box=None, header_style="bold")
-    for col in ("flow", "state", "reason", "decided at hop", "last answering TTL", "target reached"):
+    for col in ("flow", "state", "reason", "by hop", "last hop", "answer at TTL", "reached"):
         truth.add_column(col)
     for flow in sc.truth.flows:
         truth.add_row(
@@ -94,6 +94,7 @@ def render_status(status: LabStatus, out: Console) -> None:
             str(flow.reason),
             "-" if flow.reason_hop is None else str(flow.reason_hop),
             str(flow.last_hop),
+            "-" if flow.answer_ttl is None else str(flow.answer_ttl),
             "yes" if flow.reached else "no",
         )
     out.print(truth)

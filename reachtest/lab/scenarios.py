@@ -84,9 +84,12 @@ class FlowTruth:
 
     ``state`` is None for ICMP (a host, not a service). ``reason_hop`` is the hop of the
     node whose packet decides the flow (the server is ``hops + 1``; None when nothing
-    answers). ``last_hop`` is the highest TTL whose probes get any answer when the TTL
-    runs from 1 to the server's distance. ``reached`` is true when the target itself
-    answered; a forged RST carries the server's address but does not count.
+    answers). ``last_hop`` is the farthest hop that answers the flow's TTL-limited
+    probes at all (time-exceeded, or the final answer). ``answer_ttl`` is the lowest TTL
+    whose probes get the final answer (None when they get none): the server's distance
+    for a reached flow, ``reason_hop + 1`` for a filter that answers (a router checks
+    the TTL before its filter). ``reached`` is true when the target itself answered; a
+    forged RST carries the server's address but does not count.
     """
 
     flow: FlowSpec
@@ -94,6 +97,7 @@ class FlowTruth:
     reason: Reason
     reason_hop: int | None
     last_hop: int
+    answer_ttl: int | None
     reached: bool
 
 
@@ -153,7 +157,13 @@ def clean_truth(hops: int, services: Services) -> GroundTruth:
 
     def reached(flow: FlowSpec, state: ServiceState | None, reason: Reason) -> FlowTruth:
         return FlowTruth(
-            flow=flow, state=state, reason=reason, reason_hop=server, last_hop=server, reached=True
+            flow=flow,
+            state=state,
+            reason=reason,
+            reason_hop=server,
+            last_hop=server,
+            answer_ttl=server,
+            reached=True,
         )
 
     flows = [reached(ICMP_FLOW, None, Reason.ECHO_REPLY)]
@@ -179,6 +189,7 @@ def _silenced(state: ServiceState | None, last_hop: int) -> dict[str, object]:
         "reason": Reason.NO_RESPONSE,
         "reason_hop": None,
         "last_hop": last_hop,
+        "answer_ttl": None,
         "reached": False,
     }
 
@@ -216,7 +227,8 @@ def _tcp_admin(hops: int, s: Services) -> Scenario:
             state=ServiceState.FILTERED,
             reason=Reason.ADMIN_PROHIBITED,
             reason_hop=m,
-            last_hop=m + 1,
+            last_hop=m,
+            answer_ttl=m + 1,
             reached=False,
         ),
     )
@@ -234,7 +246,8 @@ def _tcp_rst(hops: int, s: Services) -> Scenario:
             state=ServiceState.CLOSED,
             reason=Reason.RESET,
             reason_hop=m,
-            last_hop=m + 1,
+            last_hop=m,
+            answer_ttl=m + 1,
             reached=False,
         ),
     )
@@ -323,7 +336,8 @@ def _combo(hops: int, s: Services) -> Scenario:
             state=ServiceState.FILTERED,
             reason=Reason.ADMIN_PROHIBITED,
             reason_hop=m - 1,
-            last_hop=m,
+            last_hop=m - 1,
+            answer_ttl=m,
             reached=False,
         )
         .with_flow(web, **_silenced(ServiceState.FILTERED, m))
@@ -332,7 +346,8 @@ def _combo(hops: int, s: Services) -> Scenario:
             state=ServiceState.CLOSED,
             reason=Reason.RESET,
             reason_hop=m + 1,
-            last_hop=m + 2,
+            last_hop=m + 1,
+            answer_ttl=m + 2,
             reached=False,
         )
     )

@@ -177,9 +177,13 @@ class Topology:
         raise KeyError(node)
 
     def hop_addresses(self, hop: int, *, v6: bool = False) -> tuple[IPAddress, ...]:
-        """The addresses that answer a probe expiring at ``hop`` (server at hops + 1)."""
-        nodes = [n for n in self.nodes if n.hop == hop and n.role is not Role.CLIENT]
-        ends = [self.facing_client(n.name) for n in nodes]
+        """The addresses that may answer a probe expiring at ``hop`` (server: hops + 1).
+
+        Routers answer from the interface the probe came in on (IPv6 does so by itself;
+        IPv4 is set to with ``icmp_errors_use_inbound_ifaddr``), so the node after the
+        ECMP hop answers from two addresses, one per branch.
+        """
+        ends = [link.right for link in self.links if self.node(link.right.node).hop == hop]
         return tuple(e.ipv6.ip if v6 else e.ipv4.ip for e in ends)
 
     def client_address(self, *, v6: bool = False) -> IPAddress:

@@ -1,0 +1,109 @@
+"""Lab fixtures: real namespaces, brought up per test and always torn down."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from reachtest.errors import ReachtestError
+from reachtest.lab import manager, netns
+from reachtest.lab.plan import LabPlan
+from reachtest.lab.topology import NETNS_PREFIX
+
+#: Every lab a test makes has an id starting with this, so leftovers can be found.
+TEST_PREFIX = "t"
+_made: set[str] = set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/lab/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.lab)
+
+
+def lab_unavailable() -> str | None:
+    """Why lab tests cannot run here, or None when they can."""
+    needed = (1 << netns.CAP_SYS_ADMIN) | (1 << netns.CAP_NET_ADMIN) | (1 << 13)  # + NET_RAW
+    if netns.effective_capabilities() & needed != needed:
+        return "not root (needs CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW)"
+    for program, package in (("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")):
+        try:
+            netns.require_program(program, package)
+        except ReachtestError as exc:
+            return str(exc)
+    return None
+
+
+def new_lab_id() -> str:
+    lab_id = TEST_PREFIX + secrets.token_hex(4)
+    _made.add(lab_id)
+    return lab_id
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """After the whole lab suite, no namespace, process or file of a test lab is left."""
+    yield
+    left = [n for n in netns.list_netns() if n.startswith(NETNS_PREFIX + TEST_PREFIX)]
+    for lab_id in sorted(_made):
+        manager.down(lab_id)  # clean up anyway, then report
+    assert not left, f"test labs left namespaces behind: {left}"
+
+
+@pytest.fixture
+def lab_ready() -> None:
+    reason = lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+@dataclass
+class Lab:
+    """A running lab in a test: its plan and convenient addresses."""
+
+    plan: LabPlan
+
+    @property
+    def lab_id(self) -> str:
+        return self.plan.topology.lab_id
+
+    @property
+    def client(self) -> str:
+        return self.plan.topology.netns("client")
+
+    def server(self, v6: bool = False) -> str:
+        return str(self.plan.topology.server_address(v6=v6))
+
+    def hop(self, ttl: int, v6: bool = False) -> set[str]:
+        return {str(a) for a in self.plan.topology.hop_addresses(ttl, v6=v6)}
+
+
+MakeLab = Callable[..., Lab]
+
+
+@pytest.fixture
+def make_lab(lab_ready: None) -> Iterator[MakeLab]:
+    """Factory: ``make_lab("tcp-drop", hops=5, targets=0)``; every lab is removed after the
+    test, whatever happened in it."""
+    made: list[str] = []
+
+    def make(scenario: str, **options: object) -> Lab:
+        lab_id = new_lab_id()
+        made.append(lab_id)
+        return Lab(manager.up(scenario, lab_id=lab_id, **options))  # type: ignore[arg-type]
+
+    try:
+        yield make
+    finally:
+        for lab_id in made:
+            manager.down(lab_id)
+
+
+def reachtest_cmd() -> list[str]:
+    exe = shutil.which("reachtest")
+    assert exe, "the reachtest console script is not installed (pip install -e .)"
+    return [exe]
