@@ -171,9 +171,16 @@ def lab_status(lab_id: str | None) -> None:
 
     one = manager.resolve_lab(lab_id)
     state = manager.status(one)
+    if state.plan is None and state.namespaces:
+        raise LabNotHealthy(
+            f"lab {one!r} is broken: its namespaces exist but no state was recorded; "
+            f"remove it with: reachtest lab down --name {one}"
+        )
+    if state.plan is None:
+        raise LabNotHealthy(f"lab {one!r} is not up (start it: reachtest lab up SCENARIO)")
     render_status(state, _console())
-    if state.plan is None or state.missing or not all(state.alive.values()):
-        raise LabNotHealthy(f"lab {one!r} is not (fully) up")
+    if state.missing or not all(state.alive.values()):
+        raise LabNotHealthy(f"lab {one!r} is not fully up: see above")
 
 
 @lab.command(

@@ -17,15 +17,7 @@ def render_status(status: LabStatus, out: Console) -> None:
     from rich.table import Table
 
     if status.plan is None or status.state is None:
-        if status.namespaces:
-            out.print(
-                f"Lab {status.lab_id!r} is broken: namespaces {', '.join(status.namespaces)} "
-                "exist but no state was recorded. Remove them: reachtest lab down "
-                f"--name {status.lab_id}"
-            )
-        else:
-            out.print(f"Lab {status.lab_id!r} is not up (start it: reachtest lab up SCENARIO).")
-        return
+        raise ValueError("render_status needs a lab with a recorded state")
     plan, state = status.plan, status.state
     topo, sc = plan.topology, plan.scenario
     health = "[green]up[/green]" if state.complete and not status.missing else "[red]incomplete[/red]"

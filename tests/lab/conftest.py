@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +106,8 @@ def make_lab(lab_ready: None) -> Iterator[MakeLab]:
 
 
 def reachtest_cmd() -> list[str]:
-    exe = shutil.which("reachtest")
+    """The installed console script: the one beside this Python, else the one on PATH."""
+    beside = Path(sys.executable).parent / "reachtest"
+    exe = str(beside) if beside.exists() else shutil.which("reachtest")
     assert exe, "the reachtest console script is not installed (pip install -e .)"
     return [exe]
