@@ -85,10 +85,23 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
 
 @lab.command("up", epilog=EXIT_CODES_HELP)
 @click.argument("scenario")
-@click.option("--hops", type=int, default=5, show_default=True, help="Routers between client and server (1-20).")
-@click.option("--targets", type=int, default=0, show_default=True,
-              help="Extra server addresses from 198.19.0.0/16 and 2001:db8:ff::/64.")
-@click.option("--name", "lab_id", default="lab", show_default=True, help="Lab instance id (a-z, 0-9).")
+@click.option(
+    "--hops",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Routers between client and server (1-20).",
+)
+@click.option(
+    "--targets",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Extra server addresses from 198.19.0.0/16 and 2001:db8:ff::/64.",
+)
+@click.option(
+    "--name", "lab_id", default="lab", show_default=True, help="Lab instance id (a-z, 0-9)."
+)
 @click.option("--tcp-ports", default=None, help="TCP ports the server listens on [22,80,443,8080].")
 def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str | None) -> None:
     """Bring up SCENARIO (see `reachtest lab list`); an old lab of that name goes first."""
@@ -96,13 +109,19 @@ def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str |
 
     started = time.monotonic()
     plan = manager.up(
-        scenario, lab_id=lab_id, hops=hops, targets=targets, tcp_ports=_ports(tcp_ports),
+        scenario,
+        lab_id=lab_id,
+        hops=hops,
+        targets=targets,
+        tcp_ports=_ports(tcp_ports),
         progress=_progress,
     )
     elapsed = time.monotonic() - started
     topo, sc = plan.topology, plan.scenario
     out = _console()
-    out.print(f"[bold]Lab {topo.lab_id!r} is up[/bold]: scenario [bold]{sc.name}[/bold]: {sc.description}")
+    out.print(
+        f"[bold]Lab {topo.lab_id!r} is up[/bold]: scenario [bold]{sc.name}[/bold]: {sc.description}"
+    )
     routers = " → ".join(n.name for n in topo.nodes[1:-1])
     out.print(
         f"  client {topo.client_address()} → {routers} → server "
@@ -110,9 +129,12 @@ def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str |
     )
     if targets:
         v4, v6 = topo.extra_targets()
-        out.print(f"  {targets} extra targets on the server: {v4[0]} … {v4[-1]}, {v6[0]} … {v6[-1]}")
-    services = " ".join(f"tcp/{p}" for p in plan.services.tcp_ports)
-    out.print(f"  services: {services} udp/{plan.services.dns_port} (DNS) udp/{plan.services.ntp_port} (NTP)")
+        out.print(
+            f"  {targets} extra targets on the server: {v4[0]} … {v4[-1]}, {v6[0]} … {v6[-1]}"
+        )
+    svc = plan.services
+    tcp_list = " ".join(f"tcp/{p}" for p in svc.tcp_ports)
+    out.print(f"  services: {tcp_list} udp/{svc.dns_port} (DNS) udp/{svc.ntp_port} (NTP)")
     flag = "" if topo.lab_id == "lab" else f" --name {topo.lab_id}"
     out.print(f"  up in {elapsed:.2f} s. Try: reachtest lab exec{flag} -- ping -c1 server")
     out.print(f"  See it: reachtest lab status{flag}   Remove it: reachtest lab down{flag}")
@@ -120,7 +142,9 @@ def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str |
 
 @lab.command("down", epilog=EXIT_CODES_HELP)
 @click.option("--name", "lab_id", default=None, help="Lab instance id [the only lab, or 'lab'].")
-@click.option("--all", "everything", is_flag=True, help="Remove every reachtest lab on this machine.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Remove every reachtest lab on this machine."
+)
 def lab_down(lab_id: str | None, everything: bool) -> None:
     """Remove a lab: its processes, namespaces and files (also after a failed `up`)."""
     from reachtest.lab import manager
@@ -144,7 +168,9 @@ def lab_down(lab_id: str | None, everything: bool) -> None:
 
 
 @lab.command("list")
-@click.option("--hops", type=int, default=5, show_default=True, help="Describe scenarios for this many hops.")
+@click.option(
+    "--hops", type=int, default=5, show_default=True, help="Describe scenarios for this many hops."
+)
 def lab_list(hops: int) -> None:
     """The built-in scenarios, one line each."""
     from rich.table import Table
@@ -229,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+    except Exception as exc:
         if os.environ.get("REACHTEST_DEBUG"):
             raise
         _say(f"internal error: {type(exc).__name__}: {exc} (REACHTEST_DEBUG=1 shows a traceback)")

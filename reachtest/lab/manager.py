@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +50,9 @@ class LabState:
     def plan(self) -> LabPlan:
         services = Services(tcp_ports=self.tcp_ports)
         return build_plan(
-            self.lab_id, scenario(self.scenario, self.hops, services), targets=self.targets,
+            self.lab_id,
+            scenario(self.scenario, self.hops, services),
+            targets=self.targets,
             services=services,
         )
 
@@ -97,7 +99,7 @@ def read_state(lab_id: str) -> LabState | None:
 
 def lab_ids() -> list[str]:
     """Labs that have a state file or at least one namespace on this machine."""
-    ids = set()
+    ids: set[str] = set()
     if STATE_ROOT.is_dir():
         ids.update(p.name for p in STATE_ROOT.iterdir() if p.is_dir())
     for name in netns.list_netns():
@@ -216,8 +218,16 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
     zone = str(folder / "zone.json")
     ports = ",".join(str(p) for p in plan.services.tcp_ports)
     wanted = {
-        "server": ["--tcp", ports, "--dns", str(plan.services.dns_port),
-                   "--ntp", str(plan.services.ntp_port), "--zone", zone],
+        "server": [
+            "--tcp",
+            ports,
+            "--dns",
+            str(plan.services.dns_port),
+            "--ntp",
+            str(plan.services.ntp_port),
+            "--zone",
+            zone,
+        ],
         "client": ["--bind", "127.0.0.1", "--dns", "53", "--zone", zone],
     }
     ip = netns.require_program("ip", "iproute2")
@@ -226,8 +236,20 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         ready = folder / f"{node}.ready"
         ready.unlink(missing_ok=True)
         log = (folder / f"{node}.log").open("wb")
-        argv = [ip, "netns", "exec", topo.netns(node), sys.executable, "-m", SERVICES_MODULE,
-                "--lab", topo.lab_id, "--ready", str(ready), *args]
+        argv = [
+            ip,
+            "netns",
+            "exec",
+            topo.netns(node),
+            sys.executable,
+            "-m",
+            SERVICES_MODULE,
+            "--lab",
+            topo.lab_id,
+            "--ready",
+            str(ready),
+            *args,
+        ]
         started[node] = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
@@ -240,9 +262,13 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         while not ready.exists():
             if proc.poll() is not None:
                 tail = (folder / f"{node}.log").read_text(errors="replace").strip().splitlines()
-                raise LabError(f"the {node}'s services did not start: {tail[-1] if tail else 'no output'}")
+                raise LabError(
+                    f"the {node}'s services did not start: {tail[-1] if tail else 'no output'}"
+                )
             if time.monotonic() > deadline:
-                raise LabError(f"the {node}'s services did not start within {READY_TIMEOUT_S:.0f} s")
+                raise LabError(
+                    f"the {node}'s services did not start within {READY_TIMEOUT_S:.0f} s"
+                )
             time.sleep(0.01)
 
 
@@ -259,7 +285,9 @@ def up(
     first). On any failure, or Ctrl-C, everything made so far is removed again."""
     services = Services(tcp_ports=tcp_ports) if tcp_ports is not None else Services()
     _check_ports(services)
-    plan = build_plan(lab_id, scenario(scenario_name, hops, services), targets=targets, services=services)
+    plan = build_plan(
+        lab_id, scenario(scenario_name, hops, services), targets=targets, services=services
+    )
     netns.require_lab_privileges()
     netns.require_program("ip", "iproute2")
     if any(node.nft for node in plan.nodes):
@@ -267,25 +295,26 @@ def up(
 
     down(lab_id, progress)
     state = LabState(
-        lab_id=lab_id, scenario=scenario_name, hops=hops, targets=targets,
-        tcp_ports=services.tcp_ports, created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-        pids={}, complete=False,
+        lab_id=lab_id,
+        scenario=scenario_name,
+        hops=hops,
+        targets=targets,
+        tcp_ports=services.tcp_ports,
+        created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+        pids={},
+        complete=False,
     )
     try:
         _write_state(state)
         _build(plan, progress)
         progress("starting services")
         _start_services(plan, state)
-        _write_state(LabState(**{**_fields(state), "complete": True}))
+        _write_state(replace(state, complete=True))
     except BaseException:
         with contextlib.suppress(Exception):
             down(lab_id)
         raise
     return plan
-
-
-def _fields(state: LabState) -> dict[str, object]:
-    return {f: getattr(state, f) for f in LabState.__dataclass_fields__}
 
 
 def _check_ports(services: Services) -> None:
@@ -336,10 +365,16 @@ def status(lab_id: str) -> LabStatus:
     spaces = tuple(_namespaces_of(lab_id))
     plan = state.plan() if state else None
     expected = {n.netns for n in plan.nodes} if plan else set()
-    alive = {node: _is_our_service(pid, lab_id) for node, pid in (state.pids if state else {}).items()}
+    alive = {
+        node: _is_our_service(pid, lab_id) for node, pid in (state.pids if state else {}).items()
+    }
     return LabStatus(
-        lab_id=lab_id, state=state, plan=plan, namespaces=spaces,
-        missing=tuple(sorted(expected - set(spaces))), alive=alive,
+        lab_id=lab_id,
+        state=state,
+        plan=plan,
+        namespaces=spaces,
+        missing=tuple(sorted(expected - set(spaces))),
+        alive=alive,
     )
 
 
@@ -360,5 +395,16 @@ def exec_argv(lab_id: str, node: str, command: list[str]) -> list[str]:
     return [netns.require_program("ip", "iproute2"), "netns", "exec", space, *command]
 
 
-__all__ = ["DEFAULT_LAB", "LabState", "LabStatus", "Role", "down", "exec_argv", "lab_ids",
-           "read_state", "resolve_lab", "status", "up"]
+__all__ = [
+    "DEFAULT_LAB",
+    "LabState",
+    "LabStatus",
+    "Role",
+    "down",
+    "exec_argv",
+    "lab_ids",
+    "read_state",
+    "resolve_lab",
+    "status",
+    "up",
+]

@@ -56,7 +56,7 @@ def run(argv: Sequence[str], *, stdin: str | None = None, what: str = "") -> str
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LabError(f"{what or argv[0]}: {exc}") from exc
     if done.returncode != 0:
-        detail = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}")
+        detail = done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}"
         first = detail.splitlines()[0]
         raise LabError(f"{what or ' '.join(argv[:4])}: {first}")
     return done.stdout

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reachtest.errors import UsageError
-from reachtest.lab.scenarios import Action, Filter, LinkLoss, RateLimit, Rule, Scenario, Services, Silent
+from reachtest.lab.scenarios import (
+    Action,
+    Filter,
+    LinkLoss,
+    RateLimit,
+    Rule,
+    Scenario,
+    Services,
+    Silent,
+)
 from reachtest.lab.topology import Role, Topology, build_topology
 from reachtest.model import Protocol
 
@@ -189,7 +198,7 @@ def build_plan(
         ]
         for route in topo.routes(node.name):
             if len(route.gateways) == 1:
-                (via, dev), = route.gateways
+                ((via, dev),) = route.gateways
                 routes.append(f"route add {route.prefix} via {via} dev {dev}")
             else:
                 hops = " ".join(f"nexthop via {via} dev {dev}" for via, dev in route.gateways)

@@ -20,7 +20,9 @@ def render_status(status: LabStatus, out: Console) -> None:
         raise ValueError("render_status needs a lab with a recorded state")
     plan, state = status.plan, status.state
     topo, sc = plan.topology, plan.scenario
-    health = "[green]up[/green]" if state.complete and not status.missing else "[red]incomplete[/red]"
+    health = (
+        "[green]up[/green]" if state.complete and not status.missing else "[red]incomplete[/red]"
+    )
     out.print(
         f"[bold]Lab {topo.lab_id!r}[/bold] {health} since {state.created_utc}: "
         f"scenario [bold]{sc.name}[/bold], {topo.hops} hops, {topo.targets} extra targets"
@@ -59,24 +61,27 @@ def render_status(status: LabStatus, out: Console) -> None:
     lifted = [n.node for n in plan.nodes if ("net.ipv4.icmp_ratelimit", "0") in n.sysctls]
     kept = [n.node for n in plan.nodes if n.role is not Role.CLIENT and n.node not in lifted]
     out.print(
-        "  ICMP rate limits lifted on every node"
-        + (f" but {', '.join(kept)}" if kept else "")
+        "  ICMP rate limits lifted on every node" + (f" but {', '.join(kept)}" if kept else "")
     )
 
     out.print("[bold]services[/bold]")
-    for node, pid in state.pids.items():
-        alive = status.alive.get(node, False)
+    for name, pid in state.pids.items():
+        alive = status.alive.get(name, False)
         mark = "[green]running[/green]" if alive else "[red]not running[/red]"
         what = (
             f"tcp {','.join(map(str, plan.services.tcp_ports))}, udp {plan.services.dns_port} "
             f"(DNS), udp {plan.services.ntp_port} (NTP)"
-            if node == "server"
+            if name == "server"
             else "DNS for lab names on 127.0.0.1:53"
         )
-        out.print(f"  {node}: pid {pid} {mark}: {what}")
+        out.print(f"  {name}: pid {pid} {mark}: {what}")
 
-    truth = Table(title="ground truth (what a correct trace concludes)", title_justify="left",
-                  box=None, header_style="bold")
+    truth = Table(
+        title="ground truth (what a correct trace concludes)",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+    )
     for col in ("flow", "state", "reason", "by hop", "last hop", "answer at TTL", "reached"):
         truth.add_column(col)
     for flow in sc.truth.flows:

@@ -270,9 +270,7 @@ def _udp_drop(hops: int, s: Services) -> Scenario:
         description=f"r{m} silently drops udp/{s.dns_port} (DNS)",
         hops=hops,
         rules=(Filter(node=f"r{m}", action=Action.DROP, flow=flow),),
-        truth=clean_truth(hops, s).with_flow(
-            flow, **_silenced(ServiceState.OPEN_FILTERED, m)
-        ),
+        truth=clean_truth(hops, s).with_flow(flow, **_silenced(ServiceState.OPEN_FILTERED, m)),
     )
 
 

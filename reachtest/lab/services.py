@@ -9,6 +9,7 @@ inside the lab never reaches the machine's resolver.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -70,7 +71,9 @@ class Zone:
         known = name in self.forward or name in self.reverse
         if question.rdtype == dns.rdatatype.PTR and name in self.reverse:
             response.answer.append(
-                dns.rrset.from_text(name, 60, dns.rdataclass.IN, dns.rdatatype.PTR, self.reverse[name])
+                dns.rrset.from_text(
+                    name, 60, dns.rdataclass.IN, dns.rdatatype.PTR, self.reverse[name]
+                )
             )
         elif question.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and name in self.forward:
             version = 4 if question.rdtype == dns.rdatatype.A else 6
@@ -131,11 +134,17 @@ def serve(args: argparse.Namespace) -> None:
     zone = Zone.load(args.zone)
     selector = selectors.DefaultSelector()
     for port in args.tcp:
-        selector.register(_bind(socket.SOCK_STREAM, args.bind, port), selectors.EVENT_READ, ("tcp", port))
+        selector.register(
+            _bind(socket.SOCK_STREAM, args.bind, port), selectors.EVENT_READ, ("tcp", port)
+        )
     if args.dns is not None:
-        selector.register(_bind(socket.SOCK_DGRAM, args.bind, args.dns), selectors.EVENT_READ, ("dns", args.dns))
+        selector.register(
+            _bind(socket.SOCK_DGRAM, args.bind, args.dns), selectors.EVENT_READ, ("dns", args.dns)
+        )
     if args.ntp is not None:
-        selector.register(_bind(socket.SOCK_DGRAM, args.bind, args.ntp), selectors.EVENT_READ, ("ntp", args.ntp))
+        selector.register(
+            _bind(socket.SOCK_DGRAM, args.bind, args.ntp), selectors.EVENT_READ, ("ntp", args.ntp)
+        )
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
@@ -154,10 +163,8 @@ def serve(args: argparse.Namespace) -> None:
                     conn, _ = sock.accept()
                     if port == 22:
                         conn.setblocking(False)
-                        try:
+                        with contextlib.suppress(OSError):
                             conn.send(SSH_BANNER)
-                        except OSError:
-                            pass
                     conn.close()
                     continue
                 data, peer = sock.recvfrom(4096)

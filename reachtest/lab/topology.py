@@ -91,7 +91,9 @@ def link_mac(number: int, side: int) -> str:
     return f"02:72:74:00:{number:02x}:{side:02x}"
 
 
-def target_addresses(count: int) -> tuple[tuple[ipaddress.IPv4Address, ...], tuple[ipaddress.IPv6Address, ...]]:
+def target_addresses(
+    count: int,
+) -> tuple[tuple[ipaddress.IPv4Address, ...], tuple[ipaddress.IPv6Address, ...]]:
     """The first ``count`` extra target addresses, IPv4 and IPv6."""
     base4 = TARGET_PREFIX_V4.network_address
     base6 = TARGET_PREFIX_V6.network_address
@@ -104,9 +106,7 @@ def target_addresses(count: int) -> tuple[tuple[ipaddress.IPv4Address, ...], tup
 def check_lab_id(lab_id: str) -> str:
     """Return ``lab_id`` if it is a valid lab name, else raise a UsageError."""
     if not LAB_ID_PATTERN.fullmatch(lab_id):
-        raise UsageError(
-            f"bad lab name {lab_id!r}: use 1 to 12 lower-case letters and digits"
-        )
+        raise UsageError(f"bad lab name {lab_id!r}: use 1 to 12 lower-case letters and digits")
     return lab_id
 
 
@@ -256,7 +256,9 @@ class Topology:
                 for peer, mine, theirs in neighbours[node]
                 if min(dist_from[peer][o] for o in owners) == here - 1
             ]
-            towards_server = own[self.server.name] > min(dist_from[p][self.server.name] for p, _, _ in nexts)
+            towards_server = own[self.server.name] > min(
+                dist_from[p][self.server.name] for p, _, _ in nexts
+            )
             if not (fork and towards_server):
                 nexts = nexts[:1]
             gateways = tuple(
@@ -267,7 +269,9 @@ class Topology:
         return tuple(routes)
 
 
-def build_topology(lab_id: str, hops: int, *, targets: int = 0, ecmp_hop: int | None = None) -> Topology:
+def build_topology(
+    lab_id: str, hops: int, *, targets: int = 0, ecmp_hop: int | None = None
+) -> Topology:
     """Lay out the chain client -- r1 .. r<hops> -- server with its links and addresses."""
     check_lab_id(lab_id)
     if not MIN_HOPS <= hops <= MAX_HOPS:
@@ -300,15 +304,23 @@ def build_topology(lab_id: str, hops: int, *, targets: int = 0, ecmp_hop: int | 
                             node=left,
                             name=f"to-{right}",
                             mac=link_mac(number, 1),
-                            ipv4=ipaddress.IPv4Interface(f"{v4.network_address + 1}/{v4.prefixlen}"),
-                            ipv6=ipaddress.IPv6Interface(f"{v6.network_address + 1}/{v6.prefixlen}"),
+                            ipv4=ipaddress.IPv4Interface(
+                                f"{v4.network_address + 1}/{v4.prefixlen}"
+                            ),
+                            ipv6=ipaddress.IPv6Interface(
+                                f"{v6.network_address + 1}/{v6.prefixlen}"
+                            ),
                         ),
                         right=Interface(
                             node=right,
                             name=f"to-{left}",
                             mac=link_mac(number, 2),
-                            ipv4=ipaddress.IPv4Interface(f"{v4.network_address + 2}/{v4.prefixlen}"),
-                            ipv6=ipaddress.IPv6Interface(f"{v6.network_address + 2}/{v6.prefixlen}"),
+                            ipv4=ipaddress.IPv4Interface(
+                                f"{v4.network_address + 2}/{v4.prefixlen}"
+                            ),
+                            ipv6=ipaddress.IPv6Interface(
+                                f"{v6.network_address + 2}/{v6.prefixlen}"
+                            ),
                         ),
                     )
                 )

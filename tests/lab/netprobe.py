@@ -17,11 +17,24 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-ICMP4_KINDS = {(11, 0): "time-exceeded", (3, 3): "port-unreachable", (3, 13): "admin-prohibited",
-               (3, 9): "admin-prohibited", (3, 10): "admin-prohibited", (3, 0): "net-unreachable",
-               (3, 1): "host-unreachable", (0, 0): "echo-reply"}
-ICMP6_KINDS = {(3, 0): "time-exceeded", (1, 4): "port-unreachable", (1, 1): "admin-prohibited",
-               (1, 0): "net-unreachable", (1, 3): "host-unreachable", (129, 0): "echo-reply"}
+ICMP4_KINDS = {
+    (11, 0): "time-exceeded",
+    (3, 3): "port-unreachable",
+    (3, 13): "admin-prohibited",
+    (3, 9): "admin-prohibited",
+    (3, 10): "admin-prohibited",
+    (3, 0): "net-unreachable",
+    (3, 1): "host-unreachable",
+    (0, 0): "echo-reply",
+}
+ICMP6_KINDS = {
+    (3, 0): "time-exceeded",
+    (1, 4): "port-unreachable",
+    (1, 1): "admin-prohibited",
+    (1, 0): "net-unreachable",
+    (1, 3): "host-unreachable",
+    (129, 0): "echo-reply",
+}
 PROTO = {"icmp": 1, "tcp": 6, "udp": 17}
 PROTO6 = {"icmp": 58, "tcp": 6, "udp": 17}
 
@@ -79,8 +92,9 @@ def _kind(icmp_type: int, code: int, v6: bool) -> str:
     return table.get((icmp_type, code), f"icmp-{icmp_type}/{code}")
 
 
-def _match_error(raw: socket.socket, v6: bool, dst: str, proto: str, sport: int, dport: int,
-                 deadline: float) -> Answer | None:
+def _match_error(
+    raw: socket.socket, v6: bool, dst: str, proto: str, sport: int, dport: int, deadline: float
+) -> Answer | None:
     """Read the raw socket until an ICMP error quoting our probe arrives or time is up."""
     while True:
         left = deadline - time.monotonic()
@@ -134,8 +148,9 @@ def tcp_probe(dst: str, port: int, ttl: int = 64, timeout_s: float = 0.5) -> Ans
         return TIMEOUT
 
 
-def udp_probe(dst: str, port: int, payload: bytes = b"", ttl: int = 64,
-              timeout_s: float = 0.5) -> Answer:
+def udp_probe(
+    dst: str, port: int, payload: bytes = b"", ttl: int = 64, timeout_s: float = 0.5
+) -> Answer:
     """A UDP datagram with the given TTL: udp-reply, an ICMP error, or timeout."""
     v6 = _v6(dst)
     family = socket.AF_INET6 if v6 else socket.AF_INET
@@ -174,7 +189,9 @@ def _echo_request(ident: int, seq: int, v6: bool) -> bytes:
     return struct.pack("!BBHHH", icmp_type, 0, checksum, ident, seq) + body
 
 
-def _echo_answer(packet: bytes, sender: str, v6: bool, dst: str, ident: int) -> tuple[int, Answer] | None:
+def _echo_answer(
+    packet: bytes, sender: str, v6: bool, dst: str, ident: int
+) -> tuple[int, Answer] | None:
     icmp_type, code, rest, _ = _parse_icmp(packet, sender, v6)
     reply_type = 129 if v6 else 0
     full = packet if v6 else packet[(packet[0] & 0x0F) * 4 :]
@@ -190,8 +207,9 @@ def _echo_answer(packet: bytes, sender: str, v6: bool, dst: str, ident: int) -> 
     return (qseq, Answer(_kind(icmp_type, code, v6), sender)) if qid == ident else None
 
 
-def echo_burst(dst: str, count: int, ttl: int = 64, timeout_s: float = 0.5,
-               gap_s: float = 0.0) -> Counter[Answer]:
+def echo_burst(
+    dst: str, count: int, ttl: int = 64, timeout_s: float = 0.5, gap_s: float = 0.0
+) -> Counter[Answer]:
     """Send ``count`` echo requests (``gap_s`` apart) and count the answers by kind and sender."""
     v6 = _v6(dst)
     ident = os.getpid() & 0xFFFF ^ int(time.monotonic_ns() & 0xFFFF)

@@ -37,7 +37,9 @@ def test_ecmp_spreads_flows_over_both_routers_and_keeps_each_flow_on_one(
     hop = middle(5)
     with netns.entered(lab.client):
         spread = _udp_ttl_responders(lab.server(v6), hop, range(40000, 40032))
-        repeat = [_udp_ttl_responders(lab.server(v6), hop, range(40000, 40001))[40000] for _ in range(8)]
+        repeat = [
+            _udp_ttl_responders(lab.server(v6), hop, range(40000, 40001))[40000] for _ in range(8)
+        ]
     assert set(spread.values()) == lab.hop(hop, v6), "32 flows should use both parallel routers"
     assert len(set(repeat)) == 1 and repeat[0] == spread[40000], "one 5-tuple, one path"
 
@@ -82,12 +84,16 @@ def test_server_dns_and_ntp_answer_real_requests(make_lab: MakeLab) -> None:
         forward6 = dns.query.udp(dns.message.make_query(fqdn, "AAAA"), lab.server(True), timeout=2)
         reverse = dns.query.udp(
             dns.message.make_query(dns.reversename.from_address("198.18.3.2"), "PTR"),
-            lab.server(), timeout=2,
+            lab.server(),
+            timeout=2,
         )
-        missing = dns.query.udp(dns.message.make_query("nosuch.example.", "A"), lab.server(), timeout=2)
+        missing = dns.query.udp(
+            dns.message.make_query("nosuch.example.", "A"), lab.server(), timeout=2
+        )
         local = dns.query.udp(
             dns.message.make_query(dns.reversename.from_address("2001:db8:0:4::2"), "PTR"),
-            "127.0.0.1", timeout=2,
+            "127.0.0.1",
+            timeout=2,
         )
         request = netprobe.ntp_request()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -146,10 +152,14 @@ def test_client_has_no_default_route_and_only_lab_prefixes(make_lab: MakeLab) ->
     for family in ("-4", "-6"):
         routes = subprocess.run(
             ["ip", "-n", lab.client, family, "route", "show", "table", "all"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert "default" not in routes
-        prefixes = [line.split()[0] for line in routes.splitlines() if line and line.split()[0][0].isdigit()]
+        prefixes = [
+            line.split()[0] for line in routes.splitlines() if line and line.split()[0][0].isdigit()
+        ]
         allowed = ("198.18.", "198.19.", "2001:db8:") if family == "-4" else ("2001:db8:",)
         assert prefixes and all(p.startswith(allowed) for p in prefixes), prefixes
 

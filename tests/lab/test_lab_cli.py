@@ -71,9 +71,21 @@ def test_unknown_scenario_is_a_one_line_usage_error(lab_id: str) -> None:
 def test_without_privileges_up_is_refused_with_exit_3(lab_id: str) -> None:
     # Root with an empty capability bounding set: what a non-root user has.
     done = subprocess.run(
-        ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *reachtest_cmd(),
-         "lab", "up", "clean", "--name", lab_id],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            "setpriv",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            *reachtest_cmd(),
+            "lab",
+            "up",
+            "clean",
+            "--name",
+            lab_id,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 3
     assert "needs root" in one_line_error(done)

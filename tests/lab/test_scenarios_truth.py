@@ -40,7 +40,9 @@ def probe(truth: FlowTruth, dst: str, ttl: int) -> netprobe.Answer:
     return netprobe.udp_probe(dst, flow.port, payload.get(flow.port, b""), ttl=ttl, timeout_s=0.3)
 
 
-def expected(lab: Lab, truth: GroundTruth, flow: FlowTruth, ttl: int, v6: bool) -> set[netprobe.Answer]:
+def expected(
+    lab: Lab, truth: GroundTruth, flow: FlowTruth, ttl: int, v6: bool
+) -> set[netprobe.Answer]:
     """The answers the truth allows for one probe."""
     dst = lab.server(v6)
     if flow.answer_ttl is not None and ttl >= flow.answer_ttl:
@@ -73,6 +75,7 @@ def test_scenario_behaves_as_its_ground_truth(make_lab: MakeLab, name: str) -> N
                             break
                     if got not in allowed:
                         family = "IPv6" if v6 else "IPv4"
-                        mismatches.append(f"{family} {flow.flow} ttl {ttl}: got {got}, want {allowed}")
+                        mismatches.append(
+                            f"{family} {flow.flow} ttl {ttl}: got {got}, want {allowed}"
+                        )
     assert not mismatches, "\n".join(mismatches)
-

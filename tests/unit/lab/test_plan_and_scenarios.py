@@ -1,0 +1,163 @@
+"""Scenarios and their rendering into sysctls, ip lines and nft rules (no root needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reachtest.errors import UsageError
+from reachtest.lab.plan import build_plan
+from reachtest.lab.scenarios import (
+    CLOSED_PORT,
+    SCENARIOS,
+    Action,
+    Filter,
+    Scenario,
+    Services,
+    clean_truth,
+    middle,
+    scenario,
+)
+from reachtest.model import ICMP_FLOW, Reason, ServiceState, tcp, udp
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("hops", [1, 3, 5, 20])
+def test_every_scenario_builds_with_a_consistent_truth(name: str, hops: int) -> None:
+    if name == "combo" and hops < 3:
+        with pytest.raises(UsageError, match="at least 3 hops"):
+            scenario(name, hops)
+        return
+    sc = scenario(name, hops)
+    plan = build_plan("x", sc)
+    truth = sc.truth
+    assert {t.flow for t in truth.flows} >= {
+        ICMP_FLOW,
+        tcp(443),
+        udp(53),
+        tcp(CLOSED_PORT),
+        udp(CLOSED_PORT),
+    }
+    for t in truth.flows:
+        assert 1 <= t.last_hop <= truth.server_hop
+        if t.reached:
+            assert t.reason_hop == t.answer_ttl == t.last_hop == truth.server_hop
+        if t.answer_ttl is None:
+            assert t.reason is Reason.NO_RESPONSE and t.reason_hop is None
+        elif not t.reached:
+            assert t.reason_hop is not None and t.answer_ttl == t.reason_hop + 1
+    assert len(plan.nodes) == len(plan.topology.nodes)
+
+
+def test_single_fault_scenarios_change_only_their_flow() -> None:
+    base = clean_truth(5, Services())
+    changed = {
+        "tcp-drop": tcp(443),
+        "tcp-admin-prohibited": tcp(443),
+        "tcp-rst-middlebox": tcp(443),
+        "icmp-blocked": ICMP_FLOW,
+        "udp-drop": udp(53),
+    }
+    for name, flow in changed.items():
+        truth = scenario(name, 5).truth
+        differing = [t.flow for t, b in zip(truth.flows, base.flows, strict=True) if t != b]
+        assert differing == [flow], name
+
+
+def test_truth_of_the_named_faults() -> None:
+    m = middle(5)
+    drop = scenario("tcp-drop", 5).truth.flow(tcp(443))
+    assert (drop.state, drop.reason, drop.last_hop, drop.answer_ttl) == (
+        ServiceState.FILTERED,
+        Reason.NO_RESPONSE,
+        m,
+        None,
+    )
+    admin = scenario("tcp-admin-prohibited", 5).truth.flow(tcp(443))
+    assert (admin.reason, admin.reason_hop, admin.answer_ttl) == (Reason.ADMIN_PROHIBITED, m, m + 1)
+    rst = scenario("tcp-rst-middlebox", 5).truth.flow(tcp(443))
+    assert (rst.state, rst.reached, rst.answer_ttl) == (ServiceState.CLOSED, False, m + 1)
+    udp_drop = scenario("udp-drop", 5).truth.flow(udp(53))
+    assert udp_drop.state is ServiceState.OPEN_FILTERED, "UDP silence is open|filtered"
+
+
+def test_nft_rules_per_action_and_node_role() -> None:
+    plan = build_plan("x", scenario("combo", 5))
+    assert (
+        plan.node("r2").nft is not None
+        and "meta l4proto udp th dport 53 reject with icmpx type admin-prohibited"
+        in plan.node("r2").nft
+    )
+    assert "meta l4proto tcp th dport 443 drop" in (plan.node("r3").nft or "")
+    assert "reject with tcp reset" in (plan.node("r4").nft or "")
+    assert "hook forward" in (plan.node("r3").nft or "")
+    assert plan.node("r1").nft is None and plan.node("client").nft is None
+
+    server = build_plan("x", scenario("icmp-blocked", 5)).node("server").nft or ""
+    assert "hook input" in server and "icmpv6 type echo-request drop" in server
+
+    silent = build_plan("x", scenario("silent-hop", 5)).node("r3").nft or ""
+    assert "hook output" in silent and "icmp type time-exceeded drop" in silent
+
+    lossy = build_plan("x", scenario("lossy-link", 5)).node("r3").nft or ""
+    assert 'oifname "to-r4" numgen random mod 100 < 20 drop' in lossy
+
+
+def test_tcp_reset_on_udp_is_refused() -> None:
+    sc = Scenario(
+        name="bad",
+        description="",
+        hops=2,
+        rules=(Filter(node="r1", action=Action.TCP_RESET, flow=udp(53)),),
+        truth=clean_truth(2, Services()),
+    )
+    with pytest.raises(UsageError, match="tcp-reset can only reject TCP"):
+        build_plan("x", sc)
+
+
+def test_rules_on_unknown_nodes_are_refused() -> None:
+    sc = Scenario(
+        name="bad",
+        description="",
+        hops=2,
+        rules=(Filter(node="r9", action=Action.DROP, flow=tcp(80)),),
+        truth=clean_truth(2, Services()),
+    )
+    with pytest.raises(UsageError, match="no node r9"):
+        build_plan("x", sc)
+
+
+def test_sysctls_lift_icmp_limits_except_on_the_ratelimited_hop() -> None:
+    plan = build_plan("x", scenario("ratelimited-hop", 5))
+    for node in plan.nodes:
+        lifted = ("net.ipv4.icmp_ratelimit", "0") in node.sysctls
+        assert lifted == (node.node != "r3"), node.node
+    routers = [n for n in plan.nodes if n.node.startswith("r")]
+    assert all(("net.ipv4.ip_forward", "1") in n.sysctls for n in routers)
+    assert ("net.ipv4.ping_group_range", "0 2147483647") in plan.node("client").sysctls
+    assert ("net.ipv4.ip_forward", "1") not in plan.node("client").sysctls
+
+
+def test_plan_lines_address_links_and_pin_neighbours() -> None:
+    plan = build_plan("x", scenario("ecmp", 5), targets=2)
+    assert any(
+        "address 02:72:74:00:01:01" in line and "netns rt-x-client" in line for line in plan.links
+    )
+    r2 = plan.node("r2")
+    assert any(line.startswith("route add 198.18.6.0/24 nexthop via") for line in r2.routes)
+    assert any("nud permanent" in line for line in r2.routes)
+    server = plan.node("server")
+    assert "addr add 198.19.0.2/32 dev lo" in server.addresses
+    assert "addr add 2001:db8:ff::2/128 dev lo nodad" in server.addresses
+
+
+def test_names_for_hosts_and_dns() -> None:
+    plan = build_plan("lab", scenario("clean", 2), targets=1)
+    names = plan.names()
+    assert names["server"][:2] == ("198.18.3.2", "2001:db8:0:3::2")
+    assert names["t1"] == ("198.19.0.1", "2001:db8:ff::1")
+    assert plan.fqdn("r1") == "r1.lab.reachtest.test"
+
+
+def test_unknown_scenario_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="known scenarios: clean, tcp-drop"):
+        scenario("nope", 5)
