@@ -103,7 +103,23 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
     "--name", "lab_id", default="lab", show_default=True, help="Lab instance id (a-z, 0-9)."
 )
 @click.option("--tcp-ports", default=None, help="TCP ports the server listens on [22,80,443,8080].")
-def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str | None) -> None:
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    metavar="SPEC",
+    help="Add a rule (repeatable): r2:drop:tcp/22, r3:port-unreachable:udp/123, "
+    "server:admin-prohibited:icmp, r4:tcp-reset:tcp/80, r1:silent, r2:ratelimit[:MS], "
+    "r3:loss:10. The ground truth does not cover added rules.",
+)
+def lab_up(
+    scenario: str,
+    hops: int,
+    targets: int,
+    lab_id: str,
+    tcp_ports: str | None,
+    rules: tuple[str, ...],
+) -> None:
     """Bring up SCENARIO (see `reachtest lab list`); an old lab of that name goes first."""
     from reachtest.lab import manager
 
@@ -114,6 +130,7 @@ def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str |
         hops=hops,
         targets=targets,
         tcp_ports=_ports(tcp_ports),
+        rules=rules,
         progress=_progress,
     )
     elapsed = time.monotonic() - started
@@ -122,6 +139,9 @@ def lab_up(scenario: str, hops: int, targets: int, lab_id: str, tcp_ports: str |
     out.print(
         f"[bold]Lab {topo.lab_id!r} is up[/bold]: scenario [bold]{sc.name}[/bold]: {sc.description}"
     )
+    added = sc.rules[len(sc.rules) - len(sc.extra_rules) :]
+    for spec, rule in zip(sc.extra_rules, added, strict=True):
+        out.print(f"  added rule {spec}: {rule.describe()}")
     routers = " → ".join(n.name for n in topo.nodes[1:-1])
     out.print(
         f"  client {topo.client_address()} → {routers} → server "

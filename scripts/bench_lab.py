@@ -31,7 +31,9 @@ def timed(argv: list[str]) -> float:
 
 def reachtest_cycle(hops: int, targets: int) -> tuple[float, float]:
     exe = str(Path(sys.executable).parent / "reachtest")
-    up = timed([exe, "lab", "up", "clean", "--name", LAB, "--hops", str(hops), "--targets", str(targets)])
+    up = timed(
+        [exe, "lab", "up", "clean", "--name", LAB, "--hops", str(hops), "--targets", str(targets)]
+    )
     down = timed([exe, "lab", "down", "--name", LAB])
     return up, down
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from reachtest.errors import LabError, UsageError
 from reachtest.lab import netns
 from reachtest.lab.plan import LabPlan, build_plan
-from reachtest.lab.scenarios import CLOSED_PORT, Services, scenario
+from reachtest.lab.scenarios import CLOSED_PORT, Services, scenario, with_extra_rules
 from reachtest.lab.topology import NETNS_PREFIX, Role, check_lab_id
 
 STATE_ROOT = Path("/run/reachtest/labs")
@@ -43,6 +43,7 @@ class LabState:
     hops: int
     targets: int
     tcp_ports: tuple[int, ...]
+    rules: tuple[str, ...]
     created_utc: str
     pids: dict[str, int]
     complete: bool
@@ -51,7 +52,7 @@ class LabState:
         services = Services(tcp_ports=self.tcp_ports)
         return build_plan(
             self.lab_id,
-            scenario(self.scenario, self.hops, services),
+            with_extra_rules(scenario(self.scenario, self.hops, services), self.rules),
             targets=self.targets,
             services=services,
         )
@@ -70,6 +71,7 @@ def _write_state(state: LabState) -> None:
         "hops": state.hops,
         "targets": state.targets,
         "tcp_ports": list(state.tcp_ports),
+        "rules": list(state.rules),
         "created_utc": state.created_utc,
         "pids": state.pids,
         "complete": state.complete,
@@ -89,6 +91,7 @@ def read_state(lab_id: str) -> LabState | None:
             hops=int(data["hops"]),
             targets=int(data["targets"]),
             tcp_ports=tuple(int(p) for p in data["tcp_ports"]),
+            rules=tuple(str(r) for r in data["rules"]),
             created_utc=data["created_utc"],
             pids={k: int(v) for k, v in data["pids"].items()},
             complete=bool(data["complete"]),
@@ -279,15 +282,16 @@ def up(
     hops: int = 5,
     targets: int = 0,
     tcp_ports: tuple[int, ...] | None = None,
+    rules: tuple[str, ...] = (),
     progress: Progress = _quiet,
 ) -> LabPlan:
-    """Bring up ``scenario_name`` as lab ``lab_id`` (tearing down any lab of that name
-    first). On any failure, or Ctrl-C, everything made so far is removed again."""
+    """Bring up ``scenario_name`` (plus the ``--rule`` specs in ``rules``) as lab
+    ``lab_id``, tearing down any lab of that name first. On any failure, or Ctrl-C,
+    everything made so far is removed again."""
     services = Services(tcp_ports=tcp_ports) if tcp_ports is not None else Services()
     _check_ports(services)
-    plan = build_plan(
-        lab_id, scenario(scenario_name, hops, services), targets=targets, services=services
-    )
+    chosen = with_extra_rules(scenario(scenario_name, hops, services), rules)
+    plan = build_plan(lab_id, chosen, targets=targets, services=services)
     netns.require_lab_privileges()
     netns.require_program("ip", "iproute2")
     if any(node.nft for node in plan.nodes):
@@ -300,6 +304,7 @@ def up(
         hops=hops,
         targets=targets,
         tcp_ports=services.tcp_ports,
+        rules=rules,
         created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         pids={},
         complete=False,

@@ -95,6 +95,11 @@ def render_status(status: LabStatus, out: Console) -> None:
             "yes" if flow.reached else "no",
         )
     out.print(truth)
+    if sc.extra_rules:
+        out.print(
+            f"  [yellow]the ground truth is the scenario's alone: it does not cover the added "
+            f"rules {', '.join(sc.extra_rules)}[/yellow]"
+        )
     notes = []
     t = sc.truth
     if t.silent_hops:

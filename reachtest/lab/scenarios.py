@@ -149,6 +149,8 @@ class Scenario:
     rules: tuple[Rule, ...]
     truth: GroundTruth
     ecmp_hop: int | None = None
+    #: Rules the user added with ``lab up --rule``: the truth does not cover them.
+    extra_rules: tuple[str, ...] = ()
 
 
 def clean_truth(hops: int, services: Services) -> GroundTruth:
@@ -389,3 +391,57 @@ def scenario(name: str, hops: int, services: Services | None = None) -> Scenario
         known = ", ".join(SCENARIOS)
         raise UsageError(f"no scenario {name!r}; known scenarios: {known}") from None
     return builder(hops, services or Services())
+
+
+RULE_SYNTAX = (
+    "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
+    "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT"
+)
+
+
+def _parse_flow(text: str) -> FlowSpec:
+    if text == "icmp":
+        return ICMP_FLOW
+    proto, _, port = text.partition("/")
+    if proto not in ("tcp", "udp") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(f"bad flow {text!r}: use tcp/PORT, udp/PORT (1-65535) or icmp")
+    return tcp(int(port)) if proto == "tcp" else udp(int(port))
+
+
+def parse_rule(text: str, hops: int) -> Rule:
+    """A rule from its command-line spelling, e.g. ``r2:drop:tcp/22`` or ``r4:silent``."""
+    parts = text.strip().split(":")
+    node, what, args = parts[0], parts[1] if len(parts) > 1 else "", parts[2:]
+    bad = UsageError(f"bad --rule {text!r}: use {RULE_SYNTAX}")
+    if not node or not what:
+        raise bad
+    if what in {a.value for a in Action}:
+        if len(args) != 1:
+            raise bad
+        try:
+            flow = _parse_flow(args[0])
+        except UsageError as exc:
+            raise UsageError(f"bad --rule {text!r}: {exc}") from None
+        return Filter(node=node, action=Action(what), flow=flow)
+    if what == "silent" and not args:
+        return Silent(node=node)
+    if what == "ratelimit" and len(args) <= 1:
+        if args and not args[0].isdigit():
+            raise bad
+        return RateLimit(node=node, ratelimit_ms=int(args[0]) if args else None)
+    if what == "loss" and len(args) == 1 and args[0].isdigit() and 0 < int(args[0]) <= 100:
+        hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
+        if hop is None or not 1 <= hop <= hops:
+            raise UsageError(f"bad --rule {text!r}: loss goes on a router r1 .. r{hops}")
+        return LinkLoss(
+            node=node, towards="server" if hop == hops else f"r{hop + 1}", loss_pct=int(args[0])
+        )
+    raise bad
+
+
+def with_extra_rules(base: Scenario, specs: tuple[str, ...]) -> Scenario:
+    """``base`` with the user's ``--rule`` specs added after its own rules."""
+    if not specs:
+        return base
+    extra = tuple(parse_rule(spec, base.hops) for spec in specs)
+    return replace(base, rules=base.rules + extra, extra_rules=specs)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from reachtest.lab import manager, netns
+from tests.lab import netprobe
 from tests.lab.conftest import new_lab_id, reachtest_cmd
 
 
@@ -139,3 +140,39 @@ def test_list_names_every_scenario() -> None:
     assert done.returncode == 0
     for name in SCENARIOS:
         assert name in done.stdout
+
+
+def test_added_rules_take_effect_and_survive_in_status(lab_id: str) -> None:
+    up = run(
+        "lab",
+        "up",
+        "clean",
+        "--name",
+        lab_id,
+        "--rule",
+        "r2:port-unreachable:udp/123",
+        "--rule",
+        "r4:silent",
+    )
+    assert up.returncode == 0, up.stderr
+    assert "added rule r2:port-unreachable:udp/123" in up.stdout
+    status = run("lab", "status", "--name", lab_id)
+    assert "r2 rejects (port-unreachable) udp/123" in status.stdout
+    assert "does not cover the added rules" in status.stdout
+    plan = manager.read_state(lab_id)
+    assert plan is not None
+    lab = plan.plan()
+    server = str(lab.topology.server_address())
+    with netns.entered(lab.topology.netns("client")):
+        rejected = netprobe.udp_probe(server, 123, netprobe.ntp_request(), ttl=64)
+        silent = netprobe.echo_probe(server, ttl=4, timeout_s=0.3)
+        after = netprobe.echo_probe(server, ttl=5)
+    assert rejected == netprobe.Answer("port-unreachable", "198.18.2.2")
+    assert silent == netprobe.TIMEOUT
+    assert after == netprobe.Answer("time-exceeded", "198.18.5.2")
+
+
+def test_bad_rule_is_a_one_line_usage_error(lab_id: str) -> None:
+    done = run("lab", "up", "clean", "--name", lab_id, "--rule", "r2:explode")
+    assert done.returncode == 2
+    assert "bad --rule 'r2:explode'" in one_line_error(done)

@@ -11,11 +11,16 @@ from reachtest.lab.scenarios import (
     SCENARIOS,
     Action,
     Filter,
+    LinkLoss,
+    RateLimit,
     Scenario,
     Services,
+    Silent,
     clean_truth,
     middle,
+    parse_rule,
     scenario,
+    with_extra_rules,
 )
 from reachtest.model import ICMP_FLOW, Reason, ServiceState, tcp, udp
 
@@ -161,3 +166,55 @@ def test_names_for_hosts_and_dns() -> None:
 def test_unknown_scenario_lists_the_known_ones() -> None:
     with pytest.raises(UsageError, match="known scenarios: clean, tcp-drop"):
         scenario("nope", 5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "rule"),
+    [
+        ("r2:drop:tcp/22", Filter(node="r2", action=Action.DROP, flow=tcp(22))),
+        (
+            "r3:port-unreachable:udp/123",
+            Filter(node="r3", action=Action.PORT_UNREACHABLE, flow=udp(123)),
+        ),
+        (
+            "server:admin-prohibited:icmp",
+            Filter(node="server", action=Action.ADMIN_PROHIBITED, flow=ICMP_FLOW),
+        ),
+        ("r1:silent", Silent(node="r1")),
+        ("r2:ratelimit", RateLimit(node="r2")),
+        ("r2:ratelimit:500", RateLimit(node="r2", ratelimit_ms=500)),
+        ("r5:loss:10", LinkLoss(node="r5", towards="server", loss_pct=10)),
+        ("r3:loss:10", LinkLoss(node="r3", towards="r4", loss_pct=10)),
+    ],
+)
+def test_rule_specs_parse(spec: str, rule: object) -> None:
+    assert parse_rule(spec, 5) == rule
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "r2",
+        "r2:drop",
+        "r2:drop:tcp/0",
+        "r2:drop:sctp/1",
+        "r2:explode",
+        "r2:loss:0",
+        "server:loss:5",
+        "r9:loss:5",
+        "r2:ratelimit:fast",
+        "r1:silent:x",
+    ],
+)
+def test_bad_rule_specs_are_usage_errors(spec: str) -> None:
+    with pytest.raises(UsageError, match="--rule"):
+        parse_rule(spec, 5)
+
+
+def test_extra_rules_are_added_and_marked() -> None:
+    sc = with_extra_rules(scenario("clean", 5), ("r2:port-unreachable:udp/123",))
+    assert sc.extra_rules == ("r2:port-unreachable:udp/123",)
+    nft = build_plan("x", sc).node("r2").nft or ""
+    assert "meta l4proto udp th dport 123 reject with icmpx type port-unreachable" in nft
+    with pytest.raises(UsageError, match="no node r7"):
+        build_plan("x", with_extra_rules(scenario("clean", 5), ("r7:silent",)))
