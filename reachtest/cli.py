@@ -142,7 +142,9 @@ def lab_up(
     added = sc.rules[len(sc.rules) - len(sc.extra_rules) :]
     for spec, rule in zip(sc.extra_rules, added, strict=True):
         out.print(f"  added rule {spec}: {rule.describe()}")
-    routers = " → ".join(n.name for n in topo.nodes[1:-1])
+    routers = " → ".join(
+        "|".join(n.name for n in topo.routers_at(h)) for h in range(1, topo.hops + 1)
+    )
     out.print(
         f"  client {topo.client_address()} → {routers} → server "
         f"{topo.server_address()} {topo.server_address(v6=True)}"

@@ -109,6 +109,9 @@ def render_status(status: LabStatus, out: Console) -> None:
     if t.lossy_from_hop is not None:
         notes.append(f"forwarding loss of {t.loss_pct}% from hop {t.lossy_from_hop} on")
     if t.ecmp_hop is not None:
-        notes.append(f"two responders at hop {t.ecmp_hop} across flows")
+        notes.append(
+            f"two responders at hop {t.ecmp_hop} across flows, and at hop {t.ecmp_hop + 1}, "
+            "which answers from the interface (branch) a probe came in on"
+        )
     for note in notes:
         out.print(f"  {note}")
