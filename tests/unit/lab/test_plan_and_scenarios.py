@@ -107,27 +107,18 @@ def test_nft_rules_per_action_and_node_role() -> None:
     assert 'oifname "to-r4" numgen random mod 100 < 20 drop' in lossy
 
 
-def test_tcp_reset_on_udp_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (Filter(node="r1", action=Action.TCP_RESET, flow=udp(53)), "tcp-reset can only reject TCP"),
+        (Filter(node="r9", action=Action.DROP, flow=tcp(80)), "no node r9"),
+    ],
+)
+def test_impossible_rules_are_refused(rule: Filter, message: str) -> None:
     sc = Scenario(
-        name="bad",
-        description="",
-        hops=2,
-        rules=(Filter(node="r1", action=Action.TCP_RESET, flow=udp(53)),),
-        truth=clean_truth(2, Services()),
+        name="bad", description="", hops=2, rules=(rule,), truth=clean_truth(2, Services())
     )
-    with pytest.raises(UsageError, match="tcp-reset can only reject TCP"):
-        build_plan("x", sc)
-
-
-def test_rules_on_unknown_nodes_are_refused() -> None:
-    sc = Scenario(
-        name="bad",
-        description="",
-        hops=2,
-        rules=(Filter(node="r9", action=Action.DROP, flow=tcp(80)),),
-        truth=clean_truth(2, Services()),
-    )
-    with pytest.raises(UsageError, match="no node r9"):
+    with pytest.raises(UsageError, match=message):
         build_plan("x", sc)
 
 
