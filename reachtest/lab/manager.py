@@ -20,7 +20,7 @@ from reachtest.errors import LabError, UsageError
 from reachtest.lab import netns
 from reachtest.lab.plan import LabPlan, build_plan
 from reachtest.lab.scenarios import CLOSED_PORT, Services, scenario, with_extra_rules
-from reachtest.lab.topology import NETNS_PREFIX, Role, check_lab_id
+from reachtest.lab.topology import NETNS_PREFIX, check_lab_id
 
 STATE_ROOT = Path("/run/reachtest/labs")
 DEFAULT_LAB = "lab"
@@ -398,18 +398,3 @@ def exec_argv(lab_id: str, node: str, command: list[str]) -> list[str]:
     if not command:
         raise UsageError("give a command to run, after --")
     return [netns.require_program("ip", "iproute2"), "netns", "exec", space, *command]
-
-
-__all__ = [
-    "DEFAULT_LAB",
-    "LabState",
-    "LabStatus",
-    "Role",
-    "down",
-    "exec_argv",
-    "lab_ids",
-    "read_state",
-    "resolve_lab",
-    "status",
-    "up",
-]

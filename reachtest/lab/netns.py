@@ -148,9 +148,3 @@ def nft_apply(netns: str, ruleset: str) -> None:
     nft = require_program("nft", "nftables")
     ip = require_program("ip", "iproute2")
     run([ip, "netns", "exec", netns, nft, "-f", "-"], stdin=ruleset, what=f"nft in {netns}")
-
-
-def nft_list(netns: str) -> str:
-    nft = require_program("nft", "nftables")
-    ip = require_program("ip", "iproute2")
-    return run([ip, "netns", "exec", netns, nft, "list", "ruleset"], what=f"nft in {netns}")
