@@ -16,6 +16,7 @@ NETNS_DIR = Path("/run/netns")
 ETC_NETNS_DIR = Path("/etc/netns")
 CLONE_NEWNET = 0x40000000
 CAP_NET_ADMIN = 12
+CAP_NET_RAW = 13
 CAP_SYS_ADMIN = 21
 
 

@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def lab_unavailable() -> str | None:
     """Why lab tests cannot run here, or None when they can."""
-    needed = (1 << netns.CAP_SYS_ADMIN) | (1 << netns.CAP_NET_ADMIN) | (1 << 13)  # + NET_RAW
+    needed = (1 << netns.CAP_SYS_ADMIN) | (1 << netns.CAP_NET_ADMIN) | (1 << netns.CAP_NET_RAW)
     if netns.effective_capabilities() & needed != needed:
         return "not root (needs CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_NET_RAW)"
     for program, package in (("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")):

@@ -149,14 +149,20 @@ def tcp_probe(dst: str, port: int, ttl: int = 64, timeout_s: float = 0.5) -> Ans
 
 
 def udp_probe(
-    dst: str, port: int, payload: bytes = b"", ttl: int = 64, timeout_s: float = 0.5
+    dst: str,
+    port: int,
+    payload: bytes = b"",
+    ttl: int = 64,
+    timeout_s: float = 0.5,
+    sport: int = 0,
 ) -> Answer:
-    """A UDP datagram with the given TTL: udp-reply, an ICMP error, or timeout."""
+    """A UDP datagram with the given TTL (from ``sport``, 0 = any): udp-reply, an ICMP
+    error, or timeout."""
     v6 = _v6(dst)
     family = socket.AF_INET6 if v6 else socket.AF_INET
     with _raw_icmp(v6) as raw, socket.socket(family, socket.SOCK_DGRAM) as sock:
         _set_ttl(sock, v6, ttl)
-        sock.bind(("::" if v6 else "0.0.0.0", 0))
+        sock.bind(("::" if v6 else "0.0.0.0", sport))
         sport = sock.getsockname()[1]
         sock.sendto(payload, (dst, port))
         deadline = time.monotonic() + timeout_s

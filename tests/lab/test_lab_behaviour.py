@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
@@ -16,17 +15,7 @@ from tests.lab.conftest import MakeLab
 
 def _udp_ttl_responders(dst: str, ttl: int, ports: range) -> dict[int, str | None]:
     """Responder of a TTL-limited UDP probe from each of ``ports`` (as source ports)."""
-    v6 = ":" in dst
-    out: dict[int, str | None] = {}
-    for sport in ports:
-        family = socket.AF_INET6 if v6 else socket.AF_INET
-        with netprobe._raw_icmp(v6) as raw, socket.socket(family, socket.SOCK_DGRAM) as sock:
-            netprobe._set_ttl(sock, v6, ttl)
-            sock.bind(("::" if v6 else "0.0.0.0", sport))
-            sock.sendto(b"", (dst, 33434))
-            found = netprobe._match_error(raw, v6, dst, "udp", sport, 33434, time.monotonic() + 0.5)
-            out[sport] = found.responder if found else None
-    return out
+    return {p: netprobe.udp_probe(dst, 33434, ttl=ttl, sport=p).responder for p in ports}
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
