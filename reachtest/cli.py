@@ -25,6 +25,8 @@ from reachtest.errors import (
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from reachtest.model import FlowSpec, Outcome
+
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  success (every traced service answered)
@@ -256,6 +258,160 @@ def lab_exec(lab_id: str | None, node: str, command: tuple[str, ...]) -> None:
 
 def _say(message: str) -> None:
     click.echo(f"reachtest: error: {message}", err=True)
+
+
+# -- probe ------------------------------------------------------------------------
+
+
+def _flows(specs: tuple[str, ...], icmp: bool) -> tuple[FlowSpec, ...]:
+    from reachtest.model import ICMP_FLOW
+    from reachtest.spec import parse_flow
+
+    flows = [parse_flow(s) for spec in specs for s in spec.split(",") if s.strip()]
+    if icmp and ICMP_FLOW not in flows:
+        flows.insert(0, ICMP_FLOW)
+    if not flows:
+        raise UsageError("nothing to probe: give -p tcp/PORT or udp/PORT, or drop --no-icmp")
+    return tuple(dict.fromkeys(flows))
+
+
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+    rtt = outcome.rtt_ns
+    return {
+        "target": outcome.target,
+        "flow": outcome.flow.label,
+        "ttl": outcome.ttl,
+        "round": outcome.round,
+        "probe_id": outcome.probe_id,
+        "sent_ns": outcome.sent_ns,
+        "kind": str(outcome.kind),
+        "responder": outcome.responder,
+        "rtt_ms": None if rtt is None else round(rtt / 1e6, 4),
+        "reply_ttl": outcome.reply_ttl,
+        "icmp_type": outcome.icmp_type,
+        "icmp_code": outcome.icmp_code,
+        "tcp_flags": outcome.tcp_flags,
+        "quote_ttl": outcome.quote_ttl,
+        "quote_changed": list(outcome.quote_changed),
+        "mpls": [
+            {"label": m.label, "tc": m.tc, "bottom": m.bottom, "ttl": m.ttl} for m in outcome.mpls
+        ],
+        "exact": outcome.exact,
+        "extra": None if outcome.extra is None else str(outcome.extra),
+    }
+
+
+@cli.command("probe", epilog=EXIT_CODES_HELP)
+@click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="FLOW",
+    help="A flow: tcp/443, udp/53, 443 (tcp), icmp; repeat or comma-separate.",
+)
+@click.option("--no-icmp", is_flag=True, help="Do not trace ICMP echo alongside the services.")
+@click.option("-f", "--first-ttl", type=int, default=1, show_default=True)
+@click.option("-m", "--max-ttl", type=int, default=30, show_default=True)
+@click.option("-c", "--rounds", type=int, default=None, help="Rounds [10; 1 with --fast].")
+@click.option(
+    "-i", "--interval", type=float, default=1.0, show_default=True, help="Seconds per round."
+)
+@click.option(
+    "--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait for a reply."
+)
+@click.option(
+    "--rate", type=float, default=5000.0, show_default=True, help="Packets/s cap (0: none)."
+)
+@click.option("--max-in-flight", type=int, default=4096, show_default=True)
+@click.option(
+    "--gap-limit", type=int, default=5, show_default=True, help="Silent TTLs before giving up."
+)
+@click.option("--fast", is_flag=True, help="Every TTL of every flow at once, one round.")
+@click.option(
+    "--payload", default="", metavar="HEX", help="UDP payload for ports without a known protocol."
+)
+@click.option("-4", "family", flag_value=4, help="IPv4 only.")
+@click.option("-6", "family", flag_value=6, help="IPv6 only.")
+def probe_command(
+    targets: tuple[str, ...],
+    ports: tuple[str, ...],
+    no_icmp: bool,
+    first_ttl: int,
+    max_ttl: int,
+    rounds: int | None,
+    interval: float,
+    timeout: float,
+    rate: float,
+    max_in_flight: int,
+    gap_limit: int,
+    fast: bool,
+    payload: str,
+    family: int | None,
+) -> int:
+    """Send probes to TARGETS and print every outcome as a JSON line (a debug view).
+
+    Strays (replies that answer no probe) and totals go to stderr at the end. Needs
+    root or CAP_NET_RAW.
+    """
+    import json
+
+    from reachtest.engine.tracer import Tracer
+    from reachtest.engine.transport import RawTransport
+    from reachtest.model import TraceParams
+    from reachtest.spec import resolve_target
+
+    flows = _flows(ports, not no_icmp)
+    try:
+        udp_payload = bytes.fromhex(payload)
+    except ValueError:
+        raise UsageError(f"--payload must be hex digits, not {payload!r}") from None
+    params = TraceParams(
+        first_ttl=first_ttl,
+        max_ttl=max_ttl,
+        rounds=rounds if rounds is not None else (1 if fast else 10),
+        interval_s=interval,
+        timeout_s=timeout,
+        rate_pps=rate,
+        max_in_flight=max_in_flight,
+        gap_limit=gap_limit,
+        fast=fast,
+    )
+    from reachtest.engine.tracer import validate
+
+    try:
+        validate(params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    addresses = [resolve_target(t, family) for t in targets]
+    out = sys.stdout
+
+    def emit(outcome: Outcome) -> None:
+        out.write(json.dumps(_outcome_json(outcome)) + "\n")
+
+    transport = RawTransport()
+    try:
+        tracer = Tracer(
+            transport, addresses, flows, params, udp_payload=udp_payload, on_outcome=emit
+        )
+        try:
+            result = tracer.run()
+        except KeyboardInterrupt:
+            tracer.stop()
+            raise
+    finally:
+        transport.close()
+    for extra in result.extras:
+        emit(extra)
+    strays = ", ".join(f"{n} {reason}" for reason, n in result.stray_counts) or "none"
+    answered = sum(1 for o in result.outcomes if o.responder is not None)
+    click.echo(
+        f"reachtest: sent {result.sent} probes, {answered} answered, "
+        f"{len(result.extras)} duplicate or late, strays: {strays}",
+        err=True,
+    )
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

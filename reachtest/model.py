@@ -23,6 +23,8 @@ class ReplyKind(StrEnum):
     ADMIN_PROHIBITED = "admin-prohibited"
     NET_UNREACHABLE = "net-unreachable"
     HOST_UNREACHABLE = "host-unreachable"
+    PROTOCOL_UNREACHABLE = "protocol-unreachable"
+    UNREACHABLE = "unreachable"
     TCP_SYN_ACK = "tcp-syn-ack"
     TCP_RST = "tcp-rst"
     UDP_REPLY = "udp-reply"
@@ -77,3 +79,106 @@ def tcp(port: int) -> FlowSpec:
 def udp(port: int) -> FlowSpec:
     """The UDP flow to ``port``."""
     return FlowSpec(protocol=Protocol.UDP, port=port)
+
+
+class Extra(StrEnum):
+    """A reply beyond the first for one probe: recorded, never counted twice."""
+
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class StrayReason(StrEnum):
+    """Why a received packet was attributed to no probe."""
+
+    UNKNOWN_FLOW = "unknown-flow"
+    UNKNOWN_PROBE = "unknown-probe"
+    INCONSISTENT = "inconsistent-quote"
+    EARLY = "before-send"
+    MALFORMED = "malformed"
+    UNRELATED = "unrelated-traffic"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MplsLabel:
+    """One RFC 4950 MPLS label stack entry quoted in an ICMP extension."""
+
+    label: int
+    tc: int
+    bottom: bool
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """One probe and what came back for it: a reply, or ``timeout``.
+
+    ``extra`` is None for the outcome that counts; a duplicate or late reply to the
+    same probe is recorded as a further Outcome with ``extra`` set.
+    """
+
+    target: str
+    flow: FlowSpec
+    ttl: int
+    round: int
+    probe_id: int
+    sent_ns: int
+    kind: ReplyKind
+    responder: str | None = None
+    recv_ns: int | None = None
+    reply_ttl: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    tcp_flags: int | None = None
+    quote_ttl: int | None = None
+    quote_changed: tuple[str, ...] = ()
+    mpls: tuple[MplsLabel, ...] = ()
+    exact: bool = True
+    extra: Extra | None = None
+
+    @property
+    def rtt_ns(self) -> int | None:
+        """Round-trip time, or None for a timeout."""
+        return None if self.recv_ns is None else self.recv_ns - self.sent_ns
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stray:
+    """A received reply that answers none of our probes, with the reason."""
+
+    reason: StrayReason
+    recv_ns: int
+    responder: str | None
+    summary: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceParams:
+    """How a trace probes: mtr's names where they exist."""
+
+    first_ttl: int = 1
+    max_ttl: int = 30
+    rounds: int = 10
+    interval_s: float = 1.0
+    timeout_s: float = 2.0
+    max_in_flight: int = 4096
+    rate_pps: float = 5000.0
+    gap_limit: int = 5
+    fast: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """Everything one engine run produced: its parameters, every outcome, every stray."""
+
+    params: TraceParams
+    targets: tuple[str, ...]
+    flows: tuple[FlowSpec, ...]
+    started_ns: int
+    finished_ns: int
+    outcomes: tuple[Outcome, ...]
+    extras: tuple[Outcome, ...]
+    strays: tuple[Stray, ...]
+    stray_counts: tuple[tuple[str, int], ...]
+    sent: int
+    interrupted: bool = False

@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"errors", "model", "analysis"},
     "history": {"errors", "model"},
     "lab": {"errors", "model"},
+    "spec": {"errors", "model"},
     "__init__": set(),
     "__main__": {"cli"},
 }

@@ -1,0 +1,1 @@
+"""Transports, the matcher and the tracer: probes out, outcome records in; no verdicts."""

@@ -1,0 +1,162 @@
+"""The matcher: a pure function from a parsed reply to the probe it answers, or a stray reason.
+
+A reply is attributed only when its flow (protocol, target, ports or ICMP identifier)
+is one of ours, the probe it names was sent, and every identity field it shows agrees
+(IPv4 ID, sequence halves, payload words, checksum). Anything else is a stray with a
+reason, never a guess (mtr #375 is the bug this avoids).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from reachtest.model import FlowSpec, StrayReason
+from reachtest.packet.build import ProbeTemplate
+from reachtest.packet.checksum import PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP
+from reachtest.packet.parse import Parsed
+
+OUTSTANDING, ANSWERED, TIMED_OUT = 0, 1, 2
+UNSET_TTL = 1 << 30  # no final answer seen yet
+
+FlowKey = tuple[int, bytes, int, int]
+
+
+class SentProbe:
+    """One probe on the wire or recently resolved (mutable; internal to the engine)."""
+
+    __slots__ = ("b", "deadline_ns", "entry", "k", "round", "sent_ns", "state", "ttl")
+
+    def __init__(
+        self,
+        entry: FlowEntry,
+        ttl: int,
+        round_: int,
+        k: int,
+        b: int,
+        sent_ns: int,
+        deadline_ns: int,
+    ) -> None:
+        self.entry = entry
+        self.ttl = ttl
+        self.round = round_
+        self.k = k
+        self.b = b
+        self.sent_ns = sent_ns
+        self.deadline_ns = deadline_ns
+        self.state = OUTSTANDING
+
+
+class FlowEntry:
+    """The probes of one (target, flow) still worth matching, by probe number."""
+
+    __slots__ = (
+        "by_k",
+        "flow",
+        "key",
+        "max_answered",
+        "next_k",
+        "outstanding",
+        "parked",
+        "target",
+        "target_state",
+        "template",
+        "terminal_ttl",
+    )
+
+    def __init__(self, target: str, flow: FlowSpec, template: ProbeTemplate, key: FlowKey) -> None:
+        self.target = target
+        self.flow = flow
+        self.template = template
+        self.key = key
+        self.by_k: dict[int, SentProbe] = {}
+        self.next_k = 0
+        self.outstanding = 0
+        self.max_answered = 0
+        self.terminal_ttl = UNSET_TTL
+        self.parked: list[object] = []
+        self.target_state: object = None
+
+
+def flow_key(template: ProbeTemplate) -> FlowKey:
+    """The key a reply must name to belong to a flow: protocol, target, our port, its port."""
+    proto = PROTO_ICMP if template.proto_number == PROTO_ICMPV6 else template.proto_number
+    return (proto, template.dst, template.sport, template.dport)
+
+
+class Match(NamedTuple):
+    """The matcher's answer: a probe (with facts about the quote), or a stray reason."""
+
+    probe: SentProbe | None
+    reason: StrayReason | None
+    changed: tuple[str, ...] = ()
+    exact: bool = True
+
+
+def _stray(reason: StrayReason) -> Match:
+    return Match(None, reason)
+
+
+def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Match:
+    """The probe ``parsed`` answers, looked up in ``flows``; never modifies anything."""
+    entry = flows.get((parsed.proto, parsed.remote, parsed.lport, parsed.rport))
+    if entry is None:
+        return _stray(StrayReason.UNKNOWN_FLOW if parsed.is_error else StrayReason.UNRELATED)
+    template = entry.template
+    codec = template.codec
+    exact = True
+    if parsed.ident_a >= 0:
+        k = codec.k_from_a(parsed.ident_a)
+    elif parsed.proto == PROTO_UDP and not parsed.is_error:
+        b = template.b_from_reply(parsed.payload)
+        if b >= 0:
+            k = codec.k_from_b(b)
+        elif template.reply_b_offset is None:
+            probe = _oldest_outstanding(entry, recv_ns)
+            if probe is None:
+                return _stray(StrayReason.UNKNOWN_PROBE)
+            return Match(probe, None, (), False)
+        else:
+            return _stray(StrayReason.MALFORMED)
+    else:
+        return _stray(StrayReason.UNKNOWN_PROBE)
+    probe = entry.by_k.get(k)
+    if probe is None:
+        return _stray(StrayReason.UNKNOWN_PROBE)
+    b = probe.b
+    if (parsed.ident_b >= 0 and parsed.ident_b != b) or (parsed.ip_id >= 0 and parsed.ip_id != b):
+        return _stray(StrayReason.INCONSISTENT)
+    if (
+        parsed.payload
+        and parsed.kind is not None
+        and (parsed.is_error or parsed.proto != PROTO_UDP)
+    ):
+        shown = template.b_from_payload(parsed.payload)
+        if shown >= 0 and shown != b:
+            return _stray(StrayReason.INCONSISTENT)
+    if recv_ns < probe.sent_ns:
+        return _stray(StrayReason.EARLY)
+    changed: tuple[str, ...] = ()
+    quote = parsed.quote
+    if quote is not None:
+        differs = []
+        if quote.src != template.src:
+            differs.append("src")
+        if quote.tos != 0:
+            differs.append("tos")
+        if quote.length != template.length:
+            differs.append("length")
+        changed = tuple(differs)
+    return Match(probe, None, changed, exact)
+
+
+def _oldest_outstanding(entry: FlowEntry, recv_ns: int) -> SentProbe | None:
+    """For a UDP reply that names no probe: the oldest unanswered probe sent before it."""
+    best: SentProbe | None = None
+    for probe in entry.by_k.values():
+        if probe.state != OUTSTANDING or probe.sent_ns > recv_ns:
+            continue
+        if entry.terminal_ttl != UNSET_TTL and probe.ttl < entry.terminal_ttl:
+            continue  # it expired before the target: the target cannot have answered it
+        if best is None or probe.sent_ns < best.sent_ns:
+            best = probe
+    return best

@@ -1,0 +1,445 @@
+"""The tracer: targets x flows x TTLs x rounds, paced, matched, streamed as outcome records.
+
+Scheduling, in short:
+
+* A round lasts ``interval_s``. Each (target, flow) gets a slot in it, evenly spaced,
+  so the probes of all flows and targets that expire at the same TTL (and so at the
+  same router, which rate-limits its ICMP errors) are spread over the round, not burst.
+* In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
+  lowest TTL that got a final answer (the target, or a reject), the highest TTL that
+  answered plus ``gap_limit``, and, for a flow that is silent, the distance at which
+  another flow reached the target. A sweep that hits its horizon while probes are in
+  flight waits for them: their answers may move the horizon.
+* ``fast`` mode sends every TTL of every flow at once, in one round.
+* A global ``rate_pps`` cap and ``max_in_flight`` bound what is on the wire.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import secrets
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from reachtest.engine.matcher import (
+    ANSWERED,
+    OUTSTANDING,
+    TIMED_OUT,
+    UNSET_TTL,
+    FlowEntry,
+    FlowKey,
+    SentProbe,
+    flow_key,
+    match,
+)
+from reachtest.engine.transport import Transport
+from reachtest.model import (
+    Extra,
+    FlowSpec,
+    Outcome,
+    Protocol,
+    ReplyKind,
+    RunResult,
+    Stray,
+    StrayReason,
+    TraceParams,
+)
+from reachtest.packet.build import ProbeTemplate, family_of, packed
+from reachtest.packet.identity import SPACE, IdentityCodec
+from reachtest.packet.parse import Malformed, Parsed, parse
+
+_NEVER = 1 << 62
+_SEND_BATCH = 64
+_RATE_BURST = 16
+_TERMINAL_FROM_ANYONE = frozenset(
+    {
+        ReplyKind.ADMIN_PROHIBITED,
+        ReplyKind.NET_UNREACHABLE,
+        ReplyKind.HOST_UNREACHABLE,
+        ReplyKind.PROTOCOL_UNREACHABLE,
+        ReplyKind.UNREACHABLE,
+        ReplyKind.PORT_UNREACHABLE,
+        ReplyKind.ECHO_REPLY,
+        ReplyKind.TCP_SYN_ACK,
+        ReplyKind.TCP_RST,
+        ReplyKind.UDP_REPLY,
+    }
+)
+
+OutcomeSink = Callable[[Outcome], None]
+
+
+class _Target:
+    __slots__ = ("address", "entries", "family", "packed", "reach_ttl", "source")
+
+    def __init__(self, address: str, source: str) -> None:
+        self.address = address
+        self.family = family_of(address)
+        self.packed = packed(address)
+        self.source = source
+        self.reach_ttl = 0
+        self.entries: list[FlowEntry] = []
+
+
+class _Sweep:
+    __slots__ = ("entry", "next_ttl", "round")
+
+    def __init__(self, entry: FlowEntry, round_: int, first_ttl: int) -> None:
+        self.entry = entry
+        self.round = round_
+        self.next_ttl = first_ttl
+
+
+def validate(params: TraceParams) -> None:
+    """Raise ValueError naming the first parameter out of range."""
+    if not 1 <= params.first_ttl <= 255:
+        raise ValueError(f"first TTL must be 1..255, not {params.first_ttl}")
+    if not params.first_ttl <= params.max_ttl <= 255:
+        raise ValueError(f"max TTL must be {params.first_ttl}..255, not {params.max_ttl}")
+    if params.rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {params.rounds}")
+    if params.interval_s < 0:
+        raise ValueError(f"interval must not be negative, not {params.interval_s}")
+    if params.timeout_s <= 0:
+        raise ValueError(f"timeout must be positive, not {params.timeout_s}")
+    if params.max_in_flight < 1:
+        raise ValueError(f"max in flight must be at least 1, not {params.max_in_flight}")
+    if params.rate_pps < 0:
+        raise ValueError(f"rate must not be negative, not {params.rate_pps}")
+    if params.gap_limit < 1:
+        raise ValueError(f"gap limit must be at least 1, not {params.gap_limit}")
+
+
+class Tracer:
+    """Runs one trace over a transport and streams its outcomes."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        targets: Sequence[str],
+        flows: Sequence[FlowSpec],
+        params: TraceParams,
+        *,
+        udp_payload: bytes = b"",
+        on_outcome: OutcomeSink | None = None,
+        keep_outcomes: bool = True,
+        keep_strays: int = 1000,
+    ) -> None:
+        validate(params)
+        if not targets:
+            raise ValueError("no targets")
+        if not flows:
+            raise ValueError("no flows")
+        self.transport = transport
+        self.params = params
+        self.flows = tuple(flows)
+        self.udp_payload = udp_payload
+        self.on_outcome = on_outcome
+        self.keep_outcomes = keep_outcomes
+        self.keep_strays = keep_strays
+        self.outcomes: list[Outcome] = []
+        self.extras: list[Outcome] = []
+        self.strays: list[Stray] = []
+        self.stray_counts: dict[str, int] = {}
+        self.sent = 0
+        self.matched = 0
+        self.in_flight = 0
+        self._stop = False
+        self._runnable: deque[_Sweep] = deque()
+        self._entries: dict[FlowKey, FlowEntry] = {}
+        self._targets: list[_Target] = []
+        used_idents: set[tuple[int, int]] = set()
+        for address in dict.fromkeys(targets):
+            target = _Target(address, transport.source_address(address))
+            self._targets.append(target)
+            for flow in self.flows:
+                entry = self._make_entry(target, flow, used_idents)
+                target.entries.append(entry)
+                self._entries[entry.key] = entry
+
+    def _make_entry(
+        self, target: _Target, flow: FlowSpec, used_idents: set[tuple[int, int]]
+    ) -> FlowEntry:
+        if flow.protocol is Protocol.ICMP:
+            while True:
+                sport = 1 + secrets.randbelow(0xFFFE)
+                if (target.family, sport) not in used_idents or len(used_idents) > 60000:
+                    used_idents.add((target.family, sport))
+                    break
+        else:
+            sport = self.transport.reserve_port(target.family, str(flow.protocol))
+        template = ProbeTemplate(
+            src=target.source,
+            dst=target.address,
+            protocol=flow.protocol,
+            sport=sport,
+            dport=flow.port or 0,
+            codec=IdentityCodec(),
+            udp_payload=self.udp_payload,
+        )
+        entry = FlowEntry(target.address, flow, template, flow_key(template))
+        entry.max_answered = self.params.first_ttl - 1
+        entry.target_state = target
+        return entry
+
+    def stop(self) -> None:
+        """Ask a running trace to stop after what is in flight (for Ctrl-C and ``q``)."""
+        self._stop = True
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _horizon(self, entry: FlowEntry) -> int:
+        params = self.params
+        if params.fast:
+            return params.max_ttl
+        horizon = min(params.max_ttl, entry.terminal_ttl, entry.max_answered + params.gap_limit)
+        if entry.terminal_ttl == UNSET_TTL:
+            target = entry.target_state
+            assert isinstance(target, _Target)
+            if target.reach_ttl and target.reach_ttl < horizon:
+                horizon = target.reach_ttl
+        return horizon
+
+    def run(self) -> RunResult:
+        """Probe until every round is sent and every probe answered or timed out."""
+        params = self.params
+        transport = self.transport
+        clock = transport.now_ns
+        started = clock()
+        timeout_ns = int(params.timeout_s * 1e9)
+        retention_ns = max(3 * timeout_ns, 5_000_000_000)
+        interval_ns = int(params.interval_s * 1e9)
+        rounds = 1 if params.fast else params.rounds
+        entries = [e for t in self._targets for e in t.entries]
+        slot_ns = 0 if params.fast or not entries else interval_ns // len(entries)
+        gap_ns = int(1e9 / params.rate_pps) if params.rate_pps else 0
+        credit_ns = started
+        heap: list[tuple[int, int, _Sweep]] = []
+        counter = itertools.count()
+        runnable: deque[_Sweep] = deque()
+        self._runnable = runnable
+        deadlines: deque[SentProbe] = deque()
+        retained: deque[SentProbe] = deque()
+        next_round = 0
+        next_round_ns = started
+        first_ttl = params.first_ttl
+        max_ttl = params.max_ttl
+        max_in_flight = params.max_in_flight
+        send = transport.send
+        try:
+            while True:
+                now = clock()
+                if self._stop:
+                    break
+                while next_round < rounds and now >= next_round_ns:
+                    for slot, entry in enumerate(entries):
+                        sweep = _Sweep(entry, next_round, first_ttl)
+                        heapq.heappush(heap, (next_round_ns + slot * slot_ns, next(counter), sweep))
+                    next_round += 1
+                    next_round_ns += interval_ns
+                while heap and heap[0][0] <= now:
+                    runnable.append(heapq.heappop(heap)[2])
+                # -- send
+                batch = 0
+                while runnable and batch < _SEND_BATCH and self.in_flight < max_in_flight:
+                    if gap_ns and credit_ns > now:
+                        break
+                    sweep = runnable[0]
+                    entry = sweep.entry
+                    ttl = sweep.next_ttl
+                    if ttl > self._horizon(entry):
+                        runnable.popleft()
+                        if entry.outstanding and not params.fast:
+                            entry.parked.append(sweep)
+                        continue
+                    k = entry.next_k
+                    entry.next_k = (k + 1) % SPACE
+                    template = entry.template
+                    target = entry.target_state
+                    assert isinstance(target, _Target)
+                    sent_ns = send(template.build(ttl, k), target.family, target.address)
+                    probe = SentProbe(
+                        entry,
+                        ttl,
+                        sweep.round,
+                        k,
+                        template.codec.b(k),
+                        sent_ns,
+                        sent_ns + timeout_ns,
+                    )
+                    entry.by_k[k] = probe
+                    entry.outstanding += 1
+                    self.in_flight += 1
+                    self.sent += 1
+                    deadlines.append(probe)
+                    batch += 1
+                    if gap_ns:
+                        credit_ns = max(credit_ns, now - _RATE_BURST * gap_ns) + gap_ns
+                    sweep.next_ttl = ttl + 1
+                    if sweep.next_ttl > max_ttl:
+                        runnable.popleft()
+                # -- receive
+                now = clock()
+                wait_ns = _NEVER
+                if runnable and self.in_flight < max_in_flight:
+                    wait_ns = max(0, credit_ns - now) if gap_ns else 0
+                if heap:
+                    wait_ns = min(wait_ns, heap[0][0] - now)
+                if next_round < rounds:
+                    wait_ns = min(wait_ns, next_round_ns - now)
+                if deadlines:
+                    wait_ns = min(wait_ns, deadlines[0].deadline_ns - now)
+                if wait_ns == _NEVER:
+                    break
+                for data, recv_ns in transport.receive(max(wait_ns, 0) / 1e9):
+                    self._handle(data, recv_ns)
+                # -- timeouts and forgetting
+                now = clock()
+                while deadlines and deadlines[0].deadline_ns <= now:
+                    probe = deadlines.popleft()
+                    retained.append(probe)
+                    if probe.state == OUTSTANDING:
+                        probe.state = TIMED_OUT
+                        self._emit(_timeout(probe))
+                        self._resolved(probe.entry, runnable)
+                while retained and retained[0].sent_ns + retention_ns <= now:
+                    probe = retained.popleft()
+                    by_k = probe.entry.by_k
+                    if by_k.get(probe.k) is probe:
+                        del by_k[probe.k]
+        finally:
+            finished = clock()
+        return RunResult(
+            params=params,
+            targets=tuple(t.address for t in self._targets),
+            flows=self.flows,
+            started_ns=started,
+            finished_ns=finished,
+            outcomes=tuple(self.outcomes),
+            extras=tuple(self.extras),
+            strays=tuple(self.strays),
+            stray_counts=tuple(sorted(self.stray_counts.items())),
+            sent=self.sent,
+            interrupted=self._stop,
+        )
+
+    def _resolved(self, entry: FlowEntry, runnable: deque[_Sweep]) -> None:
+        entry.outstanding -= 1
+        self.in_flight -= 1
+        if entry.parked:
+            for sweep in entry.parked:
+                runnable.append(sweep)  # type: ignore[arg-type]
+            entry.parked.clear()
+
+    def _handle(self, data: bytes, recv_ns: int) -> None:
+        try:
+            parsed = parse(data)
+        except Malformed as exc:
+            self._stray(StrayReason.MALFORMED, recv_ns, None, str(exc))
+            return
+        if parsed is None:
+            return
+        found = match(parsed, recv_ns, self._entries)
+        probe = found.probe
+        if probe is None:
+            assert found.reason is not None
+            self._stray(found.reason, recv_ns, parsed.responder, _summary(parsed))
+            return
+        outcome = _reply(probe, parsed, recv_ns, found.changed, found.exact)
+        if probe.state == OUTSTANDING:
+            probe.state = ANSWERED
+            self.matched += 1
+            entry = probe.entry
+            self._learn(entry, probe.ttl, parsed)
+            self._emit(outcome)
+            self._resolved(entry, self._runnable)
+            return
+        extra = Extra.DUPLICATE if probe.state == ANSWERED else Extra.LATE
+        self.extras.append(_with_extra(outcome, extra))
+
+    def _learn(self, entry: FlowEntry, ttl: int, parsed: Parsed) -> None:
+        entry.max_answered = max(entry.max_answered, ttl)
+        if parsed.kind in _TERMINAL_FROM_ANYONE and ttl < entry.terminal_ttl:
+            entry.terminal_ttl = ttl
+            target = entry.target_state
+            assert isinstance(target, _Target)
+            if parsed.responder == target.packed and ttl > target.reach_ttl:
+                target.reach_ttl = ttl
+
+    def _emit(self, outcome: Outcome) -> None:
+        if self.keep_outcomes:
+            self.outcomes.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def _stray(
+        self, reason: StrayReason, recv_ns: int, responder: bytes | None, summary: str
+    ) -> None:
+        self.stray_counts[reason] = self.stray_counts.get(reason, 0) + 1
+        if len(self.strays) < self.keep_strays:
+            self.strays.append(
+                Stray(
+                    reason=reason,
+                    recv_ns=recv_ns,
+                    responder=_address(responder) if responder else None,
+                    summary=summary,
+                )
+            )
+
+
+def _address(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def _summary(parsed: Parsed) -> str:
+    return (
+        f"{parsed.kind} from {_address(parsed.responder)} about "
+        f"proto {parsed.proto} {_address(parsed.remote)} ports {parsed.lport}->{parsed.rport}"
+    )
+
+
+def _timeout(probe: SentProbe) -> Outcome:
+    entry = probe.entry
+    return Outcome(
+        target=entry.target,
+        flow=entry.flow,
+        ttl=probe.ttl,
+        round=probe.round,
+        probe_id=probe.k,
+        sent_ns=probe.sent_ns,
+        kind=ReplyKind.TIMEOUT,
+    )
+
+
+def _reply(
+    probe: SentProbe, parsed: Parsed, recv_ns: int, changed: tuple[str, ...], exact: bool
+) -> Outcome:
+    entry = probe.entry
+    quote = parsed.quote
+    return Outcome(
+        target=entry.target,
+        flow=entry.flow,
+        ttl=probe.ttl,
+        round=probe.round,
+        probe_id=probe.k,
+        sent_ns=probe.sent_ns,
+        kind=parsed.kind,
+        responder=_address(parsed.responder),
+        recv_ns=recv_ns,
+        reply_ttl=parsed.reply_ttl,
+        icmp_type=None if parsed.icmp_type < 0 else parsed.icmp_type,
+        icmp_code=None if parsed.icmp_code < 0 else parsed.icmp_code,
+        tcp_flags=None if parsed.tcp_flags < 0 else parsed.tcp_flags,
+        quote_ttl=None if quote is None else quote.ttl,
+        quote_changed=changed,
+        mpls=parsed.mpls,
+        exact=exact,
+    )
+
+
+def _with_extra(outcome: Outcome, extra: Extra) -> Outcome:
+    from dataclasses import replace
+
+    return replace(outcome, extra=extra)

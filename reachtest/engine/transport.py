@@ -1,0 +1,214 @@
+"""Transports: how probe bytes leave and reply bytes arrive, with kernel receive timestamps.
+
+The tracer reaches the network only through the small ``Transport`` protocol. The raw
+transport sends header-included IPv4/IPv6 packets on raw sockets and receives every
+IPv4/IPv6 packet on one AF_PACKET socket (full headers for both families, kernel
+timestamps by ``SO_TIMESTAMPNS``); it needs root or CAP_NET_RAW.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import struct
+import time
+from typing import Protocol
+
+from reachtest.errors import EnvironmentProblem, PrivilegeError
+
+SO_TIMESTAMPNS = 35
+SO_RCVBUFFORCE = 33
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+CAP_NET_RAW = 13
+CAP_NET_ADMIN = 12
+RECEIVE_BUFFER = 64 * 1024 * 1024
+SEND_BUFFER = 8 * 1024 * 1024
+_TS = struct.Struct("qq")
+
+
+class Transport(Protocol):
+    """What the tracer needs from a network."""
+
+    def now_ns(self) -> int:
+        """The transport's monotonic clock, in nanoseconds."""
+
+    def source_address(self, target: str) -> str:
+        """Our address on the route to ``target``."""
+
+    def reserve_port(self, family: int, protocol: str) -> int:
+        """A local TCP or UDP port reserved for this run (nothing else will use it)."""
+
+    def send(self, packet: bytes | bytearray, family: int, target: str) -> int:
+        """Send one header-included packet; returns the send time (``now_ns`` clock)."""
+
+    def receive(self, timeout_s: float) -> list[tuple[bytes, int]]:
+        """Packets that arrived, each with its receive time; waits at most ``timeout_s``."""
+
+    def close(self) -> None:
+        """Release sockets and reserved ports."""
+
+
+def effective_capabilities() -> int:
+    """The process's effective capability set, from /proc/self/status (0 when unknown)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def require_raw_capability() -> None:
+    """Raise PrivilegeError naming what is missing when raw sockets cannot be opened."""
+    if effective_capabilities() >> CAP_NET_RAW & 1:
+        return
+    who = "not root" if os.geteuid() != 0 else "root without capabilities"
+    raise PrivilegeError(
+        f"raw sockets need root or CAP_NET_RAW ({who}, CAP_NET_RAW missing): "
+        "run with sudo, or grant it: sudo setcap cap_net_raw+ep $(readlink -f $(which python3))"
+    )
+
+
+class RawTransport:
+    """Raw IPv4/IPv6 sockets out, one AF_PACKET socket in."""
+
+    def __init__(self, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
+        require_raw_capability()
+        self._send: dict[int, socket.socket] = {}
+        self._reserved: list[socket.socket] = []
+        self._ports: dict[tuple[int, str], int] = {}
+        try:
+            self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        except PermissionError as exc:
+            raise PrivilegeError(f"cannot open a packet socket: {exc.strerror}") from exc
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot open a packet socket: {exc.strerror}") from exc
+        try:
+            self._rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            try:
+                self._rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer)
+            except OSError:
+                self._rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self._rx.setblocking(False)
+        except OSError as exc:
+            self._rx.close()
+            raise EnvironmentProblem(f"cannot set up the packet socket: {exc.strerror}") from exc
+        # Kernel timestamps are CLOCK_REALTIME; the engine's clock is monotonic.
+        self._offset_ns = time.time_ns() - time.monotonic_ns()
+        self._rx_fd = self._rx.fileno()
+        self._recvmsg = self._rx.recvmsg
+        self._cmsg_space = socket.CMSG_SPACE(_TS.size)
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def source_address(self, target: str) -> str:
+        family = socket.AF_INET6 if ":" in target else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((target, 9))
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"no route to {target} from this machine ({exc.strerror})"
+                ) from exc
+            address: str = probe.getsockname()[0]
+        return address
+
+    def reserve_port(self, family: int, protocol: str) -> int:
+        key = (family, protocol)
+        if key in self._ports:
+            return self._ports[key]
+        af = socket.AF_INET6 if family == 6 else socket.AF_INET
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        sock = socket.socket(af, kind)
+        try:
+            if af == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if kind == socket.SOCK_DGRAM:
+                # Replies are read from the packet socket; this one only holds the port.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            sock.bind(("::" if family == 6 else "0.0.0.0", 0))
+        except OSError as exc:
+            sock.close()
+            raise EnvironmentProblem(
+                f"cannot reserve a local {protocol} port: {exc.strerror}"
+            ) from exc
+        self._reserved.append(sock)
+        port: int = sock.getsockname()[1]
+        self._ports[key] = port
+        return port
+
+    def _sender(self, family: int) -> socket.socket:
+        sock = self._send.get(family)
+        if sock is None:
+            af = socket.AF_INET6 if family == 6 else socket.AF_INET
+            try:
+                sock = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except PermissionError as exc:
+                raise PrivilegeError(f"cannot open a raw socket: {exc.strerror}") from exc
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"cannot open a raw IPv{family} socket: {exc.strerror}"
+                ) from exc
+            self._send[family] = sock
+        return sock
+
+    def send(self, packet: bytes | bytearray, family: int, target: str) -> int:
+        sock = self._sender(family)
+        sent_ns = time.monotonic_ns()
+        for _attempt in range(100):
+            try:
+                sock.sendto(packet, (target, 0))
+                return sent_ns
+            except OSError as exc:
+                if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
+                    raise EnvironmentProblem(f"cannot send to {target}: {exc.strerror}") from exc
+                time.sleep(0.0005)
+                sent_ns = time.monotonic_ns()
+        raise EnvironmentProblem(f"cannot send to {target}: send buffer stays full")
+
+    def receive(self, timeout_s: float) -> list[tuple[bytes, int]]:
+        frames: list[tuple[bytes, int]] = []
+        recvmsg = self._recvmsg
+        space = self._cmsg_space
+        offset = self._offset_ns
+        while True:
+            try:
+                data, ancillary, _flags, address = recvmsg(65535, space)
+            except BlockingIOError:
+                if frames or timeout_s <= 0:
+                    return frames
+                select.select([self._rx_fd], [], [], timeout_s)
+                timeout_s = 0
+                continue
+            if address[1] not in (ETH_P_IP, ETH_P_IPV6):
+                continue
+            recv_ns = 0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
+                    seconds, nanos = _TS.unpack(value)
+                    recv_ns = seconds * 1_000_000_000 + nanos - offset
+            if not recv_ns:
+                recv_ns = time.monotonic_ns()
+            frames.append((data, recv_ns))
+            if len(frames) >= 512:
+                return frames
+
+    def close(self) -> None:
+        for sock in (*self._send.values(), *self._reserved, self._rx):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._send.clear()
+        self._reserved.clear()
