@@ -117,17 +117,38 @@ def ntp_answer(request: bytes, now_s: float | None = None) -> bytes | None:
     )
 
 
+IP_PKTINFO = 8  # Linux; the socket module does not name it
+
+
 def _bind(kind: int, address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    if kind == socket.SOCK_DGRAM:
+        # Answer from the address that was asked, as real servers do, also for the
+        # extra target addresses on the server's loopback.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     sock.bind((address, port))
     sock.setblocking(False)
     if kind == socket.SOCK_STREAM:
         sock.listen(512)
     return sock
+
+
+def _reply_from(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """Ancillary data making a reply leave from the address the request was sent to."""
+    for level, kind, value in ancillary:
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+            return [(level, kind, value[:16] + bytes(4))]  # that address, any interface
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+            return [(level, kind, bytes(4) + value[8:12] + bytes(4))]
+    return []
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -167,10 +188,10 @@ def serve(args: argparse.Namespace) -> None:
                             conn.send(SSH_BANNER)
                     conn.close()
                     continue
-                data, peer = sock.recvfrom(4096)
+                data, ancillary, _flags, peer = sock.recvmsg(4096, 256)
                 reply = zone.answer(data) if kind == "dns" else ntp_answer(data)
                 if reply is not None:
-                    sock.sendto(reply, peer)
+                    sock.sendmsg([reply], _reply_from(ancillary), 0, peer)
             except OSError:
                 continue
 
