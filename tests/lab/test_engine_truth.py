@@ -1,0 +1,127 @@
+"""The engine, with real packets, finds what every built-in scenario's ground truth says.
+
+One run per scenario traces every flow of the truth to the server over IPv4 and IPv6 at
+once. For each flow and TTL the responder and reply kind of every counted outcome must
+be one the truth allows, every TTL up to where the flow ends must have been probed, a
+TTL whose truth is an answer must have been answered at least once, and nothing
+received may be left unmatched.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from reachtest.engine.tracer import Tracer
+from reachtest.engine.transport import RawTransport
+from reachtest.lab import netns
+from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
+from reachtest.model import Outcome, Reason, RunResult, TraceParams
+from tests.lab.conftest import Lab, MakeLab
+
+FINAL_KIND = {
+    Reason.ECHO_REPLY: "echo-reply",
+    Reason.SYN_ACK: "tcp-syn-ack",
+    Reason.RESET: "tcp-rst",
+    Reason.UDP_RESPONSE: "udp-reply",
+    Reason.PORT_UNREACH: "port-unreachable",
+    Reason.ADMIN_PROHIBITED: "admin-prohibited",
+}
+TIMEOUT = ("timeout", None)
+
+
+def allowed(
+    lab: Lab, truth: GroundTruth, flow: FlowTruth, ttl: int, v6: bool
+) -> set[tuple[str, str | None]]:
+    """The (kind, responder) pairs the truth allows for one probe of ``flow`` at ``ttl``."""
+    server = lab.server(v6)
+    answers: set[tuple[str, str | None]]
+    if flow.answer_ttl is not None and ttl >= flow.answer_ttl:
+        kind = FINAL_KIND[flow.reason]
+        if flow.reason is Reason.ADMIN_PROHIBITED and flow.reason_hop != truth.server_hop:
+            assert flow.reason_hop is not None
+            answers = {(kind, a) for a in lab.hop(flow.reason_hop, v6)}
+        else:
+            answers = {(kind, server)}
+    elif ttl <= flow.last_hop and ttl not in truth.silent_hops:
+        answers = {("time-exceeded", a) for a in lab.hop(ttl, v6)}
+        if ttl in truth.ratelimited_hops:
+            answers.add(TIMEOUT)
+    else:
+        return {TIMEOUT}
+    if truth.lossy_from_hop is not None and ttl >= truth.lossy_from_hop:
+        answers.add(TIMEOUT)  # the probe or nothing crossed the lossy link
+    return answers
+
+
+def last_ttl_to_probe(truth: GroundTruth, flow: FlowTruth) -> int:
+    """Where a sweep of ``flow`` must have got to: its final answer, or one past the last
+    hop that answers it (the first silent TTL), but not beyond the server."""
+    if flow.answer_ttl is not None:
+        return flow.answer_ttl
+    return min(flow.last_hop + 1, truth.server_hop)
+
+
+def trace(lab: Lab, rounds: int) -> RunResult:
+    truth = lab.plan.scenario.truth
+    params = TraceParams(
+        rounds=rounds,
+        interval_s=0.1,
+        timeout_s=0.5,
+        max_ttl=truth.server_hop + 3,
+    )
+    with netns.entered(lab.client):
+        transport = RawTransport()
+        try:
+            tracer = Tracer(
+                transport,
+                [lab.server(False), lab.server(True)],
+                [f.flow for f in truth.flows],
+                params,
+            )
+            return tracer.run()
+        finally:
+            transport.close()
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    rounds = 6 if truth.lossy_from_hop is not None else 4
+    result = trace(lab, rounds)
+    assert result.stray_counts == (), f"unmatched replies: {result.strays[:5]}"
+    assert not result.extras, f"duplicates or late replies in the lab: {result.extras[:5]}"
+    seen: dict[tuple[bool, str, int], list[Outcome]] = defaultdict(list)
+    for outcome in result.outcomes:
+        seen[(":" in outcome.target, outcome.flow.label, outcome.ttl)].append(outcome)
+    problems = []
+    for v6 in (False, True):
+        family = "IPv6" if v6 else "IPv4"
+        for flow in truth.flows:
+            for ttl in range(1, truth.server_hop + 4):
+                want = allowed(lab, truth, flow, ttl, v6)
+                got = seen.get((v6, flow.flow.label, ttl), [])
+                if ttl <= last_ttl_to_probe(truth, flow) and len(got) < rounds:
+                    problems.append(
+                        f"{family} {flow.flow} ttl {ttl}: {len(got)} probes, want {rounds}"
+                    )
+                wrong = {(str(o.kind), o.responder) for o in got} - want
+                if wrong:
+                    problems.append(f"{family} {flow.flow} ttl {ttl}: got {wrong}, want {want}")
+                answered = [o for o in got if o.responder is not None]
+                if got and want - {TIMEOUT} and ttl not in truth.ratelimited_hops and not answered:
+                    problems.append(
+                        f"{family} {flow.flow} ttl {ttl}: no answer in {len(got)} rounds"
+                    )
+    assert not problems, "\n".join(problems)
+
+
+def test_rtts_come_from_kernel_timestamps_and_are_plausible(make_lab: MakeLab) -> None:
+    lab = make_lab("clean", hops=2)
+    result = trace(lab, rounds=2)
+    rtts = [o.rtt_ns for o in result.outcomes if o.rtt_ns is not None]
+    assert rtts, "nothing answered"
+    # veth round trips are tens of microseconds; a clock mix-up would give seconds or < 0
+    assert all(0 < r < 50_000_000 for r in rtts), sorted(rtts)[-3:]
