@@ -20,6 +20,7 @@ import heapq
 import itertools
 import secrets
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -336,8 +337,8 @@ class Tracer:
     def _handle(self, data: bytes, recv_ns: int) -> None:
         try:
             parsed = parse(data)
-        except Malformed as exc:
-            self._stray(StrayReason.MALFORMED, recv_ns, None, str(exc))
+        except (Malformed, struct.error, IndexError) as exc:
+            self._stray(StrayReason.MALFORMED, recv_ns, None, str(exc) or type(exc).__name__)
             return
         if parsed is None:
             return

@@ -12,7 +12,7 @@ import struct
 from typing import NamedTuple
 
 from reachtest.model import MplsLabel, ReplyKind
-from reachtest.packet.checksum import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from reachtest.packet.checksum import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, ones_sum
 
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
@@ -20,6 +20,7 @@ _PORTS = struct.Struct("!HH")
 _TCP = struct.Struct("!HHIIBB")
 _ECHO = struct.Struct("!BBHHH")
 
+LEGACY_EXTENSION_OFFSET = 128  # pre-RFC 4884 ("non-compliant") extension position
 TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
@@ -134,6 +135,14 @@ def _parse_v4(p: bytes) -> Parsed | None:
                 if quote_end < total:
                     mpls = parse_extensions(p[quote_end:total])
                 quote_end = min(quote_end, total)
+            elif total >= hl + 8 + LEGACY_EXTENSION_OFFSET + 8:
+                # Before RFC 4884, routers put extensions at offset 128 with length 0;
+                # accept them only with a valid extension checksum.
+                start = hl + 8 + LEGACY_EXTENSION_OFFSET
+                candidate = p[start:total]
+                if candidate[0] >> 4 == 2 and ones_sum(candidate) == 0xFFFF:
+                    mpls = parse_extensions(candidate)
+                    quote_end = start
             return _quoted(4, p, hl + 8, quote_end, src, dst, ttl, icmp_type, code, kind, mpls)
         return None
     if proto in (PROTO_TCP, PROTO_UDP):
