@@ -1,0 +1,155 @@
+"""The matcher: exact attribution from real reply bytes, strays with reasons, and purity."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from reachtest.engine.matcher import (
+    ANSWERED,
+    OUTSTANDING,
+    FlowEntry,
+    FlowKey,
+    SentProbe,
+    flow_key,
+    match,
+)
+from reachtest.model import FlowSpec, Protocol, StrayReason, tcp, udp
+from reachtest.packet import replies
+from reachtest.packet.build import ProbeTemplate
+from reachtest.packet.parse import Parsed, parse
+
+SRC = {4: "198.18.1.1", 6: "2001:db8:0:1::1"}
+DST = {4: "198.18.6.2", 6: "2001:db8:0:6::2"}
+HOP = {4: "198.18.3.2", 6: "2001:db8:0:3::2"}
+TE = {4: 11, 6: 3}
+
+
+def setup(family: int, flow: FlowSpec, sent: int = 5) -> tuple[dict[FlowKey, FlowEntry], FlowEntry]:
+    template = ProbeTemplate(
+        src=SRC[family], dst=DST[family], protocol=flow.protocol, sport=40001, dport=flow.port or 0
+    )
+    entry = FlowEntry(DST[family], flow, template, flow_key(template))
+    for k in range(sent):
+        entry.by_k[k] = SentProbe(entry, k + 1, 0, k, template.codec.b(k), 1000 + k, 10**9)
+    return {entry.key: entry}, entry
+
+
+def parsed(data: bytes) -> Parsed:
+    got = parse(data)
+    assert got is not None
+    return got
+
+
+FLOWS = [FlowSpec(protocol=Protocol.ICMP), tcp(443), udp(53), udp(123), udp(9)]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("flow", FLOWS, ids=str)
+def test_time_exceeded_names_exactly_its_probe(family: int, flow: FlowSpec) -> None:
+    flows, entry = setup(family, flow)
+    probe = entry.template.build(3, 2)
+    found = match(
+        parsed(replies.icmp_error(probe, responder=HOP[family], icmp_type=TE[family])), 5000, flows
+    )
+    assert found.reason is None and found.probe is entry.by_k[2] and found.exact
+    assert found.changed == ()
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("flow", FLOWS, ids=str)
+def test_the_targets_own_answer_names_exactly_its_probe(family: int, flow: FlowSpec) -> None:
+    flows, entry = setup(family, flow)
+    probe = entry.template.build(9, 4)
+    if flow.protocol is Protocol.ICMP:
+        answer = replies.echo_reply(probe)
+    elif flow.protocol is Protocol.TCP:
+        answer = replies.tcp_reply(probe, syn_ack=True)
+    else:
+        payload = bytes(probe[(20 if family == 4 else 40) + 8 :])
+        answer = replies.udp_reply(probe, replies.service_answer(flow.port or 0, payload))
+    found = match(parsed(answer), 5000, flows)
+    if flow == udp(9):  # a plain UDP answer names no probe, only its flow: the oldest
+        assert found.probe is entry.by_k[0] and not found.exact
+    else:
+        assert found.probe is entry.by_k[4] and found.exact
+
+
+def test_a_plain_udp_answer_goes_to_the_oldest_unanswered_probe_that_reached() -> None:
+    flows, entry = setup(4, udp(9))
+    entry.by_k[0].state = ANSWERED
+    entry.terminal_ttl = 3  # the target answered TTL 3: probes with TTL 1, 2 cannot have
+    probe = entry.template.build(9, 4)
+    found = match(parsed(replies.udp_reply(probe, b"hi")), 5000, flows)
+    assert found.probe is entry.by_k[2] and not found.exact  # k=2 has TTL 3
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_quote_with_one_identity_field_off_is_inconsistent(family: int) -> None:
+    flows, entry = setup(family, tcp(443))
+    probe = bytearray(entry.template.build(3, 2))
+    hl = 20 if family == 4 else 40
+    seq = struct.unpack_from("!I", probe, hl + 4)[0]
+    struct.pack_into("!I", probe, hl + 4, seq + 1)  # low half (b) off by one
+    found = match(
+        parsed(replies.icmp_error(probe, responder=HOP[family], icmp_type=TE[family])), 5000, flows
+    )
+    assert found.probe is None and found.reason is StrayReason.INCONSISTENT
+
+
+def test_an_ipv4_id_that_disagrees_with_the_transport_identity_is_inconsistent() -> None:
+    flows, entry = setup(4, udp(53))
+    probe = bytearray(entry.template.build(3, 2))
+    probe[4:6] = struct.pack("!H", entry.template.codec.b(3))  # another probe's IP ID
+    found = match(parsed(replies.icmp_error(probe, responder=HOP[4], icmp_type=11)), 5000, flows)
+    assert found.reason is StrayReason.INCONSISTENT
+
+
+def test_an_echo_reply_with_a_wrong_payload_word_is_inconsistent() -> None:
+    flows, entry = setup(6, FlowSpec(protocol=Protocol.ICMP))
+    probe = bytearray(entry.template.build(9, 1))
+    probe[48:50] = b"\x00\x01"
+    found = match(parsed(replies.echo_reply(probe)), 5000, flows)
+    assert found.reason is StrayReason.INCONSISTENT
+
+
+def test_a_probe_never_sent_is_unknown() -> None:
+    flows, entry = setup(4, tcp(443), sent=3)
+    probe = entry.template.build(3, 7)  # k=7 was never sent
+    found = match(parsed(replies.tcp_reply(probe, syn_ack=False)), 5000, flows)
+    assert found.reason is StrayReason.UNKNOWN_PROBE
+
+
+def test_errors_about_other_flows_and_unrelated_packets_are_strays() -> None:
+    flows, _entry = setup(4, tcp(443))
+    other = ProbeTemplate(src=SRC[4], dst=DST[4], protocol=Protocol.TCP, sport=40001, dport=80)
+    error = replies.icmp_error(other.build(3, 1), responder=HOP[4], icmp_type=11)
+    assert match(parsed(error), 5000, flows).reason is StrayReason.UNKNOWN_FLOW
+    assert match(
+        parsed(replies.tcp_reply(other.build(9, 1), syn_ack=True)), 5000, flows
+    ).reason is (StrayReason.UNRELATED)
+
+
+def test_a_reply_received_before_its_probe_was_sent_is_a_stray() -> None:
+    flows, entry = setup(4, tcp(443))
+    reply = replies.tcp_reply(entry.template.build(9, 2), syn_ack=True)
+    assert match(parsed(reply), 999, flows).reason is StrayReason.EARLY
+
+
+def test_quoted_fields_changed_on_the_way_are_reported() -> None:
+    flows, entry = setup(4, udp(53))
+    probe = bytearray(entry.template.build(3, 2))
+    probe[1] = 0x20  # DSCP rewritten
+    probe[12:16] = bytes([203, 0, 113, 9])  # source NAT
+    found = match(parsed(replies.icmp_error(probe, responder=HOP[4], icmp_type=11)), 5000, flows)
+    assert found.probe is entry.by_k[2] and found.changed == ("src", "tos")
+
+
+def test_matching_changes_nothing() -> None:
+    flows, entry = setup(4, tcp(443))
+    before = {k: (p.state, p.sent_ns) for k, p in entry.by_k.items()}
+    reply = parsed(replies.tcp_reply(entry.template.build(9, 2), syn_ack=True))
+    assert match(reply, 5000, flows) == match(reply, 5000, flows)
+    assert {k: (p.state, p.sent_ns) for k, p in entry.by_k.items()} == before
+    assert all(p.state == OUTSTANDING for p in entry.by_k.values())
