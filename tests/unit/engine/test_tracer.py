@@ -3,6 +3,7 @@ horizons, pacing, rate cap, in-flight cap, fast mode, many targets, strays, stop
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 
 import pytest
@@ -142,7 +143,7 @@ def test_probes_expiring_at_one_hop_are_spread_over_the_round() -> None:
     result = run(net, rounds=3, interval_s=1.0)
     for round_ in range(3):
         times = sorted(o.sent_ns for o in result.outcomes if o.ttl == 1 and o.round == round_)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert len(times) == len(FLOWS)
         assert min(gaps) >= 240_000_000, gaps  # 1 s / 4 flows, not a burst
 
