@@ -290,6 +290,8 @@ class Tracer:
                     wait_ns = min(wait_ns, heap[0][0] - now)
                 if next_round < rounds:
                     wait_ns = min(wait_ns, next_round_ns - now)
+                while deadlines and deadlines[0].state != OUTSTANDING:
+                    retained.append(deadlines.popleft())  # answered: no need to wait for it
                 if deadlines:
                     wait_ns = min(wait_ns, deadlines[0].deadline_ns - now)
                 if wait_ns == _NEVER:
