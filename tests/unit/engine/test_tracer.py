@@ -106,14 +106,15 @@ def test_late_replies_are_recorded_as_late_and_not_counted() -> None:
 
 def test_duplicates_are_recorded_once_each_and_never_counted() -> None:
     net = SimulatedNetwork(paths=(path(duplicates=2),))
-    result = run(net, rounds=2)
-    answered = [o for o in result.outcomes if o.responder == TARGET]
-    dups = [o for o in result.extras if o.extra is Extra.DUPLICATE]
-    assert len(dups) == 2 * len(answered)
-    assert len(result.outcomes) == result.sent
+    result = run(net, rounds=2, interval_s=1.0)
+    # round 0's copies all arrive during round 1; the run may end before the last copies
+    answered = [o for o in result.outcomes if o.responder == TARGET and o.round == 0]
+    dups = [o for o in result.extras if o.extra is Extra.DUPLICATE and o.round == 0]
+    assert answered
     assert Counter((o.flow, o.probe_id) for o in dups) == Counter(
         {(o.flow, o.probe_id): 2 for o in answered}
     )
+    assert len(result.outcomes) == result.sent
 
 
 def test_gap_limit_stops_after_that_many_silent_ttls() -> None:
