@@ -111,7 +111,10 @@ def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
                 if wrong:
                     problems.append(f"{family} {flow.flow} ttl {ttl}: got {wrong}, want {want}")
                 answered = [o for o in got if o.responder is not None]
-                if got and want - {TIMEOUT} and ttl not in truth.ratelimited_hops and not answered:
+                must_answer = (
+                    ttl <= last_ttl_to_probe(truth, flow) and ttl not in truth.ratelimited_hops
+                )
+                if got and want - {TIMEOUT} and must_answer and not answered:
                     problems.append(
                         f"{family} {flow.flow} ttl {ttl}: no answer in {len(got)} rounds"
                     )
@@ -121,7 +124,11 @@ def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
 def test_rtts_come_from_kernel_timestamps_and_are_plausible(make_lab: MakeLab) -> None:
     lab = make_lab("clean", hops=2)
     result = trace(lab, rounds=2)
-    rtts = [o.rtt_ns for o in result.outcomes if o.rtt_ns is not None]
+    # answers from kernels (not the user-space DNS/NTP responders, which take longer)
+    rtts = sorted(
+        o.rtt_ns for o in result.outcomes if o.rtt_ns is not None and str(o.kind) != "udp-reply"
+    )
     assert rtts, "nothing answered"
-    # veth round trips are tens of microseconds; a clock mix-up would give seconds or < 0
-    assert all(0 < r < 50_000_000 for r in rtts), sorted(rtts)[-3:]
+    # veth round trips are tens of microseconds; a clock mix-up gives seconds or < 0
+    assert rtts[0] > 0 and rtts[-1] < 1_000_000_000, (rtts[0], rtts[-1])
+    assert rtts[len(rtts) // 2] < 2_000_000, f"median {rtts[len(rtts) // 2]} ns"
