@@ -8,7 +8,7 @@ reason, never a guess (mtr #375 is the bug this avoids).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from reachtest.model import FlowSpec, StrayReason
 from reachtest.packet.build import ProbeTemplate
@@ -73,8 +73,9 @@ class FlowEntry:
         self.outstanding = 0
         self.max_answered = 0
         self.terminal_ttl = UNSET_TTL
-        self.parked: list[object] = []
-        self.target_state: object = None
+        # The tracer's own bookkeeping (its sweeps waiting on this flow, its target record).
+        self.parked: list[Any] = []
+        self.target_state: Any = None
 
 
 def flow_key(template: ProbeTemplate) -> FlowKey:

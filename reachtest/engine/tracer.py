@@ -197,8 +197,7 @@ class Tracer:
             return params.max_ttl
         horizon = min(params.max_ttl, entry.terminal_ttl, entry.max_answered + params.gap_limit)
         if entry.terminal_ttl == UNSET_TTL:
-            target = entry.target_state
-            assert isinstance(target, _Target)
+            target: _Target = entry.target_state
             if target.reach_ttl and target.reach_ttl < horizon:
                 horizon = target.reach_ttl
         return horizon
@@ -259,7 +258,6 @@ class Tracer:
                     entry.next_k = (k + 1) % SPACE
                     template = entry.template
                     target = entry.target_state
-                    assert isinstance(target, _Target)
                     sent_ns = send(template.build(ttl, k), target.family, target.address)
                     probe = SentProbe(
                         entry,
@@ -333,7 +331,7 @@ class Tracer:
         self.in_flight -= 1
         if entry.parked:
             for sweep in entry.parked:
-                runnable.append(sweep)  # type: ignore[arg-type]
+                runnable.append(sweep)
             entry.parked.clear()
 
     def _handle(self, data: bytes, recv_ns: int) -> None:
@@ -366,8 +364,7 @@ class Tracer:
         entry.max_answered = max(entry.max_answered, ttl)
         if parsed.kind in _TERMINAL_FROM_ANYONE and ttl < entry.terminal_ttl:
             entry.terminal_ttl = ttl
-            target = entry.target_state
-            assert isinstance(target, _Target)
+            target: _Target = entry.target_state
             if parsed.responder == target.packed and ttl > target.reach_ttl:
                 target.reach_ttl = ttl
 

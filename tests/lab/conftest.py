@@ -5,16 +5,19 @@ from __future__ import annotations
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from reachtest.engine.tracer import Tracer
+from reachtest.engine.transport import RawTransport
 from reachtest.errors import ReachtestError
 from reachtest.lab import manager, netns
 from reachtest.lab.plan import LabPlan
 from reachtest.lab.topology import NETNS_PREFIX
+from reachtest.model import FlowSpec, RunResult, TraceParams
 
 #: Every lab a test makes has an id starting with this, so leftovers can be found.
 TEST_PREFIX = "t"
@@ -111,3 +114,15 @@ def reachtest_cmd() -> list[str]:
     exe = str(beside) if beside.exists() else shutil.which("reachtest")
     assert exe, "the reachtest console script is not installed (pip install -e .)"
     return [exe]
+
+
+def run_engine(
+    lab: Lab, targets: Sequence[str], flows: Sequence[FlowSpec], params: TraceParams
+) -> RunResult:
+    """Trace ``targets`` with the real engine from inside the lab's client namespace."""
+    with netns.entered(lab.client):
+        transport = RawTransport()
+        try:
+            return Tracer(transport, targets, flows, params).run()
+        finally:
+            transport.close()

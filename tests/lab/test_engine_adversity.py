@@ -15,13 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from reachtest.engine.tracer import Tracer
-from reachtest.engine.transport import RawTransport
 from reachtest.lab import netns
 from reachtest.lab.scenarios import middle
 from reachtest.model import ICMP_FLOW, TraceParams, tcp, udp
 from tests.lab import netprobe
-from tests.lab.conftest import MakeLab
+from tests.lab.conftest import MakeLab, run_engine
 from tests.lab.forger import FORGED_TTL
 from tests.lab.test_engine_truth import allowed
 
@@ -34,12 +32,8 @@ def test_paris_flows_keep_one_path_while_classic_probes_spread(make_lab: MakeLab
     hop = middle(5)
     flows = [ICMP_FLOW, *(tcp(p) for p in range(1000, 1016)), *(udp(p) for p in range(2000, 2008))]
     params = TraceParams(rounds=6, interval_s=0.05, timeout_s=0.5, max_ttl=7)
+    result = run_engine(lab, [lab.server(v6)], flows, params)
     with netns.entered(lab.client):
-        transport = RawTransport()
-        try:
-            result = Tracer(transport, [lab.server(v6)], flows, params).run()
-        finally:
-            transport.close()
         classic = {
             netprobe.udp_probe(lab.server(v6), 33434 + n, ttl=hop, sport=41000 + n).responder
             for n in range(32)
@@ -80,18 +74,8 @@ def test_forged_errors_and_resets_are_strays_never_outcomes(make_lab: MakeLab) -
         assert forger.stdout is not None
         assert forger.stdout.readline().strip() == "ready"
         params = TraceParams(rounds=12, interval_s=0.2, timeout_s=0.5, max_ttl=truth.server_hop + 2)
-        with netns.entered(lab.client):
-            transport = RawTransport()
-            try:
-                tracer = Tracer(
-                    transport,
-                    [lab.server(False), lab.server(True)],
-                    [f.flow for f in truth.flows],
-                    params,
-                )
-                result = tracer.run()
-            finally:
-                transport.close()
+        targets = [lab.server(False), lab.server(True)]
+        result = run_engine(lab, targets, [f.flow for f in truth.flows], params)
         forged = int(forger.stdout.readline())
         assert forger.wait(timeout=10) == 0
     finally:

@@ -13,21 +13,11 @@ from collections import defaultdict
 
 import pytest
 
-from reachtest.engine.tracer import Tracer
-from reachtest.engine.transport import RawTransport
-from reachtest.lab import netns
 from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
 from reachtest.model import Outcome, Reason, RunResult, TraceParams
-from tests.lab.conftest import Lab, MakeLab
+from tests.lab.conftest import Lab, MakeLab, run_engine
+from tests.lab.test_scenarios_truth import FINAL_KIND
 
-FINAL_KIND = {
-    Reason.ECHO_REPLY: "echo-reply",
-    Reason.SYN_ACK: "tcp-syn-ack",
-    Reason.RESET: "tcp-rst",
-    Reason.UDP_RESPONSE: "udp-reply",
-    Reason.PORT_UNREACH: "port-unreachable",
-    Reason.ADMIN_PROHIBITED: "admin-prohibited",
-}
 TIMEOUT = ("timeout", None)
 
 
@@ -71,18 +61,8 @@ def trace(lab: Lab, rounds: int) -> RunResult:
         timeout_s=0.5,
         max_ttl=truth.server_hop + 3,
     )
-    with netns.entered(lab.client):
-        transport = RawTransport()
-        try:
-            tracer = Tracer(
-                transport,
-                [lab.server(False), lab.server(True)],
-                [f.flow for f in truth.flows],
-                params,
-            )
-            return tracer.run()
-        finally:
-            transport.close()
+    targets = [lab.server(False), lab.server(True)]
+    return run_engine(lab, targets, [f.flow for f in truth.flows], params)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -9,12 +9,9 @@ import subprocess
 
 import pytest
 
-from reachtest.engine.tracer import Tracer
-from reachtest.engine.transport import RawTransport
-from reachtest.lab import netns
 from reachtest.model import FlowSpec, Outcome, ReplyKind, TraceParams
 from reachtest.spec import parse_flow
-from tests.lab.conftest import Lab, MakeLab
+from tests.lab.conftest import Lab, MakeLab, run_engine
 
 pytestmark = pytest.mark.usefixtures("peers_installed")
 
@@ -28,12 +25,7 @@ def peers_installed() -> None:
 
 def engine(lab: Lab, targets: list[str], flows: list[FlowSpec], max_ttl: int) -> list[Outcome]:
     params = TraceParams(rounds=1, timeout_s=1.0, max_ttl=max_ttl, gap_limit=max_ttl)
-    with netns.entered(lab.client):
-        transport = RawTransport()
-        try:
-            return list(Tracer(transport, targets, flows, params).run().outcomes)
-        finally:
-            transport.close()
+    return list(run_engine(lab, targets, flows, params).outcomes)
 
 
 def traceroute(lab: Lab, args: list[str], dst: str, max_ttl: int) -> dict[int, str | None]:
