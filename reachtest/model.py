@@ -49,6 +49,10 @@ class Reason(StrEnum):
     UDP_RESPONSE = "udp-response"
     PORT_UNREACH = "port-unreach"
     ADMIN_PROHIBITED = "admin-prohibited"
+    NET_UNREACH = "net-unreach"
+    HOST_UNREACH = "host-unreach"
+    PROTO_UNREACH = "proto-unreach"
+    UNREACH = "unreach"
     NO_RESPONSE = "no-response"
 
 
@@ -182,3 +186,122 @@ class RunResult:
     stray_counts: tuple[tuple[str, int], ...]
     sent: int
     interrupted: bool = False
+
+
+class StopReason(StrEnum):
+    """Why a flow's path ends where it does."""
+
+    REACHED_OPEN = "reached-open"
+    REACHED_CLOSED = "reached-closed"
+    REACHED_ANSWERED = "reached-answered"
+    MIDDLEBOX = "middlebox"
+    ADMIN_PROHIBITED = "admin-prohibited"
+    UNREACHABLE = "unreachable"
+    SILENT = "silent"
+    GAP_LIMIT = "gap-limit"
+    MAX_TTL = "max-ttl"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowPath:
+    """Where one flow's probes got to: the target's distance, the last hop that answered,
+    and why the path ends there (``stop_hop``/``stop_address``: who ended it)."""
+
+    target: str
+    flow: FlowSpec
+    distance: int | None
+    last_hop: int | None
+    last_address: str | None
+    stop: StopReason
+    stop_hop: int | None
+    stop_address: str | None
+    icmp_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceVerdict:
+    """One flow's verdict in nmap's terms: state, reason, and the address and hop that gave it.
+
+    ``state`` is None for ICMP (a host, not a service). ``rounds`` counts the rounds whose
+    probes at the deciding TTL agree with the reason, out of ``rounds_probed``.
+    """
+
+    target: str
+    flow: FlowSpec
+    state: ServiceState | None
+    reason: Reason
+    reason_address: str | None
+    reason_hop: int | None
+    reached: bool
+    rounds: int
+    rounds_probed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostVerdict:
+    """Is the host there at all, by any flow? And do ping and the services disagree?"""
+
+    target: str
+    reachable: bool
+    distance: int | None
+    reached_by: tuple[FlowSpec, ...]
+    ping_blocked_services_answer: bool
+    ping_answers_services_blocked: bool
+
+
+class FindingKind(StrEnum):
+    """What a finding is about; the value is its JSON spelling."""
+
+    HOST_NOT_REACHED = "host-not-reached"
+    BLOCKED_SILENTLY = "blocked-silently"
+    BLOCKED_PROHIBITED = "blocked-prohibited"
+    UNREACHABLE = "unreachable"
+    NO_ANSWER_AT_TARGET = "no-answer-at-target"
+    FORGED_RESET = "forged-reset"
+    SYN_PROXY = "syn-proxy"
+    PING_BLOCKED = "ping-blocked"
+    FORWARDING_LOSS = "forwarding-loss"
+    RATE_LIMITING = "icmp-rate-limiting"
+    QUOTE_REWRITTEN = "quote-rewritten"
+    ECMP = "ecmp"
+    SILENT_HOP = "silent-hop"
+
+
+class Severity(StrEnum):
+    """How urgently an admin must read a finding."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evidence:
+    """One observation behind a finding: what ``flow`` got at ``ttl``, in how many rounds."""
+
+    flow: FlowSpec
+    ttl: int
+    kind: ReplyKind
+    responder: str | None
+    count: int
+    of: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """Something an admin needs to know, as data; the report layer words it.
+
+    ``first_hop``..``last_hop`` is where it happens (a range when it cannot be placed
+    more precisely); ``confidence`` (0..1) grows with the rounds that agree.
+    """
+
+    kind: FindingKind
+    severity: Severity
+    target: str
+    flow: FlowSpec | None
+    first_hop: int | None
+    last_hop: int | None
+    responder: str | None
+    confidence: float
+    evidence: tuple[Evidence, ...]
+    note: str = ""

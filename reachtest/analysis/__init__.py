@@ -1,0 +1,1 @@
+"""Pure functions from outcomes to pandas frames, hop statistics, verdicts and findings."""
