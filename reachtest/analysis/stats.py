@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ def _jitter(rtts: list[float]) -> tuple[float, float, float, float]:
     if len(rtts) < 2:
         nan = float("nan")
         return nan, nan, nan, nan
-    diffs = [abs(b - a) for a, b in zip(rtts, rtts[1:], strict=False)]
+    diffs = [abs(b - a) for a, b in itertools.pairwise(rtts)]
     interarrival = 0.0
     for d in diffs:
         interarrival += (d - interarrival) / 16
@@ -50,7 +51,8 @@ def hop_stats(table: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     ordered = table.sort_values(["target", "flow", "ttl", "round", "sent_ns"], kind="stable")
-    for (target, flow, ttl), group in ordered.groupby(["target", "flow", "ttl"], sort=True):
+    for key, group in ordered.groupby(["target", "flow", "ttl"], sort=True):
+        target, flow, ttl = key
         snt = len(group)
         answered = group[group["answered"]]
         rcv = len(answered)
@@ -70,7 +72,7 @@ def hop_stats(table: pd.DataFrame) -> pd.DataFrame:
             (
                 target,
                 flow,
-                int(ttl),
+                int(ttl),  # type: ignore[call-overload]
                 snt,
                 rcv,
                 100.0 * (snt - rcv) / snt,

@@ -1,0 +1,379 @@
+"""Findings: where and how each flow dies, middleboxes, loss that is and is not loss, ECMP.
+
+Each rule compares a flow with the reference flows of the same target (ICMP and the
+other services) TTL by TTL, and keeps the observations that prove it as evidence.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach
+from reachtest.model import (
+    Evidence,
+    Finding,
+    FindingKind,
+    FlowPath,
+    Protocol,
+    ReplyKind,
+    Severity,
+    StopReason,
+)
+
+SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+#: p-value below which a difference in loss between hops counts (Fisher's exact test).
+SIGNIFICANT = 0.01
+MIN_LOST = 3
+
+
+def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
+    """What ``label`` got at ``ttl``, one Evidence per (kind, responder)."""
+    rows = obs.at(label, ttl)
+    counts = Counter((kind, responder) for _, kind, responder, _, _ in rows)
+    return [
+        Evidence(
+            flow=obs.flows[label],
+            ttl=ttl,
+            kind=ReplyKind(kind),
+            responder=responder,
+            count=n,
+            of=len(rows),
+        )
+        for (kind, responder), n in sorted(counts.items(), key=lambda kv: -kv[1])
+    ]
+
+
+def _answered(obs: Observed, label: str, ttl: int) -> bool:
+    return any(responder for _, _, responder, _, _ in obs.at(label, ttl))
+
+
+def _silent_rounds(obs: Observed, label: str, ttl: int) -> tuple[int, int]:
+    rows = obs.at(label, ttl)
+    return sum(1 for r in rows if r[1] == TIMEOUT), len(rows)
+
+
+def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
+    """A flow that goes silent while reference flows get further: where, with evidence."""
+    label = path.flow.label
+    k = path.last_hop or 0
+    nxt = k + 1
+    others = [o for o in obs.flows if o != label]
+    refs = [o for o in others if _answered(obs, o, nxt)]
+    last: int | None = nxt
+    note = ""
+    if not refs:
+        later = sorted(
+            t for t in obs.answered_ttls() if t > nxt and any(_answered(obs, o, t) for o in others)
+        )
+        if later:
+            last = later[0]
+            refs = [o for o in others if _answered(obs, o, last)]
+            note = f"hops {nxt}..{last - 1} answer no protocol, so the drop cannot be placed closer"
+        elif not others:
+            last = None
+            note = "no other flow was traced to compare with"
+        else:
+            return None  # nothing beyond this point answers anything: host-not-reached says it
+    silent, of = _silent_rounds(obs, label, nxt)
+    proof: list[Evidence] = []
+    if k:
+        proof += evidence(obs, label, k)
+    proof += evidence(obs, label, nxt)
+    if last is not None and last != nxt:
+        proof += evidence(obs, label, last)
+    for ref in refs:
+        proof += evidence(obs, ref, last if last is not None else nxt)
+    udp = path.flow.protocol is Protocol.UDP
+    if path.flow.protocol is Protocol.ICMP:
+        kind, severity = FindingKind.PING_BLOCKED, Severity.WARNING
+    elif last is not None and last == reached.distance:
+        kind = FindingKind.NO_ANSWER_AT_TARGET
+        severity = Severity.WARNING if udp else Severity.CRITICAL
+        if udp:
+            note = (note + "; " if note else "") + (
+                "open|filtered: a UDP service may ignore the probe, or a filter drops it"
+            )
+    else:
+        kind, severity = FindingKind.BLOCKED_SILENTLY, Severity.CRITICAL
+    if last is None:
+        severity = Severity.WARNING
+    return Finding(
+        kind=kind,
+        severity=severity,
+        target=obs.target,
+        flow=path.flow,
+        first_hop=k or None,
+        last_hop=last,
+        responder=path.last_address,
+        confidence=silent / of if of else 0.0,
+        evidence=tuple(proof),
+        note=note,
+    )
+
+
+def rejected(obs: Observed, path: FlowPath) -> Finding:
+    """A flow answered by admin-prohibited or unreachable: the device that said so."""
+    label = path.flow.label
+    rows = obs.seen[label]
+    ttl = min(t for t, r in rows.items() if any(x[1] not in (TE, TIMEOUT) and x[2] for x in r))
+    proof = evidence(obs, label, ttl)
+    if path.stop_hop and path.stop_hop != ttl:
+        proof = evidence(obs, label, path.stop_hop) + proof
+    agree = sum(e.count for e in proof if e.ttl == ttl and e.responder == path.stop_address)
+    of = len(obs.at(label, ttl))
+    admin = path.stop is StopReason.ADMIN_PROHIBITED
+    note = "" if admin or path.icmp_code is None else f"ICMP code {path.icmp_code}"
+    return Finding(
+        kind=FindingKind.BLOCKED_PROHIBITED if admin else FindingKind.UNREACHABLE,
+        severity=Severity.CRITICAL,
+        target=obs.target,
+        flow=path.flow,
+        first_hop=path.stop_hop,
+        last_hop=path.stop_hop,
+        responder=path.stop_address,
+        confidence=agree / of if of else 0.0,
+        evidence=tuple(proof),
+        note=note,
+    )
+
+
+def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
+    """An RST or SYN-ACK with the target's address for a probe that cannot have reached it."""
+    label = path.flow.label
+    ttl = reached.forged[label]
+    proof = evidence(obs, label, ttl)
+    kinds = {e.kind for e in proof}
+    for ref in obs.flows:
+        if ref != label and any(r[1] == TE for r in obs.at(ref, ttl)):
+            proof += [e for e in evidence(obs, ref, ttl) if e.kind is ReplyKind.TIME_EXCEEDED]
+    reset = ReplyKind.TCP_RST in kinds
+    agree = sum(
+        e.count for e in proof if e.ttl == ttl and e.flow == path.flow and e.responder == obs.target
+    )
+    of = len(obs.at(label, ttl))
+    return Finding(
+        kind=FindingKind.FORGED_RESET if reset else FindingKind.SYN_PROXY,
+        severity=Severity.CRITICAL if reset else Severity.WARNING,
+        target=obs.target,
+        flow=path.flow,
+        first_hop=path.stop_hop,
+        last_hop=ttl,
+        responder=path.stop_address,
+        confidence=agree / of if of else 0.0,
+        evidence=tuple(proof),
+        note=f"answered in the target's name at TTL {ttl}, where other flows still meet routers",
+    )
+
+
+def rewritten(obs: Observed, label: str) -> Finding | None:
+    """Quoted headers that differ from what was sent: NAT or rewriting before that hop."""
+    changed = sorted((t, r[3]) for t, rows in obs.seen[label].items() for r in rows if r[3])
+    if not changed:
+        return None
+    ttl, fields = changed[0]
+    return Finding(
+        kind=FindingKind.QUOTE_REWRITTEN,
+        severity=Severity.INFO,
+        target=obs.target,
+        flow=obs.flows[label],
+        first_hop=ttl - 1 or None,
+        last_hop=ttl,
+        responder=None,
+        confidence=1.0,
+        evidence=tuple(evidence(obs, label, ttl)),
+        note=f"quoted fields changed on the way: {fields}",
+    )
+
+
+def _expected_ttls(obs: Observed, path: FlowPath, reached: Reach) -> list[int]:
+    """The TTLs at which this flow's probes should all be answered."""
+    end = reached.genuine.get(path.flow.label) or path.last_hop or 0
+    silent_hops = silent_ttls(obs)
+    return [t for t in sorted(obs.seen[path.flow.label]) if t <= end and t not in silent_hops]
+
+
+def _fisher_greater(lost_a: int, sent_a: int, lost_b: int, sent_b: int) -> float:
+    import numpy as np
+    from scipy.stats import fisher_exact
+
+    table = np.array([[lost_a, sent_a - lost_a], [lost_b, sent_b - lost_b]])
+    return float(fisher_exact(table, alternative="greater").pvalue)
+
+
+def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
+    """Forwarding loss from hop k (starts at k, persists to the end) and ICMP rate limiting
+    (loss at one hop that later hops do not show), per flow."""
+    label = path.flow.label
+    ttls = _expected_ttls(obs, path, reached)
+    sent = {t: len(obs.at(label, t)) for t in ttls}
+    lost = {t: _silent_rounds(obs, label, t)[0] for t in ttls}
+    found: list[Finding] = []
+    start: int | None = None
+    best = 1.0
+    for i, k in enumerate(ttls[:-1]):
+        before, at_k, later = ttls[:i], ttls[i], ttls[i + 1 :]
+        lost_after = sum(lost[t] for t in (at_k, *later))
+        lost_later = sum(lost[t] for t in later)
+        sent_before = sum(sent[t] for t in before)
+        lost_before = sum(lost[t] for t in before)
+        if lost_after < MIN_LOST or lost_later < 2 or not before or lost[at_k] == 0:
+            continue
+        p_start = _fisher_greater(
+            lost_after, sum(sent[t] for t in (at_k, *later)), lost_before, sent_before
+        )
+        p_persist = _fisher_greater(
+            lost_later, sum(sent[t] for t in later), lost_before, sent_before
+        )
+        if p_start < SIGNIFICANT and p_persist < SIGNIFICANT and p_start < best:
+            start, best = k, p_start
+    if start is not None:
+        tail = [t for t in ttls if t >= start]
+        proof = [e for t in tail for e in evidence(obs, label, t)]
+        pct = 100 * sum(lost[t] for t in tail) / max(1, sum(sent[t] for t in tail))
+        found.append(
+            Finding(
+                kind=FindingKind.FORWARDING_LOSS,
+                severity=Severity.WARNING,
+                target=obs.target,
+                flow=path.flow,
+                first_hop=start - 1 or None,
+                last_hop=start,
+                responder=None,
+                confidence=1.0 - best,
+                evidence=tuple(proof),
+                note=f"{pct:.0f}% of probes lost from TTL {start} on, none before",
+            )
+        )
+    for i, h in enumerate(ttls[:-1]):
+        later = ttls[i + 1 :]
+        if lost[h] < 2:
+            continue
+        p = _fisher_greater(
+            lost[h], sent[h], sum(lost[t] for t in later), sum(sent[t] for t in later)
+        )
+        if p < SIGNIFICANT:
+            answers = [e for e in evidence(obs, label, h) if e.responder]
+            found.append(
+                Finding(
+                    kind=FindingKind.RATE_LIMITING,
+                    severity=Severity.INFO,
+                    target=obs.target,
+                    flow=path.flow,
+                    first_hop=h,
+                    last_hop=h,
+                    responder=answers[0].responder if answers else None,
+                    confidence=1.0 - p,
+                    evidence=tuple(evidence(obs, label, h)),
+                    note=f"{lost[h]}/{sent[h]} lost at hop {h} but later hops answer: "
+                    "the router limits its ICMP errors; this is not forwarding loss",
+                )
+            )
+    return found
+
+
+def ecmp(obs: Observed) -> list[Finding]:
+    """Hops where flows (or one flow) meet different routers: load balancing."""
+    found = []
+    ttls = sorted({t for rows in obs.seen.values() for t in rows})
+    for ttl in ttls:
+        per_flow = {
+            label: Counter(r[2] for r in obs.at(label, ttl) if r[1] == TE) for label in obs.flows
+        }
+        per_flow = {label: c for label, c in per_flow.items() if c}
+        addresses = {a for c in per_flow.values() for a in c}
+        if len(addresses) < 2:
+            continue
+        within = [label for label, c in per_flow.items() if len(c) > 1]
+        groups = {
+            a: sorted(label for label, c in per_flow.items() if a in c)
+            for a in sorted(addresses, key=str)
+        }
+        note = "; ".join(f"{a}: {', '.join(flows)}" for a, flows in groups.items())
+        if within:
+            note += f"; several routers within one flow: {', '.join(within)}"
+        found.append(
+            Finding(
+                kind=FindingKind.ECMP,
+                severity=Severity.INFO,
+                target=obs.target,
+                flow=None,
+                first_hop=ttl,
+                last_hop=ttl,
+                responder=None,
+                confidence=1.0,
+                evidence=tuple(
+                    e
+                    for label in per_flow
+                    for e in evidence(obs, label, ttl)
+                    if e.kind is ReplyKind.TIME_EXCEEDED
+                ),
+                note=note,
+            )
+        )
+    return found
+
+
+def silent_ttls(obs: Observed) -> set[int]:
+    """TTLs no flow got any answer at, below a TTL that answered: silent routers."""
+    answered = obs.answered_ttls()
+    if not answered:
+        return set()
+    probed = {t for rows in obs.seen.values() for t in rows}
+    return {t for t in probed if t < max(answered) and t not in answered}
+
+
+def silent_hops(obs: Observed) -> list[Finding]:
+    """Routers that answer no protocol: not a filter, just quiet."""
+    found = []
+    for ttl in sorted(silent_ttls(obs)):
+        proof = [e for label in obs.flows for e in evidence(obs, label, ttl)]
+        found.append(
+            Finding(
+                kind=FindingKind.SILENT_HOP,
+                severity=Severity.INFO,
+                target=obs.target,
+                flow=None,
+                first_hop=ttl,
+                last_hop=ttl,
+                responder=None,
+                confidence=1.0,
+                evidence=tuple(proof),
+                note="no time-exceeded for any protocol; later hops answer, so it forwards",
+            )
+        )
+    return found
+
+
+def host_not_reached(obs: Observed, paths: dict[str, FlowPath]) -> Finding:
+    """No flow got an answer from the target."""
+    last = max((p.last_hop or 0 for p in paths.values()), default=0)
+    proof = [
+        e for label, p in paths.items() if p.last_hop for e in evidence(obs, label, p.last_hop)
+    ]
+    address = next((p.last_address for p in paths.values() if p.last_hop == last), None)
+    return Finding(
+        kind=FindingKind.HOST_NOT_REACHED,
+        severity=Severity.CRITICAL,
+        target=obs.target,
+        flow=None,
+        first_hop=last or None,
+        last_hop=None,
+        responder=address,
+        confidence=1.0,
+        evidence=tuple(proof),
+        note=f"no flow got an answer from {obs.target}",
+    )
+
+
+def sort_findings(found: list[Finding]) -> list[Finding]:
+    """What an admin must read first: severity, then the target, hop and flow."""
+    return sorted(
+        found,
+        key=lambda f: (
+            SEVERITY_ORDER[f.severity],
+            f.target,
+            f.first_hop or 0,
+            f.flow.label if f.flow else "",
+            str(f.kind),
+        ),
+    )

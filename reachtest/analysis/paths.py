@@ -1,0 +1,324 @@
+"""Where each flow's probes got to and why they stop; host and service verdicts.
+
+The target's distance comes from flows whose answers from the target's address are
+consistent with every other flow: an answer "from the target" at a TTL where another
+flow still got time-exceeded from a router was forged on the way (an RST injector or a
+SYN proxy between the last router that answered and the next hop).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reachtest.model import (
+    FlowPath,
+    FlowSpec,
+    HostVerdict,
+    Protocol,
+    Reason,
+    ReplyKind,
+    ServiceState,
+    ServiceVerdict,
+    StopReason,
+    TraceParams,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TE = str(ReplyKind.TIME_EXCEEDED)
+TIMEOUT = str(ReplyKind.TIMEOUT)
+FROM_TARGET = {
+    str(ReplyKind.ECHO_REPLY),
+    str(ReplyKind.TCP_SYN_ACK),
+    str(ReplyKind.TCP_RST),
+    str(ReplyKind.UDP_REPLY),
+    str(ReplyKind.PORT_UNREACHABLE),
+    str(ReplyKind.PROTOCOL_UNREACHABLE),
+}
+REJECTS = {
+    str(ReplyKind.ADMIN_PROHIBITED): Reason.ADMIN_PROHIBITED,
+    str(ReplyKind.NET_UNREACHABLE): Reason.NET_UNREACH,
+    str(ReplyKind.HOST_UNREACHABLE): Reason.HOST_UNREACH,
+    str(ReplyKind.UNREACHABLE): Reason.UNREACH,
+}
+REACHED = {
+    str(ReplyKind.ECHO_REPLY): (None, Reason.ECHO_REPLY, StopReason.REACHED_ANSWERED),
+    str(ReplyKind.TCP_SYN_ACK): (ServiceState.OPEN, Reason.SYN_ACK, StopReason.REACHED_OPEN),
+    str(ReplyKind.TCP_RST): (ServiceState.CLOSED, Reason.RESET, StopReason.REACHED_CLOSED),
+    str(ReplyKind.UDP_REPLY): (ServiceState.OPEN, Reason.UDP_RESPONSE, StopReason.REACHED_ANSWERED),
+    str(ReplyKind.PORT_UNREACHABLE): (
+        ServiceState.CLOSED,
+        Reason.PORT_UNREACH,
+        StopReason.REACHED_CLOSED,
+    ),
+    str(ReplyKind.PROTOCOL_UNREACHABLE): (
+        ServiceState.CLOSED,
+        Reason.PROTO_UNREACH,
+        StopReason.REACHED_CLOSED,
+    ),
+}
+
+
+#: One outcome as the analysis sees it: (round, kind, responder, quote_changed, icmp_code).
+Row = tuple[int, str, str | None, str, int | None]
+
+
+@dataclass(slots=True)
+class Observed:
+    """One target's outcomes by flow and TTL (``seen[flow][ttl]``, a list of Row), and the
+    flows in the order they were traced."""
+
+    target: str
+    flows: dict[str, FlowSpec] = field(default_factory=dict)
+    seen: dict[str, dict[int, list[Row]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    def at(self, flow: str, ttl: int) -> list[Row]:
+        return self.seen[flow].get(ttl, [])
+
+    def kinds(self, flow: str, ttl: int) -> Counter[tuple[str, str | None]]:
+        return Counter((row[1], row[2]) for row in self.at(flow, ttl))
+
+    def te_ttls(self, flow: str) -> list[int]:
+        return sorted(t for t, rows in self.seen[flow].items() if any(r[1] == TE for r in rows))
+
+    def answered_ttls(self) -> set[int]:
+        """TTLs at which any flow got any answer."""
+        return {t for rows in self.seen.values() for t, r in rows.items() if any(x[2] for x in r)}
+
+    def hop_of(self, address: str) -> int | None:
+        """The hop of a router address: the lowest TTL it sent time-exceeded from."""
+        ttls = [
+            t
+            for rows in self.seen.values()
+            for t, r in rows.items()
+            if any(x[1] == TE and x[2] == address for x in r)
+        ]
+        return min(ttls) if ttls else None
+
+
+def observe(table: pd.DataFrame) -> list[Observed]:
+    """The table regrouped per target (targets and flows in first-seen order)."""
+    by_target: dict[str, Observed] = {}
+    records: list[dict[str, Any]] = table.to_dict("records")  # type: ignore[assignment]
+    for row in records:
+        target = str(row["target"])
+        obs = by_target.get(target)
+        if obs is None:
+            obs = by_target[target] = Observed(target)
+        label = str(row["flow"])
+        if label not in obs.flows:
+            port = None if _missing(row["port"]) else int(row["port"])
+            obs.flows[label] = FlowSpec(protocol=Protocol(str(row["protocol"])), port=port)
+        responder = str(row["responder"]) if row["answered"] else None
+        code = None if _missing(row["icmp_code"]) else int(row["icmp_code"])
+        obs.seen[label][int(row["ttl"])].append(
+            (int(row["round"]), str(row["kind"]), responder, str(row["quote_changed"] or ""), code)
+        )
+    return list(by_target.values())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or str(value) in ("<NA>", "nan", "None")
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Per target: the distance, and per flow the TTL at which it got an answer carrying
+    the target's address, split into genuine and forged."""
+
+    distance: int | None
+    genuine: dict[str, int]
+    forged: dict[str, int]
+
+
+def reach(obs: Observed) -> Reach:
+    """Which flows really reached the target, at what distance, and which were answered
+    in its name on the way."""
+    first: dict[str, int] = {}
+    for label, rows in obs.seen.items():
+        ttls = [
+            t for t, r in rows.items() if any(x[1] in FROM_TARGET and x[2] == obs.target for x in r)
+        ]
+        if ttls:
+            first[label] = min(ttls)
+    last_te = {label: max(obs.te_ttls(label), default=0) for label in obs.seen}
+    genuine: dict[str, int] = {}
+    forged: dict[str, int] = {}
+    for label, ttl in first.items():
+        beyond = any(last_te[other] >= ttl for other in obs.seen if other != label)
+        (forged if beyond else genuine)[label] = ttl
+    distance = min(genuine.values()) if genuine else None
+    return Reach(distance, genuine, forged)
+
+
+def _majority(counter: Counter[tuple[str, str | None]], kinds: set[str]) -> tuple[str, str | None]:
+    best = [(n, k) for k, n in counter.items() if k[0] in kinds]
+    return max(best)[1]
+
+
+def flow_path(obs: Observed, label: str, reached: Reach, params: TraceParams | None) -> FlowPath:
+    """Where ``label``'s probes got to and why they stop there."""
+    flow = obs.flows[label]
+    rows = obs.seen[label]
+    te = obs.te_ttls(label)
+    last_te = te[-1] if te else None
+    last_te_address = _majority(obs.kinds(label, last_te), {TE})[1] if last_te is not None else None
+    distance = reached.distance
+    if label in reached.genuine:
+        ttl = reached.genuine[label]
+        kind, _ = _majority(obs.kinds(label, ttl), FROM_TARGET)
+        return FlowPath(
+            target=obs.target,
+            flow=flow,
+            distance=distance,
+            last_hop=ttl,
+            last_address=obs.target,
+            stop=REACHED[kind][2],
+            stop_hop=ttl,
+            stop_address=obs.target,
+        )
+    if label in reached.forged:
+        ttl = reached.forged[label]
+        hop = ttl - 1 if ttl - 1 in te else last_te
+        device = _majority(obs.kinds(label, hop), {TE})[1] if hop else None
+        return FlowPath(
+            target=obs.target,
+            flow=flow,
+            distance=distance,
+            last_hop=hop,
+            last_address=device,
+            stop=StopReason.MIDDLEBOX,
+            stop_hop=hop,
+            stop_address=device,
+        )
+    rejected = sorted(t for t, r in rows.items() if any(x[1] in REJECTS for x in r))
+    if rejected:
+        ttl = rejected[0]
+        kind, address = _majority(obs.kinds(label, ttl), set(REJECTS))
+        assert address is not None
+        hop = distance if address == obs.target else obs.hop_of(address)
+        if hop is None:
+            hop = ttl - 1 if ttl > 1 else ttl
+        code = next((x[4] for x in rows[ttl] if x[1] == kind and x[2] == address), None)
+        stop = (
+            StopReason.ADMIN_PROHIBITED
+            if kind == str(ReplyKind.ADMIN_PROHIBITED)
+            else StopReason.UNREACHABLE
+        )
+        return FlowPath(
+            target=obs.target,
+            flow=flow,
+            distance=distance,
+            last_hop=hop,
+            last_address=address,
+            stop=stop,
+            stop_hop=hop,
+            stop_address=address,
+            icmp_code=code,
+        )
+    probed = max(rows)
+    if distance is None and last_te is not None and last_te == probed:
+        stop = StopReason.MAX_TTL
+    elif (
+        distance is None
+        and params is not None
+        and probed - (last_te or 0) >= params.gap_limit
+        and probed < params.max_ttl
+    ):
+        stop = StopReason.GAP_LIMIT
+    else:
+        stop = StopReason.SILENT
+    return FlowPath(
+        target=obs.target,
+        flow=flow,
+        distance=distance,
+        last_hop=last_te,
+        last_address=last_te_address,
+        stop=stop,
+        stop_hop=last_te,
+        stop_address=last_te_address,
+    )
+
+
+def service_verdict(obs: Observed, path: FlowPath, reached: Reach) -> ServiceVerdict:
+    """nmap's state and reason for one flow, with the address and hop that gave it."""
+    label = path.flow.label
+    icmp = path.flow.protocol is Protocol.ICMP
+    if label in reached.genuine or label in reached.forged:
+        ttl = reached.genuine.get(label) or reached.forged[label]
+        counts = obs.kinds(label, ttl)
+        kind, _ = _majority(counts, FROM_TARGET)
+        state, reason, _stop = REACHED[kind]
+        hop = ttl if label in reached.genuine else path.stop_hop
+        return ServiceVerdict(
+            target=obs.target,
+            flow=path.flow,
+            state=None if icmp else state,
+            reason=reason,
+            reason_address=obs.target,
+            reason_hop=hop,
+            reached=label in reached.genuine,
+            rounds=counts[(kind, obs.target)],
+            rounds_probed=sum(counts.values()),
+        )
+    if path.stop in (StopReason.ADMIN_PROHIBITED, StopReason.UNREACHABLE):
+        rows = obs.seen[label]
+        ttl = min(t for t, r in rows.items() if any(x[1] in REJECTS for x in r))
+        counts = obs.kinds(label, ttl)
+        kind, address = _majority(counts, set(REJECTS))
+        return ServiceVerdict(
+            target=obs.target,
+            flow=path.flow,
+            state=None if icmp else ServiceState.FILTERED,
+            reason=REJECTS[kind],
+            reason_address=address,
+            reason_hop=path.stop_hop,
+            reached=False,
+            rounds=counts[(kind, address)],
+            rounds_probed=sum(counts.values()),
+        )
+    after = (path.last_hop or 0) + 1
+    counts = obs.kinds(label, after)
+    state = (
+        None
+        if icmp
+        else (
+            ServiceState.OPEN_FILTERED
+            if path.flow.protocol is Protocol.UDP
+            else ServiceState.FILTERED
+        )
+    )
+    return ServiceVerdict(
+        target=obs.target,
+        flow=path.flow,
+        state=state,
+        reason=Reason.NO_RESPONSE,
+        reason_address=None,
+        reason_hop=None,
+        reached=False,
+        rounds=counts[(TIMEOUT, None)],
+        rounds_probed=sum(counts.values()),
+    )
+
+
+def host_verdict(obs: Observed, reached: Reach) -> HostVerdict:
+    """Reachable when any flow really reached the target; ping vs services."""
+    by = tuple(obs.flows[label] for label in obs.flows if label in reached.genuine)
+    icmp = [label for label, f in obs.flows.items() if f.protocol is Protocol.ICMP]
+    services = [label for label in obs.flows if label not in icmp]
+    icmp_reached = any(label in reached.genuine for label in icmp)
+    service_reached = any(label in reached.genuine for label in services)
+    return HostVerdict(
+        target=obs.target,
+        reachable=bool(by),
+        distance=reached.distance,
+        reached_by=by,
+        ping_blocked_services_answer=bool(icmp) and not icmp_reached and service_reached,
+        ping_answers_services_blocked=icmp_reached
+        and any(label not in reached.genuine for label in services),
+    )
