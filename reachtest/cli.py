@@ -332,6 +332,12 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
 @click.option(
     "--payload", default="", metavar="HEX", help="UDP payload for ports without a known protocol."
 )
+@click.option(
+    "--analyse",
+    "analyse_run",
+    is_flag=True,
+    help="Print verdicts and findings in plain text instead of JSON lines.",
+)
 @click.option("-4", "family", flag_value=4, help="IPv4 only.")
 @click.option("-6", "family", flag_value=6, help="IPv6 only.")
 def probe_command(
@@ -348,6 +354,7 @@ def probe_command(
     gap_limit: int,
     fast: bool,
     payload: str,
+    analyse_run: bool,
     family: int | None,
 ) -> int:
     """Send probes to TARGETS and print every outcome as a JSON line (a debug view).
@@ -388,7 +395,8 @@ def probe_command(
     out = sys.stdout
 
     def emit(outcome: Outcome) -> None:
-        out.write(json.dumps(_outcome_json(outcome)) + "\n")
+        if not analyse_run:
+            out.write(json.dumps(_outcome_json(outcome)) + "\n")
 
     transport = RawTransport()
     try:
@@ -404,6 +412,11 @@ def probe_command(
         transport.close()
     for extra in result.extras:
         emit(extra)
+    if analyse_run:
+        from reachtest.analysis.analyse import analyse
+        from reachtest.analysis.summary import render_text
+
+        out.write(render_text(analyse(result.outcomes, result.params)))
     strays = ", ".join(f"{n} {reason}" for reason, n in result.stray_counts) or "none"
     answered = sum(1 for o in result.outcomes if o.responder is not None)
     click.echo(
