@@ -24,6 +24,9 @@ SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 #: p-value below which a difference in loss between hops counts (Fisher's exact test).
 SIGNIFICANT = 0.01
 MIN_LOST = 3
+#: How much more loss (as a fraction) a hop must show than the hops after it to be called
+#: rate limiting: noise in a lossy path is not a rate limit.
+RATE_LIMIT_MARGIN = 0.25
 
 
 def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
@@ -248,10 +251,10 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
         later = ttls[i + 1 :]
         if lost[h] < 2:
             continue
-        p = _fisher_greater(
-            lost[h], sent[h], sum(lost[t] for t in later), sum(sent[t] for t in later)
-        )
-        if p < SIGNIFICANT:
+        lost_later, sent_later = sum(lost[t] for t in later), sum(sent[t] for t in later)
+        p = _fisher_greater(lost[h], sent[h], lost_later, sent_later)
+        margin = lost[h] / sent[h] - lost_later / max(1, sent_later)
+        if p < SIGNIFICANT and margin >= RATE_LIMIT_MARGIN:
             answers = [e for e in evidence(obs, label, h) if e.responder]
             found.append(
                 Finding(
