@@ -87,7 +87,7 @@ def _target(obs: Observed, params: TraceParams | None) -> TargetAnalysis:
             found.append(rewrite)
         found += rules.loss(obs, path, reached)
     found += rules.ecmp(obs)
-    found += rules.silent_hops(obs)
+    found += rules.silent_hops(obs, reached.distance)
     return TargetAnalysis(
         target=obs.target,
         host=host_verdict(obs, reached),

@@ -7,6 +7,7 @@ other services) TTL by TTL, and keeps the observations that prove it as evidence
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach
 from reachtest.model import (
@@ -191,7 +192,7 @@ def rewritten(obs: Observed, label: str) -> Finding | None:
 def _expected_ttls(obs: Observed, path: FlowPath, reached: Reach) -> list[int]:
     """The TTLs at which this flow's probes should all be answered."""
     end = reached.genuine.get(path.flow.label) or path.last_hop or 0
-    silent_hops = silent_ttls(obs)
+    silent_hops = silent_ttls(obs, reached.distance)
     return [t for t in sorted(obs.seen[path.flow.label]) if t <= end and t not in silent_hops]
 
 
@@ -227,8 +228,9 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
         p_persist = _fisher_greater(
             lost_later, sum(sent[t] for t in later), lost_before, sent_before
         )
-        if p_start < SIGNIFICANT and p_persist < SIGNIFICANT and p_start < best:
-            start, best = k, p_start
+        if p_start < SIGNIFICANT and p_persist < SIGNIFICANT:
+            start, best = k, p_start  # the earliest TTL from which loss starts and stays
+            break
     if start is not None:
         tail = [t for t in ttls if t >= start]
         proof = [e for t in tail for e in evidence(obs, label, t)]
@@ -275,22 +277,34 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
 
 
 def ecmp(obs: Observed) -> list[Finding]:
-    """Hops where flows (or one flow) meet different routers: load balancing."""
-    found = []
+    """Hops where flows (or one flow) meet different routers: load balancing. Consecutive
+    TTLs that split the flows the same way are one divergence (the parallel branches)."""
+    found: list[Finding] = []
     ttls = sorted({t for rows in obs.seen.values() for t in rows})
+    previous: tuple[frozenset[str], ...] | None = None
     for ttl in ttls:
         per_flow = {
             label: Counter(r[2] for r in obs.at(label, ttl) if r[1] == TE) for label in obs.flows
         }
         per_flow = {label: c for label, c in per_flow.items() if c}
-        addresses = {a for c in per_flow.values() for a in c}
+        addresses = sorted({a for c in per_flow.values() for a in c if a}, key=str)
         if len(addresses) < 2:
+            previous = None
             continue
+        groups = {a: sorted(label for label, c in per_flow.items() if a in c) for a in addresses}
+        split = tuple(sorted(frozenset(flows) for flows in groups.values()))
+        proof = tuple(
+            e
+            for label in per_flow
+            for e in evidence(obs, label, ttl)
+            if e.kind is ReplyKind.TIME_EXCEEDED
+        )
+        if split == previous and found:
+            last = found[-1]
+            found[-1] = replace(last, last_hop=ttl, evidence=last.evidence + proof)
+            continue
+        previous = split
         within = [label for label, c in per_flow.items() if len(c) > 1]
-        groups = {
-            a: sorted(label for label, c in per_flow.items() if a in c)
-            for a in sorted(addresses, key=str)
-        }
         note = "; ".join(f"{a}: {', '.join(flows)}" for a, flows in groups.items())
         if within:
             note += f"; several routers within one flow: {', '.join(within)}"
@@ -304,31 +318,28 @@ def ecmp(obs: Observed) -> list[Finding]:
                 last_hop=ttl,
                 responder=None,
                 confidence=1.0,
-                evidence=tuple(
-                    e
-                    for label in per_flow
-                    for e in evidence(obs, label, ttl)
-                    if e.kind is ReplyKind.TIME_EXCEEDED
-                ),
+                evidence=proof,
                 note=note,
             )
         )
     return found
 
 
-def silent_ttls(obs: Observed) -> set[int]:
-    """TTLs no flow got any answer at, below a TTL that answered: silent routers."""
+def silent_ttls(obs: Observed, distance: int | None = None) -> set[int]:
+    """TTLs no flow got any answer at, below a TTL that answered (and below the target's
+    distance, past which TTLs are the target, not hops): silent routers."""
     answered = obs.answered_ttls()
     if not answered:
         return set()
+    limit = distance if distance is not None else max(answered)
     probed = {t for rows in obs.seen.values() for t in rows}
-    return {t for t in probed if t < max(answered) and t not in answered}
+    return {t for t in probed if t < limit and t not in answered}
 
 
-def silent_hops(obs: Observed) -> list[Finding]:
+def silent_hops(obs: Observed, distance: int | None) -> list[Finding]:
     """Routers that answer no protocol: not a filter, just quiet."""
     found = []
-    for ttl in sorted(silent_ttls(obs)):
+    for ttl in sorted(silent_ttls(obs, distance)):
         proof = [e for label in obs.flows for e in evidence(obs, label, ttl)]
         found.append(
             Finding(

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 EVERYTHING = {"cli", "schedule"}
 #: Never imported at module level anywhere in the package (start-up time).
-HEAVY = {"scapy", "pandas", "matplotlib", "scipy", "icmplib", "rich", "jinja2", "dns"}
+HEAVY = {"scapy", "pandas", "numpy", "matplotlib", "scipy", "icmplib", "rich", "jinja2", "dns"}
 
 
 def room(path: Path) -> str:
