@@ -8,6 +8,7 @@ SYN proxy between the last router that answered and the next hop).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -102,7 +103,8 @@ class Observed:
 
 
 def observe(table: pd.DataFrame) -> list[Observed]:
-    """The table regrouped per target (targets and flows in first-seen order)."""
+    """The table regrouped per target; targets in address order, flows in protocol and
+    port order, whatever the order of the outcomes."""
     by_target: dict[str, Observed] = {}
     records: list[dict[str, Any]] = table.to_dict("records")  # type: ignore[assignment]
     for row in records:
@@ -119,7 +121,14 @@ def observe(table: pd.DataFrame) -> list[Observed]:
         obs.seen[label][int(row["ttl"])].append(
             (int(row["round"]), str(row["kind"]), responder, str(row["quote_changed"] or ""), code)
         )
-    return list(by_target.values())
+    for obs in by_target.values():  # independent of the order of the outcomes
+        obs.flows = dict(sorted(obs.flows.items(), key=lambda item: item[1]))
+    return [by_target[t] for t in sorted(by_target, key=_address_key)]
+
+
+def _address_key(address: str) -> tuple[int, int]:
+    parsed = ipaddress.ip_address(address)
+    return (parsed.version, int(parsed))
 
 
 def _missing(value: Any) -> bool:

@@ -86,7 +86,8 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
         got, want = found_findings(target, truth), expected_findings(truth)
         if got != want:
             problems.append(
-                f"{target.target} findings: got {sorted(map(str, got))}, want {sorted(map(str, want))}"
+                f"{target.target} findings: got {sorted(map(str, got))}, "
+                f"want {sorted(map(str, want))}"
             )
         problems += check_loss(target, truth)
     assert not problems, "\n".join(problems)

@@ -1,0 +1,397 @@
+"""The analysis on hand-built outcomes: every rule, the edge cases, and invariants."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reachtest.analysis.analyse import TargetAnalysis, analyse
+from reachtest.analysis.stats import hop_stats
+from reachtest.analysis.summary import render_text
+from reachtest.analysis.table import outcome_table
+from reachtest.model import (
+    ICMP_FLOW,
+    Extra,
+    FindingKind,
+    FlowSpec,
+    Outcome,
+    Reason,
+    ReplyKind,
+    ServiceState,
+    Severity,
+    StopReason,
+    TraceParams,
+    tcp,
+    udp,
+)
+
+TARGET = "198.18.6.2"
+HOPS = 5  # routers 198.18.1.2 .. 198.18.5.2, the target at TTL 6
+
+
+def router(ttl: int) -> str:
+    return f"198.18.{ttl}.2"
+
+
+FINAL = {
+    "icmp": ReplyKind.ECHO_REPLY,
+    "tcp": ReplyKind.TCP_SYN_ACK,
+    "udp": ReplyKind.UDP_REPLY,
+}
+Answer = tuple[ReplyKind, str | None] | None
+Rule = Callable[[FlowSpec, int, int], Answer | str]
+
+
+def clean(flow: FlowSpec, ttl: int, rnd: int) -> Answer:
+    """A clean path: time-exceeded from each router, the open service at the target."""
+    if ttl <= HOPS:
+        return (ReplyKind.TIME_EXCEEDED, router(ttl))
+    return (FINAL[str(flow.protocol)], TARGET)
+
+
+def run(
+    rule: Rule | None = None,
+    flows: tuple[FlowSpec, ...] = (ICMP_FLOW, tcp(443), tcp(80)),
+    rounds: int = 10,
+    max_ttl: int = HOPS + 1,
+    changed: tuple[str, ...] = (),
+) -> list[Outcome]:
+    """Outcomes of every flow x TTL x round; ``rule`` returns an answer, None (timeout),
+    or "clean" to fall back to the clean path."""
+    out = []
+    for rnd in range(rounds):
+        for flow in flows:
+            for ttl in range(1, max_ttl + 1):
+                answer = rule(flow, ttl, rnd) if rule else "clean"
+                if answer == "clean":
+                    answer = clean(flow, ttl, rnd)
+                sent = 1_000_000_000 * rnd + 1000 * ttl
+                if answer is None:
+                    out.append(
+                        Outcome(target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl,
+                                sent_ns=sent, kind=ReplyKind.TIMEOUT)
+                    )  # fmt: skip
+                    continue
+                assert not isinstance(answer, str)
+                kind, responder = answer
+                out.append(
+                    Outcome(
+                        target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl, sent_ns=sent,
+                        kind=kind, responder=responder, recv_ns=sent + 100_000 * ttl + rnd,
+                        quote_changed=changed if kind is ReplyKind.TIME_EXCEEDED and ttl > 2 else (),
+                    )
+                )  # fmt: skip
+    return out
+
+
+def only(outcomes: list[Outcome]) -> TargetAnalysis:
+    analysis = analyse(outcomes, TraceParams(max_ttl=HOPS + 1))
+    assert len(analysis.targets) == 1
+    return analysis.targets[0]
+
+
+def verdict(t: TargetAnalysis, flow: FlowSpec) -> tuple[object, ...]:
+    v = next(v for v in t.services if v.flow == flow)
+    return (v.state, v.reason, v.reason_address, v.reason_hop, v.reached)
+
+
+def kinds(t: TargetAnalysis) -> set[tuple[FindingKind, str | None, int | None, int | None]]:
+    return {(f.kind, str(f.flow) if f.flow else None, f.first_hop, f.last_hop) for f in t.findings}
+
+
+# -- verdicts and paths ------------------------------------------------------------------------
+
+
+def test_a_clean_path_has_open_services_and_no_findings() -> None:
+    t = only(run())
+    assert t.host.reachable and t.host.distance == 6
+    assert verdict(t, tcp(443)) == (ServiceState.OPEN, Reason.SYN_ACK, TARGET, 6, True)
+    assert verdict(t, ICMP_FLOW) == (None, Reason.ECHO_REPLY, TARGET, 6, True)
+    assert t.findings == ()
+    assert {p.stop for p in t.paths} == {StopReason.REACHED_OPEN, StopReason.REACHED_ANSWERED}
+
+
+WEB = tcp(443)
+
+
+def dropped_after(hop: int, flow: FlowSpec = WEB) -> Rule:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if f == flow and ttl > hop else "clean"
+
+    return rule
+
+
+def test_silent_drop_is_placed_between_the_filter_and_the_next_hop() -> None:
+    t = only(run(dropped_after(3)))
+    assert verdict(t, tcp(443)) == (ServiceState.FILTERED, Reason.NO_RESPONSE, None, None, False)
+    [block] = [f for f in t.findings if f.flow == tcp(443)]
+    assert (block.kind, block.first_hop, block.last_hop, block.responder) == (
+        FindingKind.BLOCKED_SILENTLY,
+        3,
+        4,
+        router(3),
+    )
+    assert block.severity is Severity.CRITICAL and block.confidence == 1.0
+    refs = {(e.flow, e.ttl, e.kind, e.responder) for e in block.evidence}
+    assert (ICMP_FLOW, 4, ReplyKind.TIME_EXCEEDED, router(4)) in refs
+    assert (tcp(443), 4, ReplyKind.TIMEOUT, None) in refs
+
+
+def test_a_silent_hop_right_after_the_filter_widens_the_range() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if ttl == 4:
+            return None  # hop 4 answers nobody
+        return None if f == tcp(443) and ttl > 3 else "clean"
+
+    t = only(run(rule))
+    block = next(f for f in t.findings if f.flow == tcp(443))
+    assert (block.kind, block.first_hop, block.last_hop) == (FindingKind.BLOCKED_SILENTLY, 3, 5)
+    assert "cannot be placed closer" in block.note
+    assert (FindingKind.SILENT_HOP, None, 4, 4) in kinds(t)
+
+
+def test_a_filter_on_the_last_hop_means_no_answer_at_the_target() -> None:
+    t = only(run(dropped_after(HOPS)))
+    assert (FindingKind.NO_ANSWER_AT_TARGET, "tcp/443", HOPS, 6) in kinds(t)
+
+
+def test_a_target_that_answers_icmp_only() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if f != ICMP_FLOW and ttl > HOPS else "clean"
+
+    t = only(run(rule, flows=(ICMP_FLOW, tcp(443), udp(53))))
+    assert t.host.reachable and t.host.ping_answers_services_blocked
+    assert verdict(t, tcp(443))[0] is ServiceState.FILTERED
+    assert verdict(t, udp(53))[0] is ServiceState.OPEN_FILTERED
+    found = {f.flow.label: f for f in t.findings if f.flow}
+    assert found["tcp/443"].kind is FindingKind.NO_ANSWER_AT_TARGET
+    assert found["tcp/443"].severity is Severity.CRITICAL
+    assert found["udp/53"].severity is Severity.WARNING and "open|filtered" in found["udp/53"].note
+
+
+def test_udp_silence_is_open_filtered_not_filtered() -> None:
+    t = only(run(dropped_after(2, udp(53)), flows=(ICMP_FLOW, udp(53))))
+    assert verdict(t, udp(53))[:2] == (ServiceState.OPEN_FILTERED, Reason.NO_RESPONSE)
+    assert (FindingKind.BLOCKED_SILENTLY, "udp/53", 2, 3) in kinds(t)
+
+
+def test_ping_blocked_while_services_answer() -> None:
+    t = only(run(dropped_after(HOPS, ICMP_FLOW)))
+    assert t.host.reachable and t.host.ping_blocked_services_answer
+    assert verdict(t, ICMP_FLOW) == (None, Reason.NO_RESPONSE, None, None, False)
+    assert (FindingKind.PING_BLOCKED, "icmp", HOPS, 6) in kinds(t)
+
+
+def test_admin_prohibited_names_the_filtering_router() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if f == tcp(443) and ttl > 2:
+            return (ReplyKind.ADMIN_PROHIBITED, router(2))
+        return "clean"
+
+    t = only(run(rule))
+    assert verdict(t, tcp(443)) == (
+        ServiceState.FILTERED, Reason.ADMIN_PROHIBITED, router(2), 2, False
+    )  # fmt: skip
+    assert (FindingKind.BLOCKED_PROHIBITED, "tcp/443", 2, 2) in kinds(t)
+    path = next(p for p in t.paths if p.flow == tcp(443))
+    assert (path.stop, path.stop_hop, path.stop_address) == (
+        StopReason.ADMIN_PROHIBITED,
+        2,
+        router(2),
+    )
+
+
+def test_rst_from_the_target_is_closed_rst_on_the_way_is_a_middlebox() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if f == tcp(9) and ttl > HOPS:
+            return (ReplyKind.TCP_RST, TARGET)  # the target: port closed
+        if f == tcp(8080) and ttl > 3:
+            return (ReplyKind.TCP_RST, TARGET)  # forged by router 3
+        return "clean"
+
+    t = only(run(rule, flows=(ICMP_FLOW, tcp(9), tcp(8080))))
+    assert verdict(t, tcp(9)) == (ServiceState.CLOSED, Reason.RESET, TARGET, 6, True)
+    assert verdict(t, tcp(8080)) == (ServiceState.CLOSED, Reason.RESET, TARGET, 3, False)
+    forged = next(f for f in t.findings if f.flow == tcp(8080))
+    assert (forged.kind, forged.first_hop, forged.last_hop, forged.responder) == (
+        FindingKind.FORGED_RESET,
+        3,
+        4,
+        router(3),
+    )
+    assert not any(f.flow == tcp(9) for f in t.findings)
+
+
+def test_a_syn_ack_on_the_way_is_a_syn_proxy() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return (ReplyKind.TCP_SYN_ACK, TARGET) if f == tcp(443) and ttl > 2 else "clean"
+
+    t = only(run(rule))
+    assert (FindingKind.SYN_PROXY, "tcp/443", 2, 3) in kinds(t)
+    assert verdict(t, tcp(443))[0] is ServiceState.OPEN and not verdict(t, tcp(443))[4]
+
+
+def test_a_host_nothing_reaches() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if ttl > 3 else "clean"
+
+    t = only(run(rule))
+    assert not t.host.reachable and t.host.distance is None
+    [dark] = [f for f in t.findings if f.kind is FindingKind.HOST_NOT_REACHED]
+    assert (dark.first_hop, dark.responder) == (3, router(3))
+
+
+def test_unreachable_keeps_its_icmp_code() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return (ReplyKind.HOST_UNREACHABLE, router(4)) if f == tcp(443) and ttl > 4 else "clean"
+
+    outcomes = [
+        o
+        if o.kind is not ReplyKind.HOST_UNREACHABLE
+        else Outcome(**{**_fields(o), "icmp_type": 3, "icmp_code": 1})
+        for o in run(rule)
+    ]
+    t = only(outcomes)
+    assert verdict(t, tcp(443))[:2] == (ServiceState.FILTERED, Reason.HOST_UNREACH)
+    finding = next(f for f in t.findings if f.flow == tcp(443))
+    assert finding.kind is FindingKind.UNREACHABLE and finding.note == "ICMP code 1"
+
+
+def _fields(o: Outcome) -> dict[str, object]:
+    return {name: getattr(o, name) for name in o.__slots__}  # type: ignore[attr-defined]
+
+
+def test_gap_limit_and_max_ttl_stop_reasons() -> None:
+    def dark(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if ttl > 2 else "clean"
+
+    t = analyse(
+        run(dark, flows=(ICMP_FLOW,), max_ttl=9), TraceParams(max_ttl=30, gap_limit=5)
+    ).targets[0]
+    assert t.paths[0].stop is StopReason.GAP_LIMIT
+    t = analyse(
+        run(
+            lambda f, ttl, r: (ReplyKind.TIME_EXCEEDED, f"198.18.{ttl}.2"),
+            flows=(ICMP_FLOW,),
+            max_ttl=8,
+        ),
+        TraceParams(max_ttl=8),
+    ).targets[0]
+    assert t.paths[0].stop is StopReason.MAX_TTL
+
+
+# -- loss that is and is not loss -------------------------------------------------------------
+
+
+def lossy(at: Callable[[int], bool], pct: float, seed: int = 1) -> Rule:
+    rng = random.Random(seed)
+
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if at(ttl) and rng.random() < pct else "clean"
+
+    return rule
+
+
+def test_loss_only_at_hop_3_is_rate_limiting() -> None:
+    t = only(run(lossy(lambda ttl: ttl == 3, 0.7), rounds=30))
+    assert {(f.kind, f.first_hop) for f in t.findings} == {(FindingKind.RATE_LIMITING, 3)}
+    assert all("not forwarding loss" in f.note for f in t.findings)
+
+
+def test_loss_from_hop_3_onwards_is_forwarding_loss() -> None:
+    t = only(run(lossy(lambda ttl: ttl >= 3, 0.3), rounds=30))
+    found = {(f.kind, str(f.flow), f.last_hop) for f in t.findings}
+    assert found == {
+        (FindingKind.FORWARDING_LOSS, str(flow), 3) for flow in (ICMP_FLOW, tcp(443), tcp(80))
+    }
+
+
+def test_no_loss_no_loss_findings() -> None:
+    assert not [
+        f for f in only(run(rounds=30)).findings if "loss" in str(f.kind) or "rate" in str(f.kind)
+    ]
+
+
+# -- ECMP, rewriting, silent hops ---------------------------------------------------------------
+
+
+def test_ecmp_across_flows_is_one_finding_over_the_branch() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if ttl in (3, 4) and f == tcp(443):
+            return (ReplyKind.TIME_EXCEEDED, f"198.18.{100 + ttl}.2")  # the other branch
+        return "clean"
+
+    t = only(run(rule))
+    [split] = [f for f in t.findings if f.kind is FindingKind.ECMP]
+    assert (split.first_hop, split.last_hop) == (3, 4)
+    assert "198.18.103.2: tcp/443" in split.note
+
+
+def test_several_routers_within_one_flow_are_named() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if ttl == 2 and f == ICMP_FLOW and rnd % 2:
+            return (ReplyKind.TIME_EXCEEDED, "198.18.102.2")
+        return "clean"
+
+    [split] = [f for f in only(run(rule)).findings if f.kind is FindingKind.ECMP]
+    assert "within one flow: icmp" in split.note
+
+
+def test_rewritten_quotes_are_reported_before_the_hop() -> None:
+    t = only(run(changed=("src",)))
+    assert {(f.kind, f.last_hop) for f in t.findings} == {(FindingKind.QUOTE_REWRITTEN, 3)}
+
+
+# -- the table, statistics and invariants --------------------------------------------------------
+
+
+def test_duplicates_and_late_replies_are_not_counted() -> None:
+    outcomes = run(rounds=2)
+    extra = Outcome(**{**_fields(outcomes[0]), "extra": Extra.DUPLICATE})
+    assert len(outcome_table([*outcomes, extra])) == len(outcomes)
+
+
+def test_hop_stats_are_mtrs_figures() -> None:
+    outcomes = run(rounds=4)
+    stats = hop_stats(outcome_table(outcomes))
+    row = stats[(stats.flow == "icmp") & (stats.ttl == 2)].iloc[0]
+    assert (row.snt, row.rcv, row.loss_pct) == (4, 4, 0.0)
+    assert row.best_ms <= row.avg_ms <= row.wrst_ms
+    assert row.responders == ((router(2), 4),)
+    assert row.kinds == (("time-exceeded", 4),)
+    # RTTs 0.2, 0.200001, 0.200002, 0.200003 ms: jitter 1e-6 ms each step
+    assert math.isclose(row.jitter_ms, 1e-6, abs_tol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**6), st.floats(0.0, 1.0), st.integers(1, 12))
+def test_invariants_and_order_independence(seed: int, pct: float, rounds: int) -> None:
+    outcomes = run(lossy(lambda ttl: ttl >= 2, pct, seed), rounds=rounds)
+    stats = hop_stats(outcome_table(outcomes))
+    assert ((stats.loss_pct >= 0) & (stats.loss_pct <= 100)).all()
+    assert (stats.rcv <= stats.snt).all()
+    answered = stats[stats.rcv > 0]
+    assert (answered.best_ms <= answered.avg_ms + 1e-9).all()
+    assert (answered.avg_ms <= answered.wrst_ms + 1e-9).all()
+    shuffled = outcomes[:]
+    random.Random(seed).shuffle(shuffled)
+    a, b = analyse(outcomes), analyse(shuffled)
+    assert render_text(a) == render_text(b)
+    assert hop_stats(a.table).equals(hop_stats(b.table))
+
+
+def test_summary_says_it_in_words() -> None:
+    text = render_text(analyse(run(dropped_after(3))))
+    assert "tcp/443 is silently dropped after hop 3 (198.18.3.2), before hop 4" in text
+    assert "tcp/443    filtered" in text
+
+
+@pytest.mark.parametrize("n", [0])
+def test_an_empty_run_analyses_to_nothing(n: int) -> None:
+    analysis = analyse([])
+    assert analysis.targets == () and analysis.findings == () and len(analysis.hops) == n
