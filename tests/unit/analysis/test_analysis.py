@@ -79,11 +79,12 @@ def run(
                     continue
                 assert not isinstance(answer, str)
                 kind, responder = answer
+                quoted = changed if kind is ReplyKind.TIME_EXCEEDED and ttl > 2 else ()
                 out.append(
                     Outcome(
                         target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl, sent_ns=sent,
                         kind=kind, responder=responder, recv_ns=sent + 100_000 * ttl + rnd,
-                        quote_changed=changed if kind is ReplyKind.TIME_EXCEEDED and ttl > 2 else (),
+                        quote_changed=quoted,
                     )
                 )  # fmt: skip
     return out
