@@ -43,7 +43,9 @@ def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
             count=n,
             of=len(rows),
         )
-        for (kind, responder), n in sorted(counts.items(), key=lambda kv: -kv[1])
+        for (kind, responder), n in sorted(
+            counts.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or "")
+        )
     ]
 
 
