@@ -49,44 +49,59 @@ def hop_stats(table: pd.DataFrame) -> pd.DataFrame:
     frequent first) and every reply kind with its count."""
     import pandas as pd
 
-    rows = []
-    ordered = table.sort_values(["target", "flow", "ttl", "round", "sent_ns"], kind="stable")
-    for key, group in ordered.groupby(["target", "flow", "ttl"], sort=True):
-        target, flow, ttl = key
-        snt = len(group)
-        answered = group[group["answered"]]
-        rcv = len(answered)
-        rtts = [float(x) for x in answered["rtt_ms"] if not math.isnan(x)]
-        if rtts:
-            mean = sum(rtts) / len(rtts)
-            stdev = math.sqrt(sum((r - mean) ** 2 for r in rtts) / len(rtts))
-            last, best, worst = rtts[-1], min(rtts), max(rtts)
-        else:
-            mean = stdev = last = best = worst = float("nan")
-        jitter, javg, jmax, jint = _jitter(rtts)
-        responders = tuple(
-            (str(a), int(n)) for a, n in answered["responder"].value_counts(sort=False).items()
-        )
-        kinds = tuple((str(k), int(n)) for k, n in group["kind"].value_counts(sort=False).items())
-        rows.append(
-            (
-                target,
-                flow,
-                int(ttl),  # type: ignore[call-overload]
-                snt,
-                rcv,
-                100.0 * (snt - rcv) / snt,
-                last,
-                mean,
-                best,
-                worst,
-                stdev,
-                jitter,
-                javg,
-                jmax,
-                jint,
-                tuple(sorted(responders, key=lambda r: (-r[1], r[0]))),
-                tuple(sorted(kinds, key=lambda k: (-k[1], k[0]))),
+    keys = ["target", "flow", "ttl"]
+    if table.empty:
+        return pd.DataFrame(columns=list(STAT_COLUMNS))
+    ordered = table.sort_values([*keys, "round", "sent_ns"], kind="stable")
+    groups = ordered.groupby(keys, sort=True)
+    rtt = groups["rtt_ms"]
+    frame = pd.DataFrame(
+        {
+            "snt": groups.size(),
+            "rcv": groups["answered"].sum().astype("int64"),
+            "last_ms": rtt.last(),
+            "avg_ms": rtt.mean(),
+            "best_ms": rtt.min(),
+            "wrst_ms": rtt.max(),
+            "stdev_ms": rtt.std(ddof=0),
+        }
+    ).reset_index()
+    frame["loss_pct"] = 100.0 * (frame["snt"] - frame["rcv"]) / frame["snt"]
+    # One pass in round order for what depends on the sequence or counts values.
+    extra: dict[tuple[str, str, int], tuple[object, ...]] = {}
+    columns = zip(
+        ordered["target"], ordered["flow"], ordered["ttl"], ordered["rtt_ms"],
+        ordered["responder"], ordered["kind"], ordered["answered"], strict=True,
+    )  # fmt: skip
+    current: tuple[str, str, int] | None = None
+    rtts: list[float] = []
+    responders: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+
+    def close() -> None:
+        if current is not None:
+            extra[current] = (
+                *_jitter(rtts),
+                tuple(sorted(responders.items(), key=lambda r: (-r[1], r[0]))),
+                tuple(sorted(kinds.items(), key=lambda k: (-k[1], k[0]))),
             )
-        )
-    return pd.DataFrame.from_records(rows, columns=list(STAT_COLUMNS))
+
+    for target, flow, ttl, rtt_ms, responder, kind, answered in columns:
+        key = (str(target), str(flow), int(ttl))
+        if key != current:
+            close()
+            current, rtts, responders, kinds = key, [], {}, {}
+        kinds[str(kind)] = kinds.get(str(kind), 0) + 1
+        if answered:
+            responders[str(responder)] = responders.get(str(responder), 0) + 1
+            if not math.isnan(rtt_ms):
+                rtts.append(float(rtt_ms))
+    close()
+    names = ("jitter_ms", "javg_ms", "jmax_ms", "jint_ms", "responders", "kinds")
+    looked_up = [
+        extra[(str(t), str(f), int(h))]
+        for t, f, h in zip(frame["target"], frame["flow"], frame["ttl"], strict=True)
+    ]
+    for i, name in enumerate(names):
+        frame[name] = pd.Series([row[i] for row in looked_up], index=frame.index, dtype=object)
+    return frame[list(STAT_COLUMNS)]
