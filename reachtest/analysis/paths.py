@@ -210,9 +210,10 @@ def flow_path(obs: Observed, label: str, reached: Reach, params: TraceParams | N
         ttl = rejected[0]
         kind, address = _majority(obs.kinds(label, ttl), set(REJECTS))
         assert address is not None
-        hop = distance if address == obs.target else obs.hop_of(address)
-        if hop is None:
-            hop = ttl - 1 if ttl > 1 else ttl
+        # The target's own firewall is at the target; a router is at the hop where it
+        # expires probes, else (it never does) the hop before the rejected TTL.
+        at_router = obs.hop_of(address) or max(ttl - 1, 1)
+        hop = (distance or ttl) if address == obs.target else at_router
         code = next((x[4] for x in rows[ttl] if x[1] == kind and x[2] == address), None)
         stop = (
             StopReason.ADMIN_PROHIBITED

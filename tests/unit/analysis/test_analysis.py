@@ -207,6 +207,16 @@ def test_admin_prohibited_names_the_filtering_router() -> None:
     )
 
 
+def test_a_target_that_rejects_everything_itself_is_the_rejecting_hop() -> None:
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return (ReplyKind.ADMIN_PROHIBITED, TARGET) if ttl > HOPS else "clean"
+
+    t = only(run(rule, flows=(tcp(443),)))
+    assert verdict(t, tcp(443)) == (
+        ServiceState.FILTERED, Reason.ADMIN_PROHIBITED, TARGET, HOPS + 1, False
+    )  # fmt: skip
+
+
 def test_rst_from_the_target_is_closed_rst_on_the_way_is_a_middlebox() -> None:
     def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
         if f == tcp(9) and ttl > HOPS:
