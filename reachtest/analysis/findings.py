@@ -24,6 +24,9 @@ from reachtest.model import (
 SEVERITY_ORDER = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 #: p-value below which a difference in loss between hops counts (Fisher's exact test).
 SIGNIFICANT = 0.01
+#: p-value below which the loss after the starting hop counts as persisting (a second,
+#: weaker test on fewer probes).
+PERSISTS = 0.05
 MIN_LOST = 3
 #: How much more loss (as a fraction) a hop must show than the hops after it to be called
 #: rate limiting: noise in a lossy path is not a rate limit.
@@ -230,7 +233,7 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
         p_persist = _fisher_greater(
             lost_later, sum(sent[t] for t in later), lost_before, sent_before
         )
-        if p_start < SIGNIFICANT and p_persist < SIGNIFICANT:
+        if p_start < SIGNIFICANT and p_persist < PERSISTS:
             start, best = k, p_start  # the earliest TTL from which loss starts and stays
             break
     if start is not None:

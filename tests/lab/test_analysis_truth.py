@@ -71,7 +71,7 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
         flows += [tcp(p) for p in range(1000, 1008)]  # enough flows to use both routers
     noisy = truth.lossy_from_hop is not None or bool(truth.ratelimited_hops)
     params = TraceParams(
-        rounds=30 if noisy else 8,
+        rounds=40 if noisy else 8,
         interval_s=0.05 if noisy else 0.1,
         timeout_s=0.5,
         max_ttl=truth.server_hop + 3,

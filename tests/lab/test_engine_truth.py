@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
-from reachtest.model import Outcome, Reason, RunResult, TraceParams
+from reachtest.model import Extra, Outcome, Reason, ReplyKind, RunResult, TraceParams
 from tests.lab.conftest import Lab, MakeLab, run_engine
 from tests.lab.test_scenarios_truth import FINAL_KIND
 
@@ -72,7 +72,16 @@ def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     rounds = 6 if truth.lossy_from_hop is not None else 4
     result = trace(lab, rounds)
     assert result.stray_counts == (), f"unmatched replies: {result.strays[:5]}"
-    assert not result.extras, f"duplicates or late replies in the lab: {result.extras[:5]}"
+    extras = list(result.extras)
+    if truth.lossy_from_hop is not None:
+        # The lossy link also eats the client kernel's RST to a SYN-ACK, so the server
+        # sends its SYN-ACK again a second later: a real duplicate, and recorded as one.
+        extras = [
+            o
+            for o in extras
+            if not (o.kind is ReplyKind.TCP_SYN_ACK and o.extra is Extra.DUPLICATE)
+        ]
+    assert not extras, f"duplicates or late replies in the lab: {extras[:5]}"
     seen: dict[tuple[bool, str, int], list[Outcome]] = defaultdict(list)
     for outcome in result.outcomes:
         seen[(":" in outcome.target, outcome.flow.label, outcome.ttl)].append(outcome)
