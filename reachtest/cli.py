@@ -364,7 +364,7 @@ def probe_command(
     """
     import json
 
-    from reachtest.engine.tracer import Tracer
+    from reachtest.engine.tracer import Tracer, validate
     from reachtest.engine.transport import RawTransport
     from reachtest.model import TraceParams
     from reachtest.spec import resolve_target
@@ -385,8 +385,6 @@ def probe_command(
         gap_limit=gap_limit,
         fast=fast,
     )
-    from reachtest.engine.tracer import validate
-
     try:
         validate(params)
     except ValueError as exc:

@@ -104,7 +104,6 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
         return _stray(StrayReason.UNKNOWN_FLOW if parsed.is_error else StrayReason.UNRELATED)
     template = entry.template
     codec = template.codec
-    exact = True
     if parsed.ident_a >= 0:
         k = codec.k_from_a(parsed.ident_a)
     elif parsed.proto == PROTO_UDP and not parsed.is_error:
@@ -126,11 +125,7 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
     b = probe.b
     if (parsed.ident_b >= 0 and parsed.ident_b != b) or (parsed.ip_id >= 0 and parsed.ip_id != b):
         return _stray(StrayReason.INCONSISTENT)
-    if (
-        parsed.payload
-        and parsed.kind is not None
-        and (parsed.is_error or parsed.proto != PROTO_UDP)
-    ):
+    if parsed.payload and (parsed.is_error or parsed.proto != PROTO_UDP):
         shown = template.b_from_payload(parsed.payload)
         if shown >= 0 and shown != b:
             return _stray(StrayReason.INCONSISTENT)
@@ -147,7 +142,7 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
         if quote.length != template.length:
             differs.append("length")
         changed = tuple(differs)
-    return Match(probe, None, changed, exact)
+    return Match(probe, None, changed)
 
 
 def _oldest_outstanding(entry: FlowEntry, recv_ns: int) -> SentProbe | None:

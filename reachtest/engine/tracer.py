@@ -151,24 +151,18 @@ class Tracer:
         self._runnable: deque[_Sweep] = deque()
         self._entries: dict[FlowKey, FlowEntry] = {}
         self._targets: list[_Target] = []
-        used_idents: set[tuple[int, int]] = set()
         for address in dict.fromkeys(targets):
             target = _Target(address, transport.source_address(address))
             self._targets.append(target)
             for flow in self.flows:
-                entry = self._make_entry(target, flow, used_idents)
+                entry = self._make_entry(target, flow)
                 target.entries.append(entry)
                 self._entries[entry.key] = entry
 
-    def _make_entry(
-        self, target: _Target, flow: FlowSpec, used_idents: set[tuple[int, int]]
-    ) -> FlowEntry:
+    def _make_entry(self, target: _Target, flow: FlowSpec) -> FlowEntry:
         if flow.protocol is Protocol.ICMP:
-            while True:
-                sport = 1 + secrets.randbelow(0xFFFE)
-                if (target.family, sport) not in used_idents or len(used_idents) > 60000:
-                    used_idents.add((target.family, sport))
-                    break
+            # The flow key holds the target too: identifiers need not differ between targets.
+            sport = 1 + secrets.randbelow(0xFFFE)
         else:
             sport = self.transport.reserve_port(target.family, str(flow.protocol))
         template = ProbeTemplate(
@@ -218,8 +212,7 @@ class Tracer:
         credit_ns = started
         heap: list[tuple[int, int, _Sweep]] = []
         counter = itertools.count()
-        runnable: deque[_Sweep] = deque()
-        self._runnable = runnable
+        runnable = self._runnable
         deadlines: deque[SentProbe] = deque()
         retained: deque[SentProbe] = deque()
         next_round = 0
@@ -304,7 +297,7 @@ class Tracer:
                     if probe.state == OUTSTANDING:
                         probe.state = TIMED_OUT
                         self._emit(_timeout(probe))
-                        self._resolved(probe.entry, runnable)
+                        self._resolved(probe.entry)
                 while retained and retained[0].sent_ns + retention_ns <= now:
                     probe = retained.popleft()
                     by_k = probe.entry.by_k
@@ -326,12 +319,11 @@ class Tracer:
             interrupted=self._stop,
         )
 
-    def _resolved(self, entry: FlowEntry, runnable: deque[_Sweep]) -> None:
+    def _resolved(self, entry: FlowEntry) -> None:
         entry.outstanding -= 1
         self.in_flight -= 1
         if entry.parked:
-            for sweep in entry.parked:
-                runnable.append(sweep)
+            self._runnable.extend(entry.parked)
             entry.parked.clear()
 
     def _handle(self, data: bytes, recv_ns: int) -> None:
@@ -355,7 +347,7 @@ class Tracer:
             entry = probe.entry
             self._learn(entry, probe.ttl, parsed)
             self._emit(outcome)
-            self._resolved(entry, self._runnable)
+            self._resolved(entry)
             return
         extra = Extra.DUPLICATE if probe.state == ANSWERED else Extra.LATE
         self.extras.append(_with_extra(outcome, extra))
