@@ -5,9 +5,11 @@ Imports of the heavy layers happen inside the commands, so ``reachtest --help`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -25,7 +27,7 @@ from reachtest.errors import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from reachtest.model import FlowSpec, Outcome
+    from reachtest.model import Outcome
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -263,18 +265,6 @@ def _say(message: str) -> None:
 # -- probe ------------------------------------------------------------------------
 
 
-def _flows(specs: tuple[str, ...], icmp: bool) -> tuple[FlowSpec, ...]:
-    from reachtest.model import ICMP_FLOW
-    from reachtest.spec import parse_flow
-
-    flows = [parse_flow(s) for spec in specs for s in spec.split(",") if s.strip()]
-    if icmp and ICMP_FLOW not in flows:
-        flows.insert(0, ICMP_FLOW)
-    if not flows:
-        raise UsageError("nothing to probe: give -p tcp/PORT or udp/PORT, or drop --no-icmp")
-    return tuple(dict.fromkeys(flows))
-
-
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     rtt = outcome.rtt_ns
     return {
@@ -367,9 +357,9 @@ def probe_command(
     from reachtest.engine.tracer import Tracer, validate
     from reachtest.engine.transport import RawTransport
     from reachtest.model import TraceParams
-    from reachtest.spec import resolve_target
+    from reachtest.spec import flow_list, resolve_target
 
-    flows = _flows(ports, not no_icmp)
+    flows = flow_list(ports, not no_icmp)
     try:
         udp_payload = bytes.fromhex(payload)
     except ValueError:
@@ -423,6 +413,376 @@ def probe_command(
         err=True,
     )
     return EXIT_OK
+
+
+# -- trace and show --------------------------------------------------------------------
+
+TRACE_EXIT_HELP = """\b
+Exit codes:
+  0  every target answered and every traced service is open
+  1  a service is not open (closed, filtered, open|filtered) or a host was not reached
+  2  usage or input error (bad host, port, option, unwritable output)
+  3  permission or environment error (not root / no CAP_NET_RAW)
+  4  internal error (a bug: please report it)
+"""
+
+
+def exit_code(record: dict[str, Any]) -> int:
+    """The exit code a finished run gives (errors map to theirs in ``main``)."""
+    from reachtest.errors import EXIT_NOT_REACHED
+    from reachtest.report.record import run_ok
+
+    return EXIT_OK if run_ok(record) else EXIT_NOT_REACHED
+
+
+def check_output(path: str | None, what: str) -> None:
+    """Fail before any probe is sent when ``path`` cannot be written."""
+    if path is None or path == "-":
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"cannot write {what} to {path}: it is a directory")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {what} to {path}: no directory {str(folder)!r}")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"cannot write {what} to {path}: permission denied")
+
+
+def check_out_dir(path: str | None) -> None:
+    if path is None:
+        return
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out-dir {path}: not a directory")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"--out-dir {path}: permission denied")
+
+
+def write_file(path: Path, text: str, *, exclusive: bool = False) -> Path:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place).
+    ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        if not exclusive:
+            os.replace(temporary, path)
+            return path
+        final, n = path, 1
+        while True:
+            try:
+                os.link(temporary, final)
+                return final
+            except FileExistsError:
+                n += 1
+                final = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def _safe(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
+    return keep.strip("._")[:60] or "target"
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_report(record: dict[str, Any]) -> None:
+    """The report on stdout: coloured and fitted to the terminal, plain text otherwise."""
+    from reachtest.report.terminal import render, render_text
+    from reachtest.report.view import build_view
+
+    view = build_view(record)
+    if _stdout_is_terminal():
+        console = _console()
+        console.print(render(view, console.width))
+    else:
+        sys.stdout.write(render_text(view))
+        sys.stdout.flush()
+
+
+def write_outputs(
+    record: dict[str, Any], json_path: str | None, csv_path: str | None, out_dir: str | None
+) -> list[Path]:
+    """JSON and CSV where asked; ``-`` is stdout. Returns the files written."""
+    from reachtest.report.csvfile import render_csv
+    from reachtest.report.record import dumps
+
+    written = []
+    for path, render in ((json_path, dumps), (csv_path, render_csv)):
+        if path is None:
+            continue
+        if path == "-":
+            sys.stdout.write(render(record))
+            sys.stdout.flush()
+        else:
+            written.append(write_file(Path(path), render(record)))
+    if out_dir is not None:
+        stamp = record["started"].replace("-", "").replace(":", "")[:15] + "Z"
+        hosts = [t["host"] for t in record["targets"]]
+        name = _safe(hosts[0]) + (f"+{len(hosts) - 1}" if len(hosts) > 1 else "")
+        base = Path(out_dir) / f"{stamp}_{name}"
+        json_file = write_file(base.with_suffix(".json"), dumps(record), exclusive=True)
+        csv_file = json_file.with_suffix(".csv")
+        written += [json_file, write_file(csv_file, render_csv(record), exclusive=True)]
+    return written
+
+
+@cli.command("trace", epilog=TRACE_EXIT_HELP)
+@click.argument("hosts", nargs=-1)
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="PORTS",
+    help="Services to trace: tcp/443, udp/53, 443 (tcp), https, dns, tcp/80,443, "
+    "tcp/8000-8010. Repeatable.",
+)
+@click.option("--no-icmp", is_flag=True, help="Do not trace ICMP echo next to the services.")
+@click.option(
+    "-F",
+    "--filename",
+    "host_file",
+    metavar="FILE",
+    help="Read hosts from FILE (one or more per line, # comments; - is stdin).",
+)
+@click.option(
+    "-c", "--report-cycles", "rounds", type=int, default=None, help="Rounds [10; 1 with --fast]."
+)
+@click.option(
+    "-i", "--interval", type=float, default=1.0, show_default=True, help="Seconds per round."
+)
+@click.option("-f", "--first-ttl", type=int, default=1, show_default=True)
+@click.option("-m", "--max-ttl", type=int, default=30, show_default=True)
+@click.option(
+    "--timeout", type=float, default=2.0, show_default=True, help="Seconds to wait for a reply."
+)
+@click.option(
+    "--rate", type=float, default=5000.0, show_default=True, help="Packets/s cap (0: none)."
+)
+@click.option("--fast", is_flag=True, help="Every TTL of every flow at once, one round.")
+@click.option("-4", "family", flag_value=4, help="IPv4 only.")
+@click.option("-6", "family", flag_value=6, help="IPv6 only.")
+@click.option("-n", "--no-dns", is_flag=True, help="Do not look up names of the hops.")
+@click.option(
+    "-r",
+    "--report",
+    is_flag=True,
+    help="Run all rounds, then print the report once (automatic when stdout is no terminal).",
+)
+@click.option("--json", "json_path", metavar="FILE|-", help="Write the run record (JSON).")
+@click.option("--csv", "csv_path", metavar="FILE|-", help="Write hop statistics (CSV).")
+@click.option(
+    "--out-dir",
+    metavar="DIR",
+    help="Also save <UTC time>_<target>.json and .csv in DIR (never overwrites).",
+)
+@click.option(
+    "--payload", default="", metavar="HEX", help="UDP payload for ports without a known protocol."
+)
+@click.pass_context
+def trace_command(
+    ctx: click.Context,
+    hosts: tuple[str, ...],
+    ports: tuple[str, ...],
+    no_icmp: bool,
+    host_file: str | None,
+    rounds: int | None,
+    interval: float,
+    first_ttl: int,
+    max_ttl: int,
+    timeout: float,
+    rate: float,
+    fast: bool,
+    family: int | None,
+    no_dns: bool,
+    report: bool,
+    json_path: str | None,
+    csv_path: str | None,
+    out_dir: str | None,
+    payload: str,
+) -> int:
+    """Trace HOSTS with ICMP next to TCP/UDP probes to the given ports, hop by hop: where,
+    and how, does each service stop while the host still pings?
+
+    \b
+    On a terminal: a live view, redrawn as answers come in (q or Ctrl-C stops
+    and prints the report). With --report, or when stdout is not a terminal: the
+    report once, after -c rounds. Needs root or CAP_NET_RAW.
+    \b
+    Example: reachtest trace example.net -p https -p dns -c 5 --report
+    """
+    from datetime import UTC, datetime
+
+    from reachtest.analysis.analyse import analyse
+    from reachtest.engine.tracer import Tracer, validate
+    from reachtest.engine.transport import RawTransport
+    from reachtest.model import TraceParams
+    from reachtest.report.record import RunMeta, build_record
+    from reachtest.spec import flow_list, read_host_file, resolve_target
+
+    everything = list(hosts) + (read_host_file(host_file) if host_file else [])
+    if not everything:
+        raise UsageError("no host to trace: give HOST ... or -F FILE")
+    flows = flow_list(ports, not no_icmp)
+    try:
+        udp_payload = bytes.fromhex(payload)
+    except ValueError:
+        raise UsageError(f"--payload must be hex digits, not {payload!r}") from None
+    params = TraceParams(
+        first_ttl=first_ttl,
+        max_ttl=max_ttl,
+        rounds=rounds if rounds is not None else (1 if fast else 10),
+        interval_s=interval,
+        timeout_s=timeout,
+        rate_pps=rate,
+        fast=fast,
+    )
+    try:
+        validate(params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if json_path == "-" and csv_path == "-":
+        raise UsageError("--json - and --csv - cannot both write to stdout")
+    check_output(json_path, "the JSON record")
+    check_output(csv_path, "the CSV file")
+    check_out_dir(out_dir)
+    typed: dict[str, str] = {}
+    for host in everything:
+        typed.setdefault(resolve_target(host, family), host)
+    addresses = list(typed)
+
+    names = None
+    if not no_dns:
+        from reachtest.names import ReverseNames
+
+        names = ReverseNames()
+        for address in addresses:
+            names.submit(address)
+    from reachtest.session import TraceSession
+
+    stdout_taken = "-" in (json_path, csv_path)
+    live = not report and not stdout_taken and _stdout_is_terminal()
+    transport = RawTransport()
+    try:
+        tracer = Tracer(transport, addresses, flows, params, udp_payload=udp_payload)
+        session = TraceSession(tracer, names=names)
+        started = datetime.now(UTC)
+
+        def meta(finished: datetime, found: dict[str, str]) -> RunMeta:
+            return RunMeta(
+                command=("reachtest", *sys.argv[1:]) if ctx.find_root().info_name else (),
+                started=started,
+                finished=finished,
+                hosts=typed,
+                names=found,
+                family=family,
+                dns=not no_dns,
+                udp_payload_hex=udp_payload.hex(),
+            )
+
+        if live:
+            console = _console()
+
+            def draw(s: TraceSession) -> Any:
+                return _live_frame(s, console.width, meta(datetime.now(UTC), _names(names)))
+
+            result = session.run_live(console, draw)
+        else:
+            result = _run_with_progress(session)
+    finally:
+        transport.close()
+    finished = datetime.now(UTC)
+    found = names.settle(1.0) if names is not None else {}
+    if names is not None:
+        names.close()
+    record = build_record(result, analyse(result.outcomes, result.params), meta(finished, found))
+    written = write_outputs(record, json_path, csv_path, out_dir)
+    if not stdout_taken:
+        print_report(record)
+    for path in written:
+        click.echo(f"reachtest: wrote {path}", err=True)
+    return exit_code(record)
+
+
+def _names(names: Any) -> dict[str, str]:
+    return {} if names is None else dict(names.names())
+
+
+def _run_with_progress(session: Any) -> Any:
+    """Run a session without the live view; a transient progress line on a terminal."""
+    if not sys.stderr.isatty():
+        return session.run_quiet()
+    console = _console(stderr=True)
+    rounds = 1 if session.tracer.params.fast else session.tracer.params.rounds
+    with console.status("starting", spinner="dots") as status:
+
+        def tick() -> None:
+            status.update(
+                f"round {session.tracer.rounds_started}/{rounds} · "
+                f"{session.tracer.sent} probes · {session.elapsed_s():.1f} s (Ctrl-C stops)"
+            )
+
+        return session.run_quiet(on_tick=tick)
+
+
+def _live_frame(session: Any, width: int, meta: Any) -> Any:
+    """One frame of the live view: the report so far, and the progress line."""
+    from rich.text import Text
+
+    from reachtest.analysis.analyse import analyse
+    from reachtest.report.record import build_record
+    from reachtest.report.terminal import Progress, render
+    from reachtest.report.view import build_view
+
+    snapshot = session.snapshot()
+    params = snapshot.params
+    progress = Progress(
+        round=session.tracer.rounds_started,
+        rounds=1 if params.fast else params.rounds,
+        elapsed_s=session.elapsed_s(),
+    )
+    if not snapshot.outcomes:
+        return Text(
+            f"waiting for the first answers · round {progress.round}/{progress.rounds} · "
+            f"{progress.elapsed_s:.1f} s · press q to stop",
+            style="bold",
+        )
+    record = build_record(snapshot, analyse(snapshot.outcomes, params), meta)
+    return render(build_view(record), width, progress)
+
+
+@cli.command("show", epilog=TRACE_EXIT_HELP)
+@click.argument("record_file", metavar="RUN.json")
+@click.option("--csv", "csv_path", metavar="FILE|-", help="Also write hop statistics (CSV).")
+def show_command(record_file: str, csv_path: str | None) -> int:
+    """Print the report of a saved run record (from `trace --json`), without the network.
+
+    The exit code is the one the run gave.
+    """
+    from reachtest.report.record import load_record
+
+    check_output(csv_path, "the CSV file")
+    record = load_record(record_file)
+    written = write_outputs(record, None, csv_path, None)
+    if csv_path != "-":
+        print_report(record)
+    for path in written:
+        click.echo(f"reachtest: wrote {path}", err=True)
+    return exit_code(record)
 
 
 def main(argv: list[str] | None = None) -> int:

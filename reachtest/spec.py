@@ -1,31 +1,155 @@
-"""User spellings of flows and targets: ``tcp/443``, ``udp/53``, ``443``, ``icmp``; hosts."""
+"""User spellings of flows and targets: ``tcp/443``, ``udp/53``, ``443``, ``https``, lists,
+ranges, ``icmp``; host names, addresses and host files."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
+from pathlib import Path
 
 from reachtest.errors import UsageError
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
 
+#: At most this many flows per run: a range is for a handful of ports, not a port scan.
+MAX_FLOWS = 64
+
+#: Well-known service names with their usual protocol, so ``dns`` means ``udp/53`` and a
+#: machine without /etc/services still knows them. Other names go to getservbyname.
+SERVICES: dict[str, tuple[Protocol, int]] = {
+    "ftp": (Protocol.TCP, 21),
+    "ssh": (Protocol.TCP, 22),
+    "telnet": (Protocol.TCP, 23),
+    "smtp": (Protocol.TCP, 25),
+    "dns": (Protocol.UDP, 53),
+    "domain": (Protocol.UDP, 53),
+    "http": (Protocol.TCP, 80),
+    "kerberos": (Protocol.UDP, 88),
+    "pop3": (Protocol.TCP, 110),
+    "ntp": (Protocol.UDP, 123),
+    "imap": (Protocol.TCP, 143),
+    "snmp": (Protocol.UDP, 161),
+    "bgp": (Protocol.TCP, 179),
+    "ldap": (Protocol.TCP, 389),
+    "https": (Protocol.TCP, 443),
+    "smb": (Protocol.TCP, 445),
+    "ike": (Protocol.UDP, 500),
+    "syslog": (Protocol.UDP, 514),
+    "submission": (Protocol.TCP, 587),
+    "ldaps": (Protocol.TCP, 636),
+    "dot": (Protocol.TCP, 853),
+    "imaps": (Protocol.TCP, 993),
+    "pop3s": (Protocol.TCP, 995),
+    "openvpn": (Protocol.UDP, 1194),
+    "mysql": (Protocol.TCP, 3306),
+    "rdp": (Protocol.TCP, 3389),
+    "sip": (Protocol.UDP, 5060),
+    "postgres": (Protocol.TCP, 5432),
+    "postgresql": (Protocol.TCP, 5432),
+    "redis": (Protocol.TCP, 6379),
+    "http-alt": (Protocol.TCP, 8080),
+    "wireguard": (Protocol.UDP, 51820),
+}
+
+
+def _port(word: str, protocol: Protocol | None, spelling: str) -> tuple[Protocol, int]:
+    """(protocol, port) for a number or a service name; ``protocol`` None: the name's own."""
+    if word.isdigit():
+        port = int(word)
+        if not 1 <= port <= 65535:
+            raise UsageError(f"bad port {spelling!r}: a port is 1..65535, not {port}")
+        return protocol or Protocol.TCP, port
+    known = SERVICES.get(word)
+    if known is not None:
+        return protocol or known[0], known[1]
+    try:
+        port = socket.getservbyname(word, str(protocol or Protocol.TCP))
+    except OSError:
+        raise UsageError(
+            f"bad port {spelling!r}: {word!r} is neither a port number nor a service name "
+            "(e.g. https, dns, ssh)"
+        ) from None
+    return protocol or Protocol.TCP, port
+
+
+def _one(word: str, protocol: Protocol | None, spelling: str) -> list[FlowSpec]:
+    """The flows of one list element: a port, a service name or a range ``LOW-HIGH``."""
+    low_text, dash, high_text = word.partition("-")
+    if dash and low_text.isdigit() and high_text.isdigit():
+        proto, low = _port(low_text, protocol, spelling)
+        high = _port(high_text, protocol, spelling)[1]
+        if high < low:
+            raise UsageError(f"bad port range {spelling!r}: {low} is above {high}")
+        if high - low + 1 > MAX_FLOWS:
+            raise UsageError(
+                f"bad port range {spelling!r}: {high - low + 1} ports, at most {MAX_FLOWS} per run"
+            )
+        return [FlowSpec(protocol=proto, port=p) for p in range(low, high + 1)]
+    proto, port = _port(word, protocol, spelling)
+    return [FlowSpec(protocol=proto, port=port)]
+
+
+def parse_flows(text: str) -> list[FlowSpec]:
+    """The flows of one ``-p`` value: ``icmp``, ``tcp/443``, ``udp/53``, ``443`` (TCP),
+    ``https`` or ``dns`` (the service's usual protocol), ``tcp/8000-8010``, and lists
+    ``tcp/80,443,udp/53,123`` where a bare element keeps the protocol before it."""
+    flows: list[FlowSpec] = []
+    protocol: Protocol | None = None
+    for element in text.split(","):
+        word = element.strip().lower()
+        if not word:
+            continue
+        if word == "icmp":
+            flows.append(ICMP_FLOW)
+            continue
+        prefix, slash, rest = word.partition("/")
+        if slash:
+            if prefix not in ("tcp", "udp"):
+                raise UsageError(f"bad flow {element.strip()!r}: the protocol is icmp, tcp or udp")
+            protocol, word = Protocol(prefix), rest.strip()
+            if not word:
+                raise UsageError(f"bad flow {element.strip()!r}: a port is missing after {prefix}/")
+        flows += _one(word, protocol, element.strip())
+    if not flows:
+        raise UsageError(f"bad flow {text!r}: no port in it")
+    return flows
+
 
 def parse_flow(text: str) -> FlowSpec:
-    """One flow from ``icmp``, ``tcp/PORT``, ``udp/PORT`` or a bare ``PORT`` (TCP)."""
-    spelling = text.strip().lower()
-    if spelling == "icmp":
-        return ICMP_FLOW
-    protocol, _, port_text = spelling.rpartition("/")
-    if not protocol:
-        protocol = "tcp"
-    if protocol not in ("tcp", "udp"):
-        raise UsageError(f"bad flow {text!r}: the protocol must be icmp, tcp or udp")
+    """Exactly one flow (see ``parse_flows``)."""
+    flows = parse_flows(text)
+    if len(flows) != 1:
+        raise UsageError(f"bad flow {text!r}: one flow expected, not {len(flows)}")
+    return flows[0]
+
+
+def flow_list(specs: Iterable[str], icmp: bool = True) -> tuple[FlowSpec, ...]:
+    """Every flow of the ``-p`` values, ICMP first unless left out, each once, capped."""
+    flows = [flow for spec in specs for flow in parse_flows(spec)]
+    if icmp and ICMP_FLOW not in flows:
+        flows.insert(0, ICMP_FLOW)
+    unique = tuple(dict.fromkeys(flows))
+    if not unique:
+        raise UsageError("nothing to trace: give -p tcp/PORT or udp/PORT, or drop --no-icmp")
+    if len(unique) > MAX_FLOWS:
+        raise UsageError(f"too many flows ({len(unique)}): at most {MAX_FLOWS} per run")
+    return unique
+
+
+def read_host_file(path: str) -> list[str]:
+    """Host names from a file like mtr's ``-F``: whitespace-separated, ``#`` starts a
+    comment; ``-`` reads standard input."""
+    import sys
+
     try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"bad flow {text!r}: the port must be a number") from None
-    if not 1 <= port <= 65535:
-        raise UsageError(f"bad flow {text!r}: the port must be 1..65535")
-    return FlowSpec(protocol=Protocol(protocol), port=port)
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot read host file {path!r}: {reason}") from None
+    hosts = [w for line in text.splitlines() for w in line.partition("#")[0].split()]
+    if not hosts:
+        raise UsageError(f"host file {path!r} names no host")
+    return hosts
 
 
 def resolve_target(text: str, family: int | None = None) -> str:

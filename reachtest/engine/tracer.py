@@ -113,6 +113,9 @@ def validate(params: TraceParams) -> None:
         raise ValueError(f"gap limit must be at least 1, not {params.gap_limit}")
 
 
+_STOP_CHECK_NS = 200_000_000  # the longest wait before looking at stop() again
+
+
 class Tracer:
     """Runs one trace over a transport and streams its outcomes."""
 
@@ -147,6 +150,7 @@ class Tracer:
         self.sent = 0
         self.matched = 0
         self.in_flight = 0
+        self.rounds_started = 0
         self._stop = False
         self._runnable: deque[_Sweep] = deque()
         self._entries: dict[FlowKey, FlowEntry] = {}
@@ -158,6 +162,7 @@ class Tracer:
                 entry = self._make_entry(target, flow)
                 target.entries.append(entry)
                 self._entries[entry.key] = entry
+        self.targets = tuple(t.address for t in self._targets)
 
     def _make_entry(self, target: _Target, flow: FlowSpec) -> FlowEntry:
         if flow.protocol is Protocol.ICMP:
@@ -232,6 +237,7 @@ class Tracer:
                         heapq.heappush(heap, (next_round_ns + slot * slot_ns, next(counter), sweep))
                     next_round += 1
                     next_round_ns += interval_ns
+                    self.rounds_started = next_round
                 while heap and heap[0][0] <= now:
                     runnable.append(heapq.heappop(heap)[2])
                 # -- send
@@ -287,6 +293,7 @@ class Tracer:
                     wait_ns = min(wait_ns, deadlines[0].deadline_ns - now)
                 if wait_ns == _NEVER:
                     break
+                wait_ns = min(wait_ns, _STOP_CHECK_NS)  # see stop() soon
                 for data, recv_ns in transport.receive(max(wait_ns, 0) / 1e9):
                     self._handle(data, recv_ns)
                 # -- timeouts and forgetting

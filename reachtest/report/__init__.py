@@ -1,0 +1,1 @@
+"""Reports: the run record (canonical JSON), one neutral view of it, and its renderers."""

@@ -1,0 +1,76 @@
+"""The CSV report: one row per (target, flow, hop), numeric columns numeric (empty when
+there is no value), for spreadsheets and pandas."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from reachtest.report.record import Record
+from reachtest.report.view import cell_of
+
+COLUMNS = (
+    "target",
+    "address",
+    "flow",
+    "protocol",
+    "port",
+    "ttl",
+    "responder",
+    "responder_name",
+    "snt",
+    "rcv",
+    "loss_pct",
+    "last_ms",
+    "avg_ms",
+    "best_ms",
+    "wrst_ms",
+    "stdev_ms",
+    "jitter_ms",
+    "javg_ms",
+    "jmax_ms",
+    "jint_ms",
+    "mark",
+    "responders",
+    "kinds",
+    "state",
+    "reason",
+    "stop",
+    "stop_hop",
+)
+NUMBERS = COLUMNS[COLUMNS.index("snt") : COLUMNS.index("jint_ms") + 1]
+
+
+def render_csv(record: Record) -> str:
+    """The record's hop statistics as CSV text with a header row."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    names: dict[str, str] = record["names"]
+    for target in record["targets"]:
+        for flow in target["flows"]:
+            verdict, path = flow["verdict"], flow["path"]
+            for hop in flow["hops"]:
+                top = hop["responders"][0]["address"] if hop["responders"] else None
+                row: dict[str, object] = {
+                    "target": target["host"],
+                    "address": target["address"],
+                    "flow": flow["flow"],
+                    "protocol": flow["protocol"],
+                    "port": flow["port"],
+                    "ttl": hop["ttl"],
+                    "responder": top,
+                    "responder_name": names.get(top) if top else None,
+                    **{name: hop[name] for name in NUMBERS},
+                    "mark": str(cell_of(hop, path).mark),
+                    "responders": " ".join(
+                        f"{r['address']}={r['count']}" for r in hop["responders"]
+                    ),
+                    "kinds": " ".join(f"{k['kind']}={k['count']}" for k in hop["kinds"]),
+                    "state": verdict["state"] if verdict["state"] is not None else "",
+                    "reason": verdict["reason"],
+                    "stop": path["stop"],
+                    "stop_hop": path["stop_hop"],
+                }
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()

@@ -1,0 +1,351 @@
+"""The run record: one run's parameters, hop statistics, verdicts and findings as JSON data,
+the one canonical form every report is rendered from (schema: ``run-record.schema.json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from reachtest import __version__
+from reachtest.analysis.summary import sentence
+from reachtest.errors import UsageError
+from reachtest.model import (
+    Evidence,
+    Finding,
+    FlowPath,
+    HostVerdict,
+    Protocol,
+    RunResult,
+    ServiceState,
+    ServiceVerdict,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from reachtest.analysis.analyse import Analysis, TargetAnalysis
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = "run-record.schema.json"
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunMeta:
+    """What the engine does not know: the command line, wall-clock times, the names."""
+
+    command: tuple[str, ...]
+    started: datetime
+    finished: datetime
+    hosts: Mapping[str, str] = field(default_factory=dict)  # address -> what the user typed
+    names: Mapping[str, str] = field(default_factory=dict)  # address -> reverse-DNS name
+    family: int | None = None
+    dns: bool = True
+    udp_payload_hex: str = ""
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _num(value: Any, digits: int = 3) -> float | None:
+    """A float for JSON, None for NaN or a missing value."""
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else round(number, digits)
+
+
+def _flow_fields(label: str) -> dict[str, Any]:
+    protocol, _, port = label.partition("/")
+    return {"flow": label, "protocol": protocol, "port": int(port) if port else None}
+
+
+def _verdict(v: ServiceVerdict) -> Record:
+    return {
+        "state": None if v.state is None else str(v.state),
+        "reason": str(v.reason),
+        "reason_address": v.reason_address,
+        "reason_hop": v.reason_hop,
+        "reached": v.reached,
+        "rounds": v.rounds,
+        "rounds_probed": v.rounds_probed,
+    }
+
+
+def _path(p: FlowPath) -> Record:
+    return {
+        "distance": p.distance,
+        "last_hop": p.last_hop,
+        "last_address": p.last_address,
+        "stop": str(p.stop),
+        "stop_hop": p.stop_hop,
+        "stop_address": p.stop_address,
+        "icmp_code": p.icmp_code,
+    }
+
+
+def _evidence(e: Evidence) -> Record:
+    return {
+        "flow": e.flow.label,
+        "ttl": e.ttl,
+        "kind": str(e.kind),
+        "responder": e.responder,
+        "count": e.count,
+        "of": e.of,
+    }
+
+
+def finding_record(f: Finding) -> Record:
+    """A finding as JSON data, with its sentence."""
+    return {
+        "kind": str(f.kind),
+        "severity": str(f.severity),
+        "flow": None if f.flow is None else f.flow.label,
+        "first_hop": f.first_hop,
+        "last_hop": f.last_hop,
+        "responder": f.responder,
+        "confidence": round(f.confidence, 3),
+        "note": f.note,
+        "summary": sentence(f),
+        "evidence": [_evidence(e) for e in f.evidence],
+    }
+
+
+def _host(h: HostVerdict) -> Record:
+    return {
+        "reachable": h.reachable,
+        "distance": h.distance,
+        "reached_by": [f.label for f in h.reached_by],
+        "ping_blocked_services_answer": h.ping_blocked_services_answer,
+        "ping_answers_services_blocked": h.ping_answers_services_blocked,
+    }
+
+
+def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list[Record]]:
+    """(target, flow) -> hop records in TTL order, with every probe's sample."""
+    import pandas as pd
+
+    samples: dict[tuple[str, str, int], list[Record]] = {}
+    icmp: dict[tuple[str, str, int], dict[tuple[int, int], int]] = {}
+    ordered = table.sort_values(["target", "flow", "ttl", "round", "sent_ns"], kind="stable")
+    columns = zip(
+        ordered["target"], ordered["flow"], ordered["ttl"], ordered["round"],
+        ordered["kind"], ordered["responder"], ordered["rtt_ms"],
+        ordered["icmp_type"], ordered["icmp_code"], strict=True,
+    )  # fmt: skip
+    for target, flow, ttl, round_, kind, responder, rtt, itype, icode in columns:
+        key = (str(target), str(flow), int(ttl))
+        samples.setdefault(key, []).append(
+            {
+                "round": int(round_),
+                "kind": str(kind),
+                "responder": None if responder is None else str(responder),
+                "rtt_ms": _num(rtt, 4),
+            }
+        )
+        if not pd.isna(itype):
+            codes = icmp.setdefault(key, {})
+            pair = (int(itype), int(icode))
+            codes[pair] = codes.get(pair, 0) + 1
+    out: dict[tuple[str, str], list[Record]] = {}
+    rows: list[dict[str, Any]] = hops.to_dict("records")  # type: ignore[assignment]
+    for r in rows:
+        key = (str(r["target"]), str(r["flow"]), int(r["ttl"]))
+        out.setdefault(key[:2], []).append(
+            {
+                "ttl": key[2],
+                "snt": int(r["snt"]),
+                "rcv": int(r["rcv"]),
+                "loss_pct": _num(r["loss_pct"], 2),
+                "last_ms": _num(r["last_ms"]),
+                "avg_ms": _num(r["avg_ms"]),
+                "best_ms": _num(r["best_ms"]),
+                "wrst_ms": _num(r["wrst_ms"]),
+                "stdev_ms": _num(r["stdev_ms"]),
+                "jitter_ms": _num(r["jitter_ms"]),
+                "javg_ms": _num(r["javg_ms"]),
+                "jmax_ms": _num(r["jmax_ms"]),
+                "jint_ms": _num(r["jint_ms"]),
+                "responders": [{"address": a, "count": n} for a, n in r["responders"]],
+                "kinds": [{"kind": k, "count": n} for k, n in r["kinds"]],
+                "icmp": [
+                    {"type": t, "code": c, "count": n}
+                    for (t, c), n in sorted(icmp.get(key, {}).items())
+                ],
+                "samples": samples.get(key, []),
+            }
+        )
+    return out
+
+
+def _target(
+    t: TargetAnalysis,
+    hops: dict[tuple[str, str], list[Record]],
+    meta: RunMeta,
+    order: dict[str, int],
+) -> Record:
+    """One target, its flows in the order the user gave them."""
+    verdicts = {v.flow.label: v for v in t.services}
+    flows = []
+    for path in sorted(t.paths, key=lambda p: order.get(p.flow.label, len(order))):
+        label = path.flow.label
+        flows.append(
+            {
+                **_flow_fields(label),
+                "verdict": _verdict(verdicts[label]),
+                "path": _path(path),
+                "hops": hops.get((t.target, label), []),
+            }
+        )
+    version = 6 if ":" in t.target else 4
+    return {
+        "host": meta.hosts.get(t.target, t.target),
+        "address": t.target,
+        "family": version,
+        "name": meta.names.get(t.target),
+        **_host(t.host),
+        "flows": flows,
+        "findings": [finding_record(f) for f in t.findings],
+    }
+
+
+def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record:
+    """The run record of ``result`` (analysed as ``analysis``), JSON-ready."""
+    p = result.params
+    hops = _hops(analysis.hops, analysis.table)
+    answered = sum(1 for o in result.outcomes if o.responder is not None and o.extra is None)
+    by_address = {t.target: t for t in analysis.targets}
+    order = {f.label: i for i, f in enumerate(result.flows)}
+    responders = {
+        r["address"] for flows in hops.values() for hop in flows for r in hop["responders"]
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "reachtest", "version": __version__},
+        "command": list(meta.command),
+        "params": {
+            "first_ttl": p.first_ttl,
+            "max_ttl": p.max_ttl,
+            "rounds": p.rounds,
+            "interval_s": p.interval_s,
+            "timeout_s": p.timeout_s,
+            "rate_pps": p.rate_pps,
+            "max_in_flight": p.max_in_flight,
+            "gap_limit": p.gap_limit,
+            "fast": p.fast,
+            "family": meta.family,
+            "dns": meta.dns,
+            "udp_payload_hex": meta.udp_payload_hex,
+        },
+        "started": _utc(meta.started),
+        "finished": _utc(meta.finished),
+        "duration_s": round((result.finished_ns - result.started_ns) / 1e9, 6),
+        "interrupted": result.interrupted,
+        "rounds_done": 1 + max((o.round for o in result.outcomes), default=-1),
+        "totals": {
+            "sent": result.sent,
+            "answered": answered,
+            "duplicate_or_late": len(result.extras),
+            "strays": {reason: n for reason, n in result.stray_counts},
+        },
+        "flows": [f.label for f in result.flows],
+        "targets": [
+            _target(by_address[a], hops, meta, order) if a in by_address else _unprobed(a, meta)
+            for a in result.targets
+        ],
+        "names": {
+            a: meta.names[a] for a in sorted(responders | set(result.targets)) if a in meta.names
+        },
+    }
+
+
+def _unprobed(address: str, meta: RunMeta) -> Record:
+    """A target with no outcome yet (a run stopped before its first probe came back)."""
+    return {
+        "host": meta.hosts.get(address, address),
+        "address": address,
+        "family": 6 if ":" in address else 4,
+        "name": meta.names.get(address),
+        "reachable": False,
+        "distance": None,
+        "reached_by": [],
+        "ping_blocked_services_answer": False,
+        "ping_answers_services_blocked": False,
+        "flows": [],
+        "findings": [],
+    }
+
+
+# -- the schema, loading and the verdict a run gives -------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the run record, shipped in the package."""
+    text = resources.files("reachtest.report").joinpath(SCHEMA_FILE).read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def validate_record(record: Any) -> None:
+    """Raise UsageError naming the first place where ``record`` breaks the schema."""
+    import jsonschema
+
+    if isinstance(record, dict) and record.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise UsageError(
+            f"run record schema_version {record.get('schema_version')!r} is not supported "
+            f"(this reachtest reads version {SCHEMA_VERSION})"
+        )
+    validator = jsonschema.Draft202012Validator(schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        raise UsageError(f"not a reachtest run record: at {where}: {error.message}")
+
+
+def load_record(path: str) -> Record:
+    """Read and validate a run record (``-`` is standard input)."""
+    import sys
+    from pathlib import Path
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot read run record {path!r}: {reason}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path!r} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    try:
+        validate_record(record)
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    loaded: Record = record
+    return loaded
+
+
+def dumps(record: Record) -> str:
+    """The record as JSON text (UTF-8, two-space indent, a final newline)."""
+    return json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def service_ok(flow: Record) -> bool:
+    """Is this flow's service reachable? TCP and UDP: open (closed, filtered and
+    open|filtered are not). ICMP is no service: the host verdict speaks for it."""
+    if flow["protocol"] == str(Protocol.ICMP):
+        return True
+    return bool(flow["verdict"]["state"] == str(ServiceState.OPEN))
+
+
+def run_ok(record: Record) -> bool:
+    """Did every target answer (by any flow) and every traced service answer open?"""
+    return all(t["reachable"] and all(service_ok(f) for f in t["flows"]) for t in record["targets"])

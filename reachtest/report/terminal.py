@@ -1,0 +1,277 @@
+"""The terminal report (rich): per target a hop table with a column group per flow, the
+verdicts and the findings; the same renderable serves the live view and ``--report``."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from reachtest.report.view import MARK_HELP, Cell, HopRow, Mark, RunView, TargetView
+
+#: Column groups per flow, richest first; the widest that fits the terminal is used.
+LEVELS: dict[str, tuple[str, ...]] = {
+    "full": ("loss", "snt", "last", "avg", "best", "wrst", "stdev", "javg", "mark"),
+    "wide": ("loss", "snt", "last", "avg", "stdev", "javg", "mark"),
+    "normal": ("loss", "snt", "last", "avg", "mark"),
+    "compact": ("loss", "avg", "mark"),
+    "minimal": ("mark",),
+}
+HEADERS = {
+    "loss": "Loss%",
+    "snt": "Snt",
+    "last": "Last",
+    "avg": "Avg",
+    "best": "Best",
+    "wrst": "Wrst",
+    "stdev": "StDev",
+    "javg": "Javg",
+    "mark": "",
+}
+WIDTHS = {"loss": 6, "snt": 3, "mark": 7}
+NUMBER_WIDTH = 6
+HOST_MIN, HOST_MAX = 16, 44
+MARK_STYLE = {
+    Mark.PASS: "green",
+    Mark.REPLY: "bold green",
+    Mark.OPEN: "bold green",
+    Mark.CLOSED: "bold yellow",
+    Mark.PROHIBITED: "bold red",
+    Mark.UNREACHABLE: "bold red",
+    Mark.FORGED: "bold magenta",
+    Mark.SILENT: "red",
+}
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """The live view's status line."""
+
+    round: int
+    rounds: int
+    elapsed_s: float
+    hint: str = "press q to stop"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 1:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:.0f}"
+
+
+def _width(column: str) -> int:
+    return WIDTHS.get(column, NUMBER_WIDTH)
+
+
+def _host_text(row: HopRow) -> Text:
+    if not row.responders:
+        return Text("???", style="dim")
+    text = Text()
+    for i, r in enumerate(row.responders):
+        if i:
+            text.append("\n")
+        text.append(r.address)
+        if r.name:
+            text.append(f" {r.name}", style="dim")
+    return text
+
+
+def _host_width(views: Sequence[TargetView]) -> int:
+    longest = max(
+        (
+            len(r.address) + (len(r.name) + 1 if r.name else 0)
+            for t in views
+            for row in t.rows
+            for r in row.responders
+        ),
+        default=HOST_MIN,
+    )
+    return max(HOST_MIN, min(HOST_MAX, longest))
+
+
+def choose_level(views: Sequence[TargetView], width: int) -> str:
+    """The richest column level whose table fits ``width`` characters."""
+    flows = max((len(t.flows) for t in views), default=1)
+    fixed = 3 + 2 + _host_width(views) + 2
+    for name, columns in LEVELS.items():
+        if fixed + flows * sum(_width(c) + 2 for c in columns) <= width:
+            return name
+    return "minimal"
+
+
+def _value(cell: Cell, column: str) -> Text:
+    match column:
+        case "loss":
+            style = "red" if cell.loss_pct >= 100 else "yellow" if cell.loss_pct > 0 else ""
+            return Text(f"{cell.loss_pct:.1f}%", style=style)
+        case "snt":
+            return Text(str(cell.snt))
+        case "mark":
+            return Text(str(cell.mark), style=MARK_STYLE[cell.mark])
+        case _:
+            return Text(_ms(getattr(cell, f"{column}_ms")))
+
+
+def hop_table(view: TargetView, level: str, host_width: int) -> Table:
+    """The hop table of one target: TTL, who answered, then a column group per flow."""
+    columns = LEVELS[level]
+    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table.add_column("TTL", justify="right", width=3, no_wrap=True)
+    table.add_column("Host", width=host_width, overflow="ellipsis", no_wrap=True)
+    for flow in view.flows:
+        for i, column in enumerate(columns):
+            head = HEADERS[column]
+            header = Text(f"{flow if i == 0 else ''}\n{head}")
+            if i == 0:
+                header.stylize("bold cyan", 0, len(flow))
+            table.add_column(
+                header,
+                justify="left" if column == "mark" else "right",
+                width=max(_width(column), len(flow) if i == 0 else 0),
+                no_wrap=True,
+            )
+    for row in view.rows:
+        cells: list[RenderableType] = [str(row.ttl), _host_text(row)]
+        for cell in row.cells:
+            for column in columns:
+                cells.append(Text("") if cell is None else _value(cell, column))
+        table.add_row(*cells)
+    return table
+
+
+def verdict_table(view: TargetView) -> Table:
+    """One line per flow: state, reason, where it stops, rounds that agree."""
+    table = Table(box=None, pad_edge=True, show_header=False, show_edge=False)
+    table.add_column("flow", style="bold cyan", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("reason", no_wrap=True)
+    table.add_column("where")
+    table.add_column("rounds", justify="right", style="dim", no_wrap=True)
+    for v in view.verdicts:
+        style = "bold green" if v.ok else "bold red"
+        table.add_row(
+            v.flow,
+            Text(v.state, style=style),
+            v.reason,
+            v.detail,
+            f"{v.rounds}/{v.rounds_probed}",
+        )
+    return table
+
+
+def findings_text(view: TargetView, evidence: int = 4) -> Text:
+    """Findings, most urgent first, each with up to ``evidence`` observations."""
+    text = Text()
+    if not view.findings:
+        text.append("  no findings", style="dim")
+        return text
+    for i, f in enumerate(view.findings):
+        if i:
+            text.append("\n")
+        text.append(f"  [{f.severity}] ", style=SEVERITY_STYLE.get(f.severity, ""))
+        text.append(f"{f.summary} ")
+        text.append(f"(confidence {f.confidence:.0%})", style="dim")
+        for line in f.evidence[:evidence]:
+            text.append(f"\n      - {line}", style="dim")
+        if len(f.evidence) > evidence:
+            text.append(f"\n      - ... {len(f.evidence) - evidence} more", style="dim")
+    return text
+
+
+def _title(view: TargetView) -> Text:
+    text = Text()
+    text.append(view.host, style="bold")
+    aside = [view.address] if view.address != view.host else []
+    if view.name and view.name.rstrip(".") != view.host:
+        aside.append(view.name)
+    if aside:
+        text.append(f" ({', '.join(aside)})")
+    text.append(": ")
+    text.append(view.headline, style="bold green" if view.reachable else "bold red")
+    return text
+
+
+def target_block(view: TargetView, level: str, host_width: int) -> Group:
+    return Group(
+        _title(view),
+        hop_table(view, level, host_width),
+        Text(""),
+        Text("Verdicts", style="bold"),
+        verdict_table(view),
+        Text("Findings", style="bold"),
+        findings_text(view),
+    )
+
+
+def _legend(level: str) -> Text:
+    text = Text("Marks: ", style="dim")
+    for i, (mark, help_text) in enumerate(MARK_HELP.items()):
+        if i:
+            text.append(", ", style="dim")
+        text.append(str(mark), style=MARK_STYLE[mark])
+        text.append(f" = {help_text}", style="dim")
+    if level in ("full", "wide", "normal"):
+        text.append(". Times in ms.", style="dim")
+    return text
+
+
+def _run_line(run: RunView, progress: Progress | None) -> Text:
+    started = run.started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if progress is not None:
+        return Text(
+            f"round {progress.round}/{progress.rounds} · {progress.elapsed_s:.1f} s elapsed "
+            f"· started {started} · {progress.hint}",
+            style="bold",
+        )
+    stopped = " (stopped early)" if run.interrupted else ""
+    return Text(
+        f"reachtest {run.version} · started {started} · {run.rounds_done}/{run.rounds} rounds"
+        f"{stopped} · {run.duration_s:.1f} s · {run.totals_line}",
+        style="dim",
+    )
+
+
+def render(run: RunView, width: int, progress: Progress | None = None) -> Group:
+    """The whole report for a terminal ``width`` columns wide."""
+    level = choose_level(run.targets, width)
+    host_width = _host_width(run.targets)
+    parts: list[RenderableType] = []
+    for i, target in enumerate(run.targets):
+        if i:
+            parts.append(Text(""))
+        parts.append(target_block(target, level, host_width))
+    parts += [Text(""), _legend(level), _run_line(run, progress)]
+    return Group(*parts)
+
+
+def report_width(run: RunView, minimum: int = 100) -> int:
+    """The width of a report printed to a file or pipe: wide enough for the ``normal``
+    column level, so nothing wraps (like ``mtr --report``)."""
+    flows = max((len(t.flows) for t in run.targets), default=1)
+    fixed = 3 + 2 + _host_width(run.targets) + 2
+    return max(minimum, fixed + flows * sum(_width(c) + 2 for c in LEVELS["normal"]))
+
+
+def render_text(run: RunView, width: int | None = None, color: bool = False) -> str:
+    """The report as text: plain when ``color`` is False (pipes, files, cron mail)."""
+    width = width or report_width(run)
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=color,
+        color_system="standard" if color else None,
+        highlight=False,
+        emoji=False,
+    )
+    console.print(render(run, width))
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

@@ -1,0 +1,291 @@
+"""One neutral view of a run record: hop rows with a cell per flow, verdict lines, findings.
+
+Every renderer (terminal, text, CSV; HTML and Markdown later) reads this view, and the
+view reads only the run record, so a report rendered from a saved JSON file is the same
+as the one printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from reachtest.report.record import Record, run_ok, service_ok
+
+
+class Mark(StrEnum):
+    """What a flow's probes at one TTL got, in a word (the value is what is shown)."""
+
+    PASS = "pass"  # time-exceeded: forwarded up to here
+    REPLY = "reply"  # echo reply from the target
+    OPEN = "open"  # SYN-ACK or a UDP answer
+    CLOSED = "closed"  # RST or port unreachable
+    PROHIBITED = "prohib"  # administratively prohibited
+    UNREACHABLE = "unreach"  # net, host or protocol unreachable
+    FORGED = "forged"  # an answer in the target's name from a middlebox
+    SILENT = "silent"  # nothing came back
+
+
+MARK_HELP: dict[Mark, str] = {
+    Mark.PASS: "time-exceeded (forwarded this far)",
+    Mark.REPLY: "echo reply from the target",
+    Mark.OPEN: "SYN-ACK or UDP answer",
+    Mark.CLOSED: "RST or port unreachable",
+    Mark.PROHIBITED: "administratively prohibited",
+    Mark.UNREACHABLE: "net/host/protocol unreachable",
+    Mark.FORGED: "answered by a middlebox in the target's name",
+    Mark.SILENT: "no answer",
+}
+
+_KIND_MARK = {
+    "time-exceeded": Mark.PASS,
+    "echo-reply": Mark.REPLY,
+    "tcp-syn-ack": Mark.OPEN,
+    "udp-reply": Mark.OPEN,
+    "tcp-rst": Mark.CLOSED,
+    "port-unreachable": Mark.CLOSED,
+    "admin-prohibited": Mark.PROHIBITED,
+    "net-unreachable": Mark.UNREACHABLE,
+    "host-unreachable": Mark.UNREACHABLE,
+    "protocol-unreachable": Mark.UNREACHABLE,
+    "unreachable": Mark.UNREACHABLE,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cell:
+    """One flow at one TTL."""
+
+    snt: int
+    rcv: int
+    loss_pct: float
+    last_ms: float | None
+    avg_ms: float | None
+    best_ms: float | None
+    wrst_ms: float | None
+    stdev_ms: float | None
+    javg_ms: float | None
+    mark: Mark
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Responder:
+    """An address that answered at a TTL, its reverse-DNS name and how often it answered."""
+
+    address: str
+    name: str | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HopRow:
+    """One TTL: who answered (any flow), and one cell per flow (None: not probed)."""
+
+    ttl: int
+    responders: tuple[Responder, ...]
+    cells: tuple[Cell | None, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerdictLine:
+    """One flow's verdict in words: state, reason, who gave it, where it stops."""
+
+    flow: str
+    state: str
+    reason: str
+    detail: str
+    ok: bool
+    rounds: int
+    rounds_probed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindingLine:
+    """One finding: severity, its sentence and its evidence in words."""
+
+    severity: str
+    kind: str
+    summary: str
+    confidence: float
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetView:
+    """Everything shown for one target."""
+
+    host: str
+    address: str
+    name: str | None
+    reachable: bool
+    distance: int | None
+    headline: str
+    flows: tuple[str, ...]
+    rows: tuple[HopRow, ...]
+    verdicts: tuple[VerdictLine, ...]
+    findings: tuple[FindingLine, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunView:
+    """A whole run."""
+
+    targets: tuple[TargetView, ...]
+    started: datetime
+    duration_s: float
+    rounds: int
+    rounds_done: int
+    interrupted: bool
+    ok: bool
+    totals_line: str
+    version: str
+
+
+def cell_of(hop: Record, path: Record) -> Cell:
+    """The cell of one hop record of a flow whose path is ``path``."""
+    kinds = [(k["kind"], k["count"]) for k in hop["kinds"] if k["kind"] != "timeout"]
+    if hop["rcv"] == 0 or not kinds:
+        mark = Mark.SILENT
+    else:
+        mark = _KIND_MARK.get(max(kinds, key=lambda k: k[1])[0], Mark.UNREACHABLE)
+        if path["stop"] == "middlebox" and path["stop_hop"] == hop["ttl"]:
+            mark = Mark.FORGED
+    return Cell(
+        snt=hop["snt"],
+        rcv=hop["rcv"],
+        loss_pct=hop["loss_pct"],
+        last_ms=hop["last_ms"],
+        avg_ms=hop["avg_ms"],
+        best_ms=hop["best_ms"],
+        wrst_ms=hop["wrst_ms"],
+        stdev_ms=hop["stdev_ms"],
+        javg_ms=hop["javg_ms"],
+        mark=mark,
+    )
+
+
+def _at(hop: int | None, address: str | None) -> str:
+    if hop is None:
+        return f"from {address}" if address else ""
+    return f"hop {hop} ({address})" if address else f"hop {hop}"
+
+
+def _detail(flow: Record) -> str:
+    """Where the flow stops, in words."""
+    path, verdict = flow["path"], flow["verdict"]
+    stop = path["stop"]
+    if stop.startswith("reached"):
+        return f"answered by {verdict['reason_address'] or '?'} at hop {path['distance']}"
+    if stop == "middlebox":
+        return f"answered in the target's name by {_at(path['stop_hop'], path['stop_address'])}"
+    if stop == "admin-prohibited":
+        return f"rejected by {_at(path['stop_hop'], path['stop_address'])}"
+    if stop == "unreachable":
+        return f"unreachable, says {_at(path['stop_hop'], path['stop_address'])}"
+    if path["last_hop"] is None:
+        return "no answer from any hop"
+    return f"silent after {_at(path['last_hop'], path['last_address'])}"
+
+
+def _verdict(flow: Record) -> VerdictLine:
+    v = flow["verdict"]
+    if flow["protocol"] == "icmp":
+        state = "reachable" if v["reached"] else "no echo"
+    else:
+        state = v["state"] or "?"
+    return VerdictLine(
+        flow=flow["flow"],
+        state=state,
+        reason=v["reason"],
+        detail=_detail(flow),
+        ok=service_ok(flow) and (flow["protocol"] != "icmp" or v["reached"]),
+        rounds=v["rounds"],
+        rounds_probed=v["rounds_probed"],
+    )
+
+
+def _evidence(e: Record) -> str:
+    who = f" from {e['responder']}" if e["responder"] else ""
+    return f"{e['flow']} at TTL {e['ttl']}: {e['kind']}{who} in {e['count']}/{e['of']} rounds"
+
+
+def _headline(t: Record) -> str:
+    if not t["reachable"]:
+        return "NOT reached"
+    text = f"reachable at hop {t['distance']}"
+    if t["ping_blocked_services_answer"]:
+        text += " (ping blocked, services answer)"
+    elif t["ping_answers_services_blocked"]:
+        text += " (ping answers, services blocked)"
+    return text
+
+
+def _target(t: Record, names: dict[str, str], first_ttl: int) -> TargetView:
+    flows = t["flows"]
+    by_ttl: list[dict[int, Record]] = [{h["ttl"]: h for h in f["hops"]} for f in flows]
+    last = max((ttl for hops in by_ttl for ttl in hops), default=first_ttl - 1)
+    if t["reachable"] and t["distance"] is not None:
+        last = min(last, t["distance"])  # past the target, every row is the target again
+    rows = []
+    for ttl in range(first_ttl, last + 1):
+        counts: dict[str, int] = {}
+        cells: list[Cell | None] = []
+        for flow, hops in zip(flows, by_ttl, strict=True):
+            hop = hops.get(ttl)
+            cells.append(None if hop is None else cell_of(hop, flow["path"]))
+            for r in [] if hop is None else hop["responders"]:
+                counts[r["address"]] = counts.get(r["address"], 0) + r["count"]
+        responders = tuple(
+            Responder(address=a, name=names.get(a), count=n)
+            for a, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        )
+        rows.append(HopRow(ttl=ttl, responders=responders, cells=tuple(cells)))
+    return TargetView(
+        host=t["host"],
+        address=t["address"],
+        name=t["name"],
+        reachable=t["reachable"],
+        distance=t["distance"],
+        headline=_headline(t),
+        flows=tuple(f["flow"] for f in flows),
+        rows=tuple(rows),
+        verdicts=tuple(_verdict(f) for f in flows),
+        findings=tuple(
+            FindingLine(
+                severity=f["severity"],
+                kind=f["kind"],
+                summary=f["summary"],
+                confidence=f["confidence"],
+                evidence=tuple(_evidence(e) for e in f["evidence"]),
+            )
+            for f in t["findings"]
+        ),
+    )
+
+
+def _totals(record: Record) -> str:
+    totals = record["totals"]
+    strays = ", ".join(f"{n} {reason}" for reason, n in totals["strays"].items()) or "none"
+    return (
+        f"{totals['sent']} probes sent, {totals['answered']} answered, "
+        f"{totals['duplicate_or_late']} duplicate or late, strays: {strays}"
+    )
+
+
+def build_view(record: Record) -> RunView:
+    """The view of a run record (validated or just built)."""
+    names: dict[str, Any] = record["names"]
+    first = record["params"]["first_ttl"]
+    return RunView(
+        targets=tuple(_target(t, names, first) for t in record["targets"]),
+        started=datetime.fromisoformat(record["started"].replace("Z", "+00:00")),
+        duration_s=record["duration_s"],
+        rounds=record["params"]["rounds"],
+        rounds_done=record["rounds_done"],
+        interrupted=record["interrupted"],
+        ok=run_ok(record),
+        totals_line=_totals(record),
+        version=record["tool"]["version"],
+    )

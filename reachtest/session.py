@@ -1,0 +1,182 @@
+"""One trace as the user sees it: the engine in a worker thread, and in the foreground the
+live view (redrawn as evidence grows, ``q`` or Ctrl-C to stop), a progress line, or nothing.
+
+Part of the composition root with ``cli``: it wires engine, analysis and report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reachtest.model import Outcome, RunResult
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from reachtest.engine.tracer import Tracer
+    from reachtest.names import ReverseNames
+
+#: The live view redraws at most this often (and less often when analysing takes long).
+MIN_REDRAW_S = 0.25
+
+
+@dataclass(slots=True)
+class Collected:
+    """What the engine has produced so far, shared with the foreground thread."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def keys(stream: Any) -> Iterator[Callable[[float], str]]:
+    """Single key presses from a terminal (cbreak mode, restored on exit); a reader that
+    returns '' after ``timeout`` seconds. Without a terminal the reader only waits."""
+    fd = stream.fileno() if hasattr(stream, "fileno") else -1
+    if fd < 0 or not os.isatty(fd):
+
+        def sleep(timeout: float) -> str:
+            time.sleep(timeout)
+            return ""
+
+        yield sleep
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+
+        def read(timeout: float) -> str:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            return os.read(fd, 32).decode(errors="replace") if ready else ""
+
+        yield read
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class TraceSession:
+    """Runs ``tracer`` to the end (or until stopped) while the foreground shows it."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        *,
+        names: ReverseNames | None = None,
+    ) -> None:
+        self.tracer = tracer
+        self.names = names
+        self.collected = Collected()
+        self.started_ns = tracer.transport.now_ns()
+        self.started_monotonic = time.monotonic()
+        self.stopped_by_user = False
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        tracer.on_outcome = self._on_outcome
+        self._thread = threading.Thread(target=self._work, name="engine", daemon=True)
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self.collected.outcomes.append(outcome)
+        if self.names is not None and outcome.responder is not None:
+            self.names.submit(outcome.responder)
+
+    def _work(self) -> None:
+        try:
+            self._result = self.tracer.run()
+        except BaseException as exc:  # handed to the foreground thread
+            self._error = exc
+
+    def snapshot(self) -> RunResult:
+        """A RunResult of what has come back so far (for the live view)."""
+        tracer = self.tracer
+        return RunResult(
+            params=tracer.params,
+            targets=tracer.targets,
+            flows=tracer.flows,
+            started_ns=self.started_ns,
+            finished_ns=tracer.transport.now_ns(),
+            outcomes=tuple(self.collected.outcomes),
+            extras=(),
+            strays=(),
+            stray_counts=tuple(sorted(tracer.stray_counts.items())),
+            sent=tracer.sent,
+            interrupted=False,
+        )
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def stop(self) -> None:
+        self.stopped_by_user = True
+        self.tracer.stop()
+
+    def _finish(self) -> RunResult:
+        while self._thread.is_alive():
+            try:
+                self._thread.join(0.1)
+            except KeyboardInterrupt:  # a second Ctrl-C: the engine is stopping already
+                self.stop()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def run_quiet(self, on_tick: Callable[[], None] | None = None) -> RunResult:
+        """No view: wait for the engine (``on_tick`` twice a second, for a progress line)."""
+        self._thread.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+                if on_tick is not None:
+                    on_tick()
+        except KeyboardInterrupt:
+            self.stop()
+        return self._finish()
+
+    def run_live(
+        self,
+        console: Console,
+        draw: Callable[[TraceSession], RenderableType],
+        stdin: Any = None,
+    ) -> RunResult:
+        """The live view: ``draw(self)`` redrawn while the engine runs; ``q`` or Ctrl-C stop."""
+        from rich.live import Live
+
+        self._thread.start()
+        next_draw = 0.0
+        try:
+            with (
+                keys(stdin if stdin is not None else sys.stdin) as read_key,
+                Live(
+                    console=console,
+                    auto_refresh=False,
+                    transient=True,
+                    vertical_overflow="crop",
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                ) as live,
+            ):
+                while self._thread.is_alive():
+                    key = read_key(0.05)
+                    if key and key[0] in "qQ":
+                        self.stop()
+                        break
+                    now = time.monotonic()
+                    if now < next_draw:
+                        continue
+                    renderable = draw(self)
+                    cost = time.monotonic() - now
+                    live.update(renderable, refresh=True)
+                    next_draw = now + max(MIN_REDRAW_S, 4 * cost)
+        except KeyboardInterrupt:
+            self.stop()
+        return self._finish()
