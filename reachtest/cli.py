@@ -665,6 +665,11 @@ def trace_command(
         typed.setdefault(resolve_target(host, family), host)
     addresses = list(typed)
 
+    from reachtest.session import TraceSession
+
+    stdout_taken = "-" in (json_path, csv_path)
+    live = not report and not stdout_taken and _stdout_is_terminal()
+    transport = RawTransport()  # fails here without the privilege, before any look-up
     names = None
     if not no_dns:
         from reachtest.names import ReverseNames
@@ -672,11 +677,6 @@ def trace_command(
         names = ReverseNames()
         for address in addresses:
             names.submit(address)
-    from reachtest.session import TraceSession
-
-    stdout_taken = "-" in (json_path, csv_path)
-    live = not report and not stdout_taken and _stdout_is_terminal()
-    transport = RawTransport()
     try:
         tracer = Tracer(transport, addresses, flows, params, udp_payload=udp_payload)
         session = TraceSession(tracer, names=names)

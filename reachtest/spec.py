@@ -126,8 +126,8 @@ def parse_flow(text: str) -> FlowSpec:
 def flow_list(specs: Iterable[str], icmp: bool = True) -> tuple[FlowSpec, ...]:
     """Every flow of the ``-p`` values, ICMP first unless left out, each once, capped."""
     flows = [flow for spec in specs for flow in parse_flows(spec)]
-    if icmp and ICMP_FLOW not in flows:
-        flows.insert(0, ICMP_FLOW)
+    if ICMP_FLOW in flows or icmp:  # ICMP first: the reference the others are read against
+        flows = [ICMP_FLOW, *(f for f in flows if f != ICMP_FLOW)]
     unique = tuple(dict.fromkeys(flows))
     if not unique:
         raise UsageError("nothing to trace: give -p tcp/PORT or udp/PORT, or drop --no-icmp")

@@ -150,8 +150,8 @@ def cell_of(hop: Record, path: Record) -> Cell:
         mark = Mark.SILENT
     else:
         mark = _KIND_MARK.get(max(kinds, key=lambda k: k[1])[0], Mark.UNREACHABLE)
-        if path["stop"] == "middlebox" and path["stop_hop"] == hop["ttl"]:
-            mark = Mark.FORGED
+        if path["stop"] == "middlebox" and mark in (Mark.OPEN, Mark.CLOSED):
+            mark = Mark.FORGED  # the final answer of this flow came from a middlebox
     return Cell(
         snt=hop["snt"],
         rcv=hop["rcv"],

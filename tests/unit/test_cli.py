@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,16 +58,32 @@ def test_python_dash_m_runs_the_cli() -> None:
         (["lab", "up", "--bogus"], 2, "No such option"),
         (["lab", "down", "--all", "--name", "x"], 2, "not both"),
         (["nope"], 2, "No such command"),
-        (["probe", "198.18.6.2", "-p", "tcp/0"], 2, "the port must be 1..65535"),
-        (["probe", "198.18.6.2", "-p", "udp/70000"], 2, "the port must be 1..65535"),
-        (["probe", "198.18.6.2", "-p", "sctp/5"], 2, "the protocol must be icmp, tcp or udp"),
-        (["probe", "198.18.6.2", "-p", "tcp/https"], 2, "the port must be a number"),
+        (["probe", "198.18.6.2", "-p", "tcp/0"], 2, "a port is 1..65535, not 0"),
+        (["probe", "198.18.6.2", "-p", "udp/70000"], 2, "a port is 1..65535, not 70000"),
+        (["probe", "198.18.6.2", "-p", "sctp/5"], 2, "the protocol is icmp, tcp or udp"),
+        (["probe", "198.18.6.2", "-p", "tcp/nope"], 2, "neither a port number nor a service"),
         (["probe", "198.18.6.2", "-m", "0"], 2, "max TTL must be"),
         (["probe", "198.18.6.2", "-f", "9", "-m", "3"], 2, "max TTL must be 9..255"),
         (["probe", "198.18.6.2", "-i", "-1"], 2, "interval must not be negative"),
         (["probe", "198.18.6.2", "--timeout", "0"], 2, "timeout must be positive"),
         (["probe", "198.18.6.2", "--payload", "zz"], 2, "--payload must be hex"),
-        (["probe", "198.18.6.2", "--no-icmp"], 2, "nothing to probe"),
+        (["probe", "198.18.6.2", "--no-icmp"], 2, "nothing to trace"),
+        (["trace", "198.18.6.2", "-p", "tcp/0"], 2, "a port is 1..65535, not 0"),
+        (["trace", "198.18.6.2", "-p", "70000"], 2, "a port is 1..65535, not 70000"),
+        (["trace", "198.18.6.2", "-p", "http,ftp,nonsense"], 2, "'nonsense' is neither"),
+        (["trace", "198.18.6.2", "-p", "tcp/1-100"], 2, "at most 64 per run"),
+        (["trace", "198.18.6.2", "-m", "0"], 2, "max TTL must be"),
+        (["trace", "198.18.6.2", "-i", "-0.5"], 2, "interval must not be negative"),
+        (["trace", "198.18.6.2", "-c", "0"], 2, "rounds must be"),
+        (["trace", "198.18.6.2", "--timeout", "-1"], 2, "timeout must be positive"),
+        (["trace", "198.18.6.2", "--no-icmp"], 2, "nothing to trace"),
+        (["trace"], 2, "no host to trace"),
+        (["trace", "-F", "/nonexistent/hosts"], 2, "cannot read host file"),
+        (["trace", "198.18.6.2", "--json", "/nonexistent/dir/run.json"], 2, "no directory"),
+        (["trace", "198.18.6.2", "--csv", "/"], 2, "it is a directory"),
+        (["trace", "198.18.6.2", "--json", "-", "--csv", "-"], 2, "cannot both write"),
+        (["trace", "2001:db8::1", "-4"], 2, "is not an IPv4 address"),
+        (["show", "/nonexistent/run.json"], 2, "cannot read run record"),
         (["probe", "2001:db8::1", "-4"], 2, "is not an IPv4 address"),
         (["probe"], 2, "Missing argument"),
     ],
@@ -102,3 +119,96 @@ def test_probe_without_raw_socket_rights_says_what_is_missing() -> None:
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "CAP_NET_RAW" in done.stderr
     assert done.stdout == ""
+
+
+def _unprivileged(argv: list[str]) -> list[str]:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop capabilities as root")
+    return [setpriv, "--bounding-set=-all", "--inh-caps=-all", *argv]
+
+
+def test_trace_without_raw_socket_rights_is_exit_3_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    argv = [sys.executable, "-m", "reachtest", "trace", "127.0.0.1", "-n", "-c", "1"]
+    done = subprocess.run(
+        _unprivileged([*argv, "--json", str(out)]), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1 and "CAP_NET_RAW" in done.stderr
+    assert done.stdout == "" and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_trace_help_documents_the_exit_codes_and_port_spellings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["trace", "--help"]) == 0
+    text = capsys.readouterr().out
+    for needed in ("Exit codes:", "every traced service is open", "https", "--report-cycles"):
+        assert needed in text
+
+
+def _saved(tmp_path: Path, **options: object) -> Path:
+    from reachtest.report.record import dumps
+    from tests.unit.report.conftest import sim_record
+
+    path = tmp_path / "run.json"
+    path.write_text(dumps(sim_record(**options)))  # type: ignore[arg-type]
+    return path
+
+
+def test_show_prints_the_report_and_the_runs_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.report.conftest import router
+
+    ok = _saved(tmp_path)
+    assert main(["show", str(ok)]) == 0
+    out = capsys.readouterr().out
+    assert "reachable at hop 6" in out and "Verdicts" in out and "\x1b[" not in out
+    blocked = _saved(tmp_path, special={3: router(3, drop=frozenset({"tcp/443"}))})
+    assert main(["show", str(blocked)]) == 1
+    assert "silently dropped after hop 3" in capsys.readouterr().out
+
+
+def test_show_writes_csv_to_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(_saved(tmp_path)), "--csv", "-"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("target,address,flow,") and "Verdicts" not in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "is not JSON"),
+        ('{"schema_version": 1}', "not a reachtest run record: at the top level"),
+        ('{"schema_version": 7}', "schema_version 7 is not supported"),
+        ("[]", "not a reachtest run record"),
+    ],
+)
+def test_show_refuses_what_is_no_run_record(
+    tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(["show", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_written_files_are_whole_and_exclusive_ones_never_replace(tmp_path: Path) -> None:
+    from reachtest.cli import write_file
+
+    first = write_file(tmp_path / "r" / "a.json", "one")
+    assert first.read_text() == "one"
+    assert write_file(tmp_path / "r" / "a.json", "two") == first and first.read_text() == "two"
+    second = write_file(tmp_path / "r" / "a.json", "three", exclusive=True)
+    third = write_file(tmp_path / "r" / "a.json", "four", exclusive=True)
+    assert (second.name, third.name) == ("a-2.json", "a-3.json")
+    assert first.read_text() == "two" and third.read_text() == "four"
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["a-2.json", "a-3.json", "a.json"]

@@ -1,0 +1,146 @@
+"""The run record: valid against the shipped schema, faithful to the analysis, loadable,
+and the exit code it implies."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from reachtest.errors import UsageError
+from reachtest.report.record import (
+    dumps,
+    load_record,
+    run_ok,
+    schema,
+    validate_record,
+)
+from tests.unit.report.conftest import TARGET, router, sim_record
+
+SCENARIOS = {
+    "clean": {},
+    "drop": {"special": {3: router(3, drop=frozenset({"tcp/443"}))}},
+    "prohibit": {"special": {2: router(2, prohibit=frozenset({"tcp/443"}))}},
+    "reset": {"special": {4: router(4, reset=frozenset({"tcp/443"}))}},
+    "closed": {"open_": frozenset({"icmp", "tcp/80", "udp/53"}), "closed": frozenset({"tcp/443"})},
+    "silent-hop": {"special": {2: router(2, silent=True)}},
+    "ping-blocked": {"special": {5: router(5, drop=frozenset({"icmp"}))}},
+}
+
+
+def flow(record: dict[str, object], label: str) -> dict[str, object]:
+    target = record["targets"][0]  # type: ignore[index]
+    return next(f for f in target["flows"] if f["flow"] == label)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_record_is_valid_json_against_the_shipped_schema(name: str) -> None:
+    record = sim_record(**SCENARIOS[name])  # type: ignore[arg-type]
+    validate_record(json.loads(dumps(record)))
+
+
+def test_the_schema_is_itself_valid_draft_2020_12() -> None:
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema())
+
+
+def test_the_record_holds_the_runs_facts() -> None:
+    record = sim_record(**SCENARIOS["drop"])  # type: ignore[arg-type]
+    assert record["schema_version"] == 1 and record["tool"]["name"] == "reachtest"
+    assert record["started"] == "2026-11-21T10:00:00.000000Z"
+    assert record["params"]["rounds"] == 5 and record["rounds_done"] == 5
+    assert record["flows"] == ["icmp", "tcp/443", "tcp/80", "udp/53"]
+    target = record["targets"][0]
+    assert (target["host"], target["address"], target["name"]) == ("server", TARGET, "srv.lab.test")
+    assert target["reachable"] and target["distance"] == 6
+    blocked = flow(record, "tcp/443")
+    assert blocked["verdict"]["state"] == "filtered"
+    assert blocked["path"]["stop"] == "silent" and blocked["path"]["last_hop"] == 3
+    hop1 = blocked["hops"][0]
+    assert hop1["ttl"] == 1 and hop1["snt"] == 5 and hop1["rcv"] == 5
+    assert hop1["responders"] == [{"address": "198.18.1.2", "count": 5}]
+    assert hop1["icmp"] == [{"type": 11, "code": 0, "count": 5}]
+    assert [s["round"] for s in hop1["samples"]] == [0, 1, 2, 3, 4]
+    silent = next(h for h in blocked["hops"] if h["ttl"] == 4)
+    assert silent["loss_pct"] == 100.0 and silent["avg_ms"] is None
+    assert all(s["rtt_ms"] is None and s["kind"] == "timeout" for s in silent["samples"])
+    finding = target["findings"][0]
+    assert finding["kind"] == "blocked-silently" and finding["flow"] == "tcp/443"
+    assert finding["first_hop"] == 3 and "silently dropped after hop 3" in finding["summary"]
+    assert record["names"] == {"198.18.1.2": "r1.lab.test", TARGET: "srv.lab.test"}
+
+
+def test_prohibited_codes_are_kept_per_hop() -> None:
+    record = sim_record(**SCENARIOS["prohibit"])  # type: ignore[arg-type]
+    hop = next(
+        h for h in flow(record, "tcp/443")["hops"] if h["ttl"] == 3
+    )  # r2 rejects what it forwards
+    assert hop["icmp"] == [{"type": 3, "code": 13, "count": 5}]
+    assert hop["responders"] == [{"address": "198.18.2.2", "count": 5}]
+    assert flow(record, "tcp/443")["verdict"]["reason"] == "admin-prohibited"
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("clean", True),
+        ("drop", False),
+        ("prohibit", False),
+        ("reset", False),
+        ("closed", False),
+        ("silent-hop", True),
+        ("ping-blocked", True),
+    ],
+)
+def test_run_ok_means_every_host_reached_and_every_service_open(name: str, ok: bool) -> None:
+    assert run_ok(sim_record(**SCENARIOS[name])) is ok  # type: ignore[arg-type]
+
+
+def test_a_host_not_reached_is_not_ok() -> None:
+    everything = frozenset({"icmp", "tcp/443", "tcp/80", "udp/53"})
+    record = sim_record({3: router(3, drop=everything)})
+    assert not record["targets"][0]["reachable"]
+    assert not run_ok(record)
+
+
+def _broken(change: str) -> dict[str, object]:
+    record = copy.deepcopy(sim_record())
+    if change == "version":
+        record["schema_version"] = 99
+    elif change == "missing":
+        del record["targets"][0]["flows"][0]["verdict"]
+    elif change == "enum":
+        record["targets"][0]["flows"][0]["hops"][0]["kinds"][0]["kind"] = "teapot"
+    elif change == "extra":
+        record["surprise"] = 1
+    return record
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("version", "schema_version 99 is not supported"),
+        ("missing", "at targets/0/flows/0: 'verdict' is a required property"),
+        ("enum", "at targets/0/flows/0/hops/0/kinds/0/kind: 'teapot' is not one of"),
+        ("extra", "Additional properties are not allowed ('surprise'"),
+    ],
+)
+def test_a_broken_record_is_refused_with_where_and_why(change: str, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        validate_record(_broken(change))
+    assert message in str(caught.value)
+
+
+def test_load_record_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"cannot read run record .*No such file"):
+        load_record(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema_version": 1,')
+    with pytest.raises(UsageError, match=r"is not JSON: .* line 1"):
+        load_record(str(bad))
+    good = tmp_path / "good.json"
+    good.write_text(dumps(sim_record()))
+    assert load_record(str(good)) == json.loads(dumps(sim_record()))
