@@ -32,7 +32,7 @@ HEADERS = {
     "javg": "Javg",
     "mark": "",
 }
-WIDTHS = {"loss": 6, "snt": 3, "mark": 7}
+WIDTHS = {"loss": 6, "snt": 4, "mark": 7}
 NUMBER_WIDTH = 6
 HOST_MIN, HOST_MAX = 16, 44
 MARK_STYLE = {
@@ -101,9 +101,9 @@ def _host_width(views: Sequence[TargetView]) -> int:
 def choose_level(views: Sequence[TargetView], width: int) -> str:
     """The richest column level whose table fits ``width`` characters."""
     flows = max((len(t.flows) for t in views), default=1)
-    fixed = 3 + 2 + _host_width(views) + 2
+    fixed = 3 + 1 + _host_width(views) + 1
     for name, columns in LEVELS.items():
-        if fixed + flows * sum(_width(c) + 2 for c in columns) <= width:
+        if fixed + flows * sum(_width(c) + 1 for c in columns) <= width:
             return name
     return "minimal"
 
@@ -124,7 +124,9 @@ def _value(cell: Cell, column: str) -> Text:
 def hop_table(view: TargetView, level: str, host_width: int) -> Table:
     """The hop table of one target: TTL, who answered, then a column group per flow."""
     columns = LEVELS[level]
-    table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
+    table = Table(
+        box=None, pad_edge=False, header_style="bold", show_edge=False, collapse_padding=True
+    )
     table.add_column("TTL", justify="right", width=3, no_wrap=True)
     table.add_column("Host", width=host_width, overflow="ellipsis", no_wrap=True)
     for flow in view.flows:
@@ -245,11 +247,15 @@ def render(run: RunView, width: int, progress: Progress | None = None) -> Group:
     level = choose_level(run.targets, width)
     host_width = _host_width(run.targets)
     parts: list[RenderableType] = []
+    if progress is not None:  # on top: a tall live view is cropped at the bottom
+        parts.append(_run_line(run, progress))
     for i, target in enumerate(run.targets):
         if i:
             parts.append(Text(""))
         parts.append(target_block(target, level, host_width))
-    parts += [Text(""), _legend(level), _run_line(run, progress)]
+    parts += [Text(""), _legend(level)]
+    if progress is None:
+        parts.append(_run_line(run, progress))
     return Group(*parts)
 
 
@@ -257,8 +263,8 @@ def report_width(run: RunView, minimum: int = 100) -> int:
     """The width of a report printed to a file or pipe: wide enough for the ``normal``
     column level, so nothing wraps (like ``mtr --report``)."""
     flows = max((len(t.flows) for t in run.targets), default=1)
-    fixed = 3 + 2 + _host_width(run.targets) + 2
-    return max(minimum, fixed + flows * sum(_width(c) + 2 for c in LEVELS["normal"]))
+    fixed = 3 + 1 + _host_width(run.targets) + 1
+    return max(minimum, fixed + flows * sum(_width(c) + 1 for c in LEVELS["normal"]))
 
 
 def render_text(run: RunView, width: int | None = None, color: bool = False) -> str:

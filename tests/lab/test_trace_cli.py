@@ -1,0 +1,160 @@
+"""`reachtest trace` as a user runs it in the lab: the report, the JSON record checked
+against the schema and the scenario's ground truth (IPv4 and IPv6), `show` of the
+record, names from the lab's DNS, host files, saved files, errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reachtest.lab.scenarios import SCENARIOS, GroundTruth
+from reachtest.model import FindingKind, Protocol
+from reachtest.report.record import validate_record
+from reachtest.report.view import Mark
+from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
+from tests.lab.test_analysis_truth import expected_findings
+
+MARKS = {str(m) for m in Mark}
+
+
+def trace_in(lab: Lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
+    return subprocess.run(
+        [*argv, "trace", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def marks_per_row(report: str) -> dict[int, list[str]]:
+    """TTL -> the mark of each flow, read from the text report's hop table."""
+    rows: dict[int, list[str]] = {}
+    for line in report.splitlines():
+        words = line.split()
+        if words and words[0].isdigit() and not line.startswith(" " * 6):
+            rows[int(words[0])] = [w for w in words[2:] if w in MARKS]
+        if line.startswith("Verdicts"):
+            break
+    return rows
+
+
+def test_tcp_drop_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) -> None:
+    """tcp/443 goes silent after the filtering hop while icmp and tcp/80 reach the
+    server; a finding names that hop; exit 1; the JSON validates; `show` prints the same."""
+    lab = make_lab("tcp-drop")
+    truth = lab.plan.scenario.truth
+    blocked = next(f for f in truth.flows if f.flow.label == "tcp/443").last_hop
+    record_file = tmp_path / "run.json"
+    done = trace_in(
+        lab, "server", "-4", "-p", "tcp/443", "-p", "tcp/80", "-p", "udp/53",
+        "--report", "-c", "5", "-i", "0.2", "--json", str(record_file),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    report = done.stdout
+    assert "\x1b[" not in report
+    rows = marks_per_row(report)
+    assert sorted(rows) == list(range(1, truth.server_hop + 1)), report
+    flows = ["icmp", "tcp/443", "tcp/80", "udp/53"]
+    for ttl, marks in rows.items():
+        by_flow = dict(zip(flows, marks, strict=True))
+        final = ttl == truth.server_hop
+        assert by_flow["icmp"] == ("reply" if final else "pass"), (ttl, by_flow)
+        assert by_flow["tcp/80"] == ("open" if final else "pass"), (ttl, by_flow)
+        assert by_flow["tcp/443"] == ("pass" if ttl <= blocked else "silent"), (ttl, by_flow)
+    hop_address = next(iter(lab.hop(blocked)))
+    assert f"tcp/443 is silently dropped after hop {blocked} ({hop_address})" in report
+    assert f"r1.{lab.lab_id}.reachtest.test" in report  # names from the lab's DNS
+    record = json.loads(record_file.read_text())
+    validate_record(record)
+    shown = subprocess.run(
+        [*reachtest_cmd(), "show", str(record_file)], capture_output=True, text=True, check=False
+    )
+    assert shown.returncode == 1 and shown.stdout == report
+
+
+def _flow(target: dict[str, Any], label: str) -> dict[str, Any]:
+    return next(f for f in target["flows"] if f["flow"] == label)
+
+
+def check_target(target: dict[str, Any], truth: GroundTruth) -> list[str]:
+    """The record's verdicts and findings for one target against the ground truth."""
+    problems = []
+    if not target["reachable"] or target["distance"] != truth.server_hop:
+        problems.append(f"{target['address']}: reachable/distance {target['distance']}")
+    for flow in truth.flows:
+        got_flow = _flow(target, flow.flow.label)
+        v, p = got_flow["verdict"], got_flow["path"]
+        got = (v["state"], v["reason"], v["reason_hop"], v["reached"], p["last_hop"])
+        want = (
+            None if flow.state is None else str(flow.state),
+            str(flow.reason),
+            flow.reason_hop,
+            flow.reached,
+            flow.last_hop,
+        )
+        if got != want:
+            problems.append(f"{target['address']} {flow.flow}: got {got}, want {want}")
+    labels = {f.flow.label for f in truth.flows}
+    noisy = {str(FindingKind.RATE_LIMITING), str(FindingKind.FORWARDING_LOSS)}
+    found = {
+        (f["kind"], f["flow"], f["first_hop"])
+        for f in target["findings"]
+        if f["kind"] not in noisy and (f["flow"] is None or f["flow"] in labels)
+    }
+    want_findings = {(str(k), flow, hop) for k, flow, hop in expected_findings(truth)}
+    if found != want_findings:
+        problems.append(f"{target['address']} findings: got {found}, want {want_findings}")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_trace_concludes_each_scenarios_ground_truth(
+    make_lab: MakeLab, name: str, tmp_path: Path
+) -> None:
+    """One `trace --json -` over the server's IPv4 and IPv6 addresses (a host file):
+    every verdict and finding in the record equals the truth, and the exit code follows."""
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    ports = [f.flow.label for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
+    if truth.ecmp_hop is not None:
+        ports.append("tcp/1000-1007")  # enough flows to use both routers
+    noisy = truth.lossy_from_hop is not None or bool(truth.ratelimited_hops)
+    host_file = tmp_path / "hosts.txt"
+    host_file.write_text(f"# both families\n{lab.server()}\n{lab.server(True)}\n")
+    done = trace_in(
+        lab, "-F", str(host_file), *(a for p in ports for a in ("-p", p)),
+        "-c", "40" if noisy else "8", "-i", "0.05" if noisy else "0.1",
+        "--timeout", "0.5", "-m", str(truth.server_hop + 3), "-n", "--json", "-",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    record = json.loads(done.stdout)
+    validate_record(record)
+    assert [t["address"] for t in record["targets"]] == [lab.server(), lab.server(True)]
+    problems = [p for t in record["targets"] for p in check_target(t, truth)]
+    assert not problems, "\n".join(problems)
+    services = [f for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
+    all_open = all(f.state is not None and str(f.state) == "open" for f in services)
+    assert done.returncode == (0 if all_open else 1)
+    assert record["names"] == {} and record["params"]["dns"] is False
+
+
+def test_unknown_host_and_out_dir(make_lab: MakeLab, tmp_path: Path) -> None:
+    lab = make_lab("clean")
+    done = trace_in(lab, "no-such-host", "-p", "443")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown host 'no-such-host'" in done.stderr
+    saved = tmp_path / "reports"
+    for _ in range(2):
+        done = trace_in(
+            lab, "server", "-6", "-p", "https", "-c", "1", "-i", "0.1", "--out-dir", str(saved)
+        )
+        assert done.returncode == 0, done.stderr
+        assert "wrote" in done.stderr
+    files = sorted(p.name for p in saved.iterdir())
+    assert len(files) == 4, files  # two runs, each a .json and a .csv, none replaced
+    for path in saved.glob("*.json"):
+        validate_record(json.loads(path.read_text()))
+    assert all(name.endswith(("_server.json", "_server.csv", "_server-2.json", "_server-2.csv"))
+               for name in files), files  # fmt: skip
