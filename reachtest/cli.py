@@ -506,7 +506,9 @@ def print_report(record: dict[str, Any]) -> None:
 
     view = build_view(record)
     if _stdout_is_terminal():
-        console = _console()
+        from rich.console import Console
+
+        console = Console(highlight=False)  # wraps words, unlike the soft-wrapping one
         console.print(render(view, console.width))
     else:
         sys.stdout.write(render_text(view))

@@ -81,6 +81,9 @@ class TraceSession:
         self.stopped_by_user = False
         self._result: RunResult | None = None
         self._error: BaseException | None = None
+        # Waiting on an Event, not on Thread.join: a join interrupted by Ctrl-C can leave
+        # is_alive() False while the thread still runs (CPython gh-90882).
+        self._done = threading.Event()
         tracer.on_outcome = self._on_outcome
         self._thread = threading.Thread(target=self._work, name="engine", daemon=True)
 
@@ -94,6 +97,8 @@ class TraceSession:
             self._result = self.tracer.run()
         except BaseException as exc:  # handed to the foreground thread
             self._error = exc
+        finally:
+            self._done.set()
 
     def snapshot(self) -> RunResult:
         """A RunResult of what has come back so far (for the live view)."""
@@ -120,11 +125,12 @@ class TraceSession:
         self.tracer.stop()
 
     def _finish(self) -> RunResult:
-        while self._thread.is_alive():
+        while not self._done.is_set():
             try:
-                self._thread.join(0.1)
+                self._done.wait(0.1)
             except KeyboardInterrupt:  # a second Ctrl-C: the engine is stopping already
                 self.stop()
+        self._thread.join()
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -134,8 +140,7 @@ class TraceSession:
         """No view: wait for the engine (``on_tick`` twice a second, for a progress line)."""
         self._thread.start()
         try:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+            while not self._done.wait(0.5):
                 if on_tick is not None:
                     on_tick()
         except KeyboardInterrupt:
@@ -165,7 +170,7 @@ class TraceSession:
                     redirect_stderr=False,
                 ) as live,
             ):
-                while self._thread.is_alive():
+                while not self._done.is_set():
                     key = read_key(0.05)
                     if key and key[0] in "qQ":
                         self.stop()

@@ -347,5 +347,12 @@ def service_ok(flow: Record) -> bool:
 
 
 def run_ok(record: Record) -> bool:
-    """Did every target answer (by any flow) and every traced service answer open?"""
-    return all(t["reachable"] and all(service_ok(f) for f in t["flows"]) for t in record["targets"])
+    """Did every target answer (by any flow) and every traced service answer open?
+    A flow with no outcome at all (a run stopped at once) counts as not answered."""
+    wanted = set(record["flows"])
+    return all(
+        t["reachable"]
+        and {f["flow"] for f in t["flows"]} >= wanted
+        and all(service_ok(f) for f in t["flows"])
+        for t in record["targets"]
+    )

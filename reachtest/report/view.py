@@ -191,6 +191,16 @@ def _detail(flow: Record) -> str:
 
 def _verdict(flow: Record) -> VerdictLine:
     v = flow["verdict"]
+    if v is None:
+        return VerdictLine(
+            flow=flow["flow"],
+            state="no data",
+            reason="-",
+            detail="stopped before any probe came back or timed out",
+            ok=False,
+            rounds=0,
+            rounds_probed=0,
+        )
     if flow["protocol"] == "icmp":
         state = "reachable" if v["reached"] else "no echo"
     else:
@@ -222,8 +232,22 @@ def _headline(t: Record) -> str:
     return text
 
 
-def _target(t: Record, names: dict[str, str], first_ttl: int) -> TargetView:
-    flows = t["flows"]
+def _no_data(label: str) -> Record:
+    """A flow of the run with no outcome for this target yet (a run stopped early)."""
+    protocol, _, port = label.partition("/")
+    return {
+        "flow": label,
+        "protocol": protocol,
+        "port": int(port) if port else None,
+        "verdict": None,
+        "path": None,
+        "hops": [],
+    }
+
+
+def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str]) -> TargetView:
+    present = {f["flow"]: f for f in t["flows"]}
+    flows = [present.get(label) or _no_data(label) for label in labels]
     by_ttl: list[dict[int, Record]] = [{h["ttl"]: h for h in f["hops"]} for f in flows]
     last = max((ttl for hops in by_ttl for ttl in hops), default=first_ttl - 1)
     if t["reachable"] and t["distance"] is not None:
@@ -279,7 +303,7 @@ def build_view(record: Record) -> RunView:
     names: dict[str, Any] = record["names"]
     first = record["params"]["first_ttl"]
     return RunView(
-        targets=tuple(_target(t, names, first) for t in record["targets"]),
+        targets=tuple(_target(t, names, first, record["flows"]) for t in record["targets"]),
         started=datetime.fromisoformat(record["started"].replace("Z", "+00:00")),
         duration_s=record["duration_s"],
         rounds=record["params"]["rounds"],

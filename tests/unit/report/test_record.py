@@ -144,3 +144,21 @@ def test_load_record_errors_are_one_line(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(dumps(sim_record()))
     assert load_record(str(good)) == json.loads(dumps(sim_record()))
+
+
+def test_a_flow_without_any_outcome_is_not_ok_and_shown_as_no_data() -> None:
+    """A run stopped before a flow's first outcome: that flow has not answered."""
+    from reachtest.report.view import build_view
+
+    record = sim_record()
+    assert run_ok(record)
+    record["targets"][0]["flows"] = [
+        f for f in record["targets"][0]["flows"] if f["flow"] != "tcp/443"
+    ]
+    validate_record(record)
+    assert not run_ok(record)
+    view = build_view(record).targets[0]
+    assert view.flows == ("icmp", "tcp/443", "tcp/80", "udp/53")
+    missing = view.verdicts[1]
+    assert (missing.flow, missing.state, missing.ok) == ("tcp/443", "no data", False)
+    assert all(row.cells[1] is None for row in view.rows)
