@@ -686,7 +686,7 @@ def trace_command(
 
         def meta(finished: datetime, found: dict[str, str]) -> RunMeta:
             return RunMeta(
-                command=("reachtest", *sys.argv[1:]) if ctx.find_root().info_name else (),
+                command=("reachtest", *(ctx.obj or {}).get("argv", ())),
                 started=started,
                 finished=finished,
                 hosts=typed,
@@ -790,7 +790,10 @@ def show_command(record_file: str, csv_path: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; the one place that turns errors into one line and an exit code."""
     try:
-        result: Any = cli.main(args=argv, prog_name="reachtest", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        result: Any = cli.main(
+            args=args, prog_name="reachtest", standalone_mode=False, obj={"argv": tuple(args)}
+        )
     except ReachtestError as exc:
         _say(str(exc))
         return exc.exit_code

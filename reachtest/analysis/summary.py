@@ -16,9 +16,16 @@ def _hop(hop: int | None, address: str | None) -> str:
     return f"hop {hop} ({address})" if address else f"hop {hop}"
 
 
+def evidence_words(
+    flow: str, ttl: int, kind: str, responder: str | None, count: int, of: int
+) -> str:
+    """One observation in words: ``tcp/443 at TTL 4: timeout in 5/5 rounds``."""
+    who = f" from {responder}" if responder else ""
+    return f"{flow} at TTL {ttl}: {kind}{who} in {count}/{of} rounds"
+
+
 def _evidence(e: Evidence) -> str:
-    who = f" from {e.responder}" if e.responder else ""
-    return f"{e.flow} at TTL {e.ttl}: {e.kind}{who} in {e.count}/{e.of} rounds"
+    return evidence_words(str(e.flow), e.ttl, str(e.kind), e.responder, e.count, e.of)
 
 
 def sentence(f: Finding) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from reachtest.analysis.summary import evidence_words
 from reachtest.report.record import Record, run_ok, service_ok
 
 
@@ -217,8 +218,7 @@ def _verdict(flow: Record) -> VerdictLine:
 
 
 def _evidence(e: Record) -> str:
-    who = f" from {e['responder']}" if e["responder"] else ""
-    return f"{e['flow']} at TTL {e['ttl']}: {e['kind']}{who} in {e['count']}/{e['of']} rounds"
+    return evidence_words(e["flow"], e["ttl"], e["kind"], e["responder"], e["count"], e["of"])
 
 
 def _headline(t: Record) -> str:

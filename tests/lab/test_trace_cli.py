@@ -68,6 +68,7 @@ def test_tcp_drop_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) -> None:
     assert f"r1.{lab.lab_id}.reachtest.test" in report  # names from the lab's DNS
     record = json.loads(record_file.read_text())
     validate_record(record)
+    assert record["command"][:4] == ["reachtest", "trace", "server", "-4"]
     shown = subprocess.run(
         [*reachtest_cmd(), "show", str(record_file)], capture_output=True, text=True, check=False
     )
