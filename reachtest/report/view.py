@@ -291,11 +291,16 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
 
 def _totals(record: Record) -> str:
     totals = record["totals"]
-    strays = ", ".join(f"{n} {reason}" for reason, n in totals["strays"].items()) or "none"
-    return (
+    counts = dict(totals["strays"])
+    # Packets that do not even look like an answer (our own DNS look-ups, other traffic
+    # on the host) are no stray replies: counted apart, so real strays stand out.
+    unrelated = counts.pop("unrelated-traffic", 0)
+    strays = ", ".join(f"{n} {reason}" for reason, n in counts.items()) or "none"
+    text = (
         f"{totals['sent']} probes sent, {totals['answered']} answered, "
-        f"{totals['duplicate_or_late']} duplicate or late, strays: {strays}"
+        f"{totals['duplicate_or_late']} duplicate or late, stray replies: {strays}"
     )
+    return text + (f", {unrelated} unrelated packets ignored" if unrelated else "")
 
 
 def build_view(record: Record) -> RunView:

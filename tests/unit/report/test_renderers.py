@@ -122,3 +122,12 @@ def test_csv_has_one_row_per_target_flow_hop_and_numeric_columns() -> None:
 def test_names_may_be_missing() -> None:
     view = build_view(sim_record(names={}, special={3: router(3, drop=frozenset({"tcp/443"}))}))
     assert all(r.name is None for row in view.targets[0].rows for r in row.responders)
+
+
+def test_unrelated_packets_are_counted_apart_from_stray_replies() -> None:
+    record = sim_record()
+    record["totals"]["strays"] = {"unknown-probe": 2, "unrelated-traffic": 12}
+    line = build_view(record).totals_line
+    assert "stray replies: 2 unknown-probe" in line and "12 unrelated packets ignored" in line
+    record["totals"]["strays"] = {"unrelated-traffic": 3}
+    assert "stray replies: none, 3 unrelated packets ignored" in build_view(record).totals_line
