@@ -435,6 +435,13 @@ def exit_code(record: dict[str, Any]) -> int:
     return EXIT_OK if run_ok(record) else EXIT_NOT_REACHED
 
 
+def _one_stdout(**paths: str | None) -> None:
+    """At most one output may go to stdout (``-``)."""
+    taken = [f"--{name} -" for name, path in paths.items() if path == "-"]
+    if len(taken) > 1:
+        raise UsageError(f"{' and '.join(taken)} cannot both write to stdout")
+
+
 def check_output(path: str | None, what: str) -> None:
     """Fail before any probe is sent when ``path`` cannot be written."""
     if path is None or path == "-":
@@ -515,15 +522,27 @@ def print_report(record: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
+def _markdown(record: dict[str, Any]) -> str:
+    from reachtest.report.markdown import render_markdown
+    from reachtest.report.view import build_view
+
+    return render_markdown(build_view(record))
+
+
 def write_outputs(
-    record: dict[str, Any], json_path: str | None, csv_path: str | None, out_dir: str | None
+    record: dict[str, Any],
+    json_path: str | None,
+    csv_path: str | None,
+    out_dir: str | None,
+    markdown_path: str | None = None,
 ) -> list[Path]:
-    """JSON and CSV where asked; ``-`` is stdout. Returns the files written."""
+    """JSON, CSV and Markdown where asked; ``-`` is stdout. Returns the files written."""
     from reachtest.report.csvfile import render_csv
     from reachtest.report.record import dumps
 
     written = []
-    for path, render in ((json_path, dumps), (csv_path, render_csv)):
+    outputs = ((json_path, dumps), (csv_path, render_csv), (markdown_path, _markdown))
+    for path, render in outputs:
         if path is None:
             continue
         if path == "-":
@@ -587,6 +606,7 @@ def write_outputs(
 )
 @click.option("--json", "json_path", metavar="FILE|-", help="Write the run record (JSON).")
 @click.option("--csv", "csv_path", metavar="FILE|-", help="Write hop statistics (CSV).")
+@click.option("--markdown", "markdown_path", metavar="FILE|-", help="Write the report as Markdown.")
 @click.option(
     "--out-dir",
     metavar="DIR",
@@ -614,6 +634,7 @@ def trace_command(
     report: bool,
     json_path: str | None,
     csv_path: str | None,
+    markdown_path: str | None,
     out_dir: str | None,
     payload: str,
 ) -> int:
@@ -657,10 +678,10 @@ def trace_command(
         validate(params)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if json_path == "-" and csv_path == "-":
-        raise UsageError("--json - and --csv - cannot both write to stdout")
+    _one_stdout(json=json_path, csv=csv_path, markdown=markdown_path)
     check_output(json_path, "the JSON record")
     check_output(csv_path, "the CSV file")
+    check_output(markdown_path, "the Markdown report")
     check_out_dir(out_dir)
     typed: dict[str, str] = {}
     for host in everything:
@@ -669,7 +690,7 @@ def trace_command(
 
     from reachtest.session import TraceSession
 
-    stdout_taken = "-" in (json_path, csv_path)
+    stdout_taken = "-" in (json_path, csv_path, markdown_path)
     live = not report and not stdout_taken and _stdout_is_terminal()
     transport = RawTransport()  # fails here without the privilege, before any look-up
     names = None
@@ -712,7 +733,7 @@ def trace_command(
     if names is not None:
         names.close()
     record = build_record(result, analyse(result.outcomes, result.params), meta(finished, found))
-    written = write_outputs(record, json_path, csv_path, out_dir)
+    written = write_outputs(record, json_path, csv_path, out_dir, markdown_path)
     if not stdout_taken:
         print_report(record)
     for path in written:
@@ -770,17 +791,22 @@ def _live_frame(session: Any, width: int, meta: Any) -> Any:
 @cli.command("show", epilog=TRACE_EXIT_HELP)
 @click.argument("record_file", metavar="RUN.json")
 @click.option("--csv", "csv_path", metavar="FILE|-", help="Also write hop statistics (CSV).")
-def show_command(record_file: str, csv_path: str | None) -> int:
+@click.option(
+    "--markdown", "markdown_path", metavar="FILE|-", help="Also write the report as Markdown."
+)
+def show_command(record_file: str, csv_path: str | None, markdown_path: str | None) -> int:
     """Print the report of a saved run record (from `trace --json`), without the network.
 
     The exit code is the one the run gave.
     """
     from reachtest.report.record import load_record
 
+    _one_stdout(csv=csv_path, markdown=markdown_path)
     check_output(csv_path, "the CSV file")
+    check_output(markdown_path, "the Markdown report")
     record = load_record(record_file)
-    written = write_outputs(record, None, csv_path, None)
-    if csv_path != "-":
+    written = write_outputs(record, None, csv_path, None, markdown_path)
+    if "-" not in (csv_path, markdown_path):
         print_report(record)
     for path in written:
         click.echo(f"reachtest: wrote {path}", err=True)

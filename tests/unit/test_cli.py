@@ -212,3 +212,15 @@ def test_written_files_are_whole_and_exclusive_ones_never_replace(tmp_path: Path
     assert (second.name, third.name) == ("a-2.json", "a-3.json")
     assert first.read_text() == "two" and third.read_text() == "four"
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["a-2.json", "a-3.json", "a.json"]
+
+
+def test_show_writes_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = _saved(tmp_path)
+    assert main(["show", str(saved), "--markdown", "-"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# reachtest report") and "| TTL | host |" in out
+    target = tmp_path / "report.md"
+    assert main(["show", str(saved), "--markdown", str(target)]) == 0
+    assert target.read_text() == out
+    assert main(["show", str(saved), "--markdown", "-", "--csv", "-"]) == 2
+    assert "--csv - and --markdown - cannot both write" in capsys.readouterr().err
