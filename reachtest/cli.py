@@ -27,7 +27,7 @@ from reachtest.errors import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from reachtest.model import Outcome
+    from reachtest.model import Outcome, TraceParams
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -265,6 +265,26 @@ def _say(message: str) -> None:
 # -- probe ------------------------------------------------------------------------
 
 
+def _payload(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"--payload must be hex digits, not {text!r}") from None
+
+
+def _params(**values: Any) -> TraceParams:
+    """TraceParams from options, checked: a bad value is a usage error."""
+    from reachtest.engine.tracer import validate
+    from reachtest.model import TraceParams
+
+    params = TraceParams(**values)
+    try:
+        validate(params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return params
+
+
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     rtt = outcome.rtt_ns
     return {
@@ -354,17 +374,13 @@ def probe_command(
     """
     import json
 
-    from reachtest.engine.tracer import Tracer, validate
+    from reachtest.engine.tracer import Tracer
     from reachtest.engine.transport import RawTransport
-    from reachtest.model import TraceParams
     from reachtest.spec import flow_list, resolve_target
 
     flows = flow_list(ports, not no_icmp)
-    try:
-        udp_payload = bytes.fromhex(payload)
-    except ValueError:
-        raise UsageError(f"--payload must be hex digits, not {payload!r}") from None
-    params = TraceParams(
+    udp_payload = _payload(payload)
+    params = _params(
         first_ttl=first_ttl,
         max_ttl=max_ttl,
         rounds=rounds if rounds is not None else (1 if fast else 10),
@@ -375,10 +391,6 @@ def probe_command(
         gap_limit=gap_limit,
         fast=fast,
     )
-    try:
-        validate(params)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     addresses = [resolve_target(t, family) for t in targets]
     out = sys.stdout
 
@@ -651,9 +663,8 @@ def trace_command(
     from datetime import UTC, datetime
 
     from reachtest.analysis.analyse import analyse
-    from reachtest.engine.tracer import Tracer, validate
+    from reachtest.engine.tracer import Tracer
     from reachtest.engine.transport import RawTransport
-    from reachtest.model import TraceParams
     from reachtest.report.record import RunMeta, build_record
     from reachtest.spec import flow_list, read_host_file, resolve_target
 
@@ -661,11 +672,8 @@ def trace_command(
     if not everything:
         raise UsageError("no host to trace: give HOST ... or -F FILE")
     flows = flow_list(ports, not no_icmp)
-    try:
-        udp_payload = bytes.fromhex(payload)
-    except ValueError:
-        raise UsageError(f"--payload must be hex digits, not {payload!r}") from None
-    params = TraceParams(
+    udp_payload = _payload(payload)
+    params = _params(
         first_ttl=first_ttl,
         max_ttl=max_ttl,
         rounds=rounds if rounds is not None else (1 if fast else 10),
@@ -674,10 +682,6 @@ def trace_command(
         rate_pps=rate,
         fast=fast,
     )
-    try:
-        validate(params)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     _one_stdout(json=json_path, csv=csv_path, markdown=markdown_path)
     check_output(json_path, "the JSON record")
     check_output(csv_path, "the CSV file")
