@@ -9,13 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-STAT_COLUMNS = (
-    "target",
-    "flow",
-    "ttl",
-    "snt",
-    "rcv",
-    "loss_pct",
+#: The round-trip and jitter figures of a hop, in milliseconds (NaN when none came back).
+MS_COLUMNS = (
     "last_ms",
     "avg_ms",
     "best_ms",
@@ -25,6 +20,15 @@ STAT_COLUMNS = (
     "javg_ms",
     "jmax_ms",
     "jint_ms",
+)
+STAT_COLUMNS = (
+    "target",
+    "flow",
+    "ttl",
+    "snt",
+    "rcv",
+    "loss_pct",
+    *MS_COLUMNS,
     "responders",
     "kinds",
 )

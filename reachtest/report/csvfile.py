@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
+from reachtest.analysis.stats import MS_COLUMNS
 from reachtest.report.record import Record
 from reachtest.report.view import cell_of
 
@@ -21,15 +22,7 @@ COLUMNS = (
     "snt",
     "rcv",
     "loss_pct",
-    "last_ms",
-    "avg_ms",
-    "best_ms",
-    "wrst_ms",
-    "stdev_ms",
-    "jitter_ms",
-    "javg_ms",
-    "jmax_ms",
-    "jint_ms",
+    *MS_COLUMNS,
     "mark",
     "responders",
     "kinds",
@@ -38,7 +31,7 @@ COLUMNS = (
     "stop",
     "stop_hop",
 )
-NUMBERS = COLUMNS[COLUMNS.index("snt") : COLUMNS.index("jint_ms") + 1]
+NUMBERS = ("snt", "rcv", "loss_pct", *MS_COLUMNS)
 
 
 def render_csv(record: Record) -> str:

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from reachtest import __version__
+from reachtest.analysis.stats import MS_COLUMNS
 from reachtest.analysis.summary import sentence
 from reachtest.errors import UsageError
 from reachtest.model import (
@@ -62,7 +63,8 @@ def _num(value: Any, digits: int = 3) -> float | None:
     return None if math.isnan(number) else round(number, digits)
 
 
-def _flow_fields(label: str) -> dict[str, Any]:
+def flow_fields(label: str) -> dict[str, Any]:
+    """``flow, protocol, port`` of a flow label (``tcp/443``)."""
     protocol, _, port = label.partition("/")
     return {"flow": label, "protocol": protocol, "port": int(port) if port else None}
 
@@ -164,15 +166,7 @@ def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list
                 "snt": int(r["snt"]),
                 "rcv": int(r["rcv"]),
                 "loss_pct": _num(r["loss_pct"], 2),
-                "last_ms": _num(r["last_ms"]),
-                "avg_ms": _num(r["avg_ms"]),
-                "best_ms": _num(r["best_ms"]),
-                "wrst_ms": _num(r["wrst_ms"]),
-                "stdev_ms": _num(r["stdev_ms"]),
-                "jitter_ms": _num(r["jitter_ms"]),
-                "javg_ms": _num(r["javg_ms"]),
-                "jmax_ms": _num(r["jmax_ms"]),
-                "jint_ms": _num(r["jint_ms"]),
+                **{column: _num(r[column]) for column in MS_COLUMNS},
                 "responders": [{"address": a, "count": n} for a, n in r["responders"]],
                 "kinds": [{"kind": k, "count": n} for k, n in r["kinds"]],
                 "icmp": [
@@ -198,7 +192,7 @@ def _target(
         label = path.flow.label
         flows.append(
             {
-                **_flow_fields(label),
+                **flow_fields(label),
                 "verdict": _verdict(verdicts[label]),
                 "path": _path(path),
                 "hops": hops.get((t.target, label), []),

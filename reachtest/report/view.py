@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from reachtest.analysis.summary import evidence_words
-from reachtest.report.record import Record, run_ok, service_ok
+from reachtest.report.record import Record, flow_fields, run_ok, service_ok
 
 
 class Mark(StrEnum):
@@ -234,11 +234,8 @@ def _headline(t: Record) -> str:
 
 def _no_data(label: str) -> Record:
     """A flow of the run with no outcome for this target yet (a run stopped early)."""
-    protocol, _, port = label.partition("/")
     return {
-        "flow": label,
-        "protocol": protocol,
-        "port": int(port) if port else None,
+        **flow_fields(label),
         "verdict": None,
         "path": None,
         "hops": [],
