@@ -468,6 +468,22 @@ def check_output(path: str | None, what: str) -> None:
         raise UsageError(f"cannot write {what} to {path}: permission denied")
 
 
+WHAT = {
+    "text": "the report",
+    "json": "the JSON record",
+    "csv": "the CSV file",
+    "markdown": "the Markdown report",
+    "html": "the HTML report",
+}
+
+
+def check_outputs(outputs: dict[str, str | None]) -> None:
+    """Every output path writable, and at most one on stdout, before any work is done."""
+    _one_stdout(**outputs)
+    for name, path in outputs.items():
+        check_output(path, WHAT[name])
+
+
 def check_out_dir(path: str | None) -> None:
     if path is None:
         return
@@ -541,35 +557,70 @@ def _markdown(record: dict[str, Any]) -> str:
     return render_markdown(build_view(record))
 
 
-def write_outputs(
-    record: dict[str, Any],
-    json_path: str | None,
-    csv_path: str | None,
-    out_dir: str | None,
-    markdown_path: str | None = None,
-) -> list[Path]:
-    """JSON, CSV and Markdown where asked; ``-`` is stdout. Returns the files written."""
-    from reachtest.report.csvfile import render_csv
+def _html(record: dict[str, Any]) -> str:
+    from reachtest.report.html import render_html
+    from reachtest.report.view import build_view
+
+    return render_html(build_view(record))
+
+
+def _text(record: dict[str, Any]) -> str:
+    from reachtest.report.terminal import render_text
+    from reachtest.report.view import build_view
+
+    return render_text(build_view(record))
+
+
+def _json(record: dict[str, Any]) -> str:
     from reachtest.report.record import dumps
 
+    return dumps(record)
+
+
+def _csv(record: dict[str, Any]) -> str:
+    from reachtest.report.csvfile import render_csv
+
+    return render_csv(record)
+
+
+#: What ``--format`` and the output options can write, by name.
+RENDER = {"text": _text, "json": _json, "csv": _csv, "markdown": _markdown, "html": _html}
+#: What ``--save`` writes into the output folder, by file suffix.
+SAVED = ((".json", _json), (".html", _html), (".md", _markdown))
+DEFAULT_OUT_DIR = "reports"
+
+
+def saved_stem(record: dict[str, Any]) -> str:
+    """``<UTC start>_<first target>[+N]``: the name of a saved report, without suffix."""
+    stamp = record["started"].replace("-", "").replace(":", "")[:15] + "Z"
+    hosts = [t["host"] for t in record["targets"]]
+    return f"{stamp}_{_safe(hosts[0]) if hosts else 'none'}" + (
+        f"+{len(hosts) - 1}" if len(hosts) > 1 else ""
+    )
+
+
+def save_reports(record: dict[str, Any], out_dir: str) -> list[Path]:
+    """JSON, HTML and Markdown of ``record`` in ``out_dir``, under one new name: an
+    earlier report of the same second and target is never replaced (-2, -3, ... added)."""
+    base = Path(out_dir) / saved_stem(record)
+    (suffix, render), *rest = SAVED
+    first = write_file(base.with_suffix(suffix), render(record), exclusive=True)
+    return [first] + [write_file(first.with_suffix(s), r(record), exclusive=True) for s, r in rest]
+
+
+def write_outputs(record: dict[str, Any], outputs: dict[str, str | None]) -> list[Path]:
+    """Each format in ``outputs`` (name -> FILE, or ``-`` for stdout) written where asked.
+    Returns the files written."""
     written = []
-    outputs = ((json_path, dumps), (csv_path, render_csv), (markdown_path, _markdown))
-    for path, render in outputs:
+    for name, path in outputs.items():
         if path is None:
             continue
+        text = RENDER[name](record)
         if path == "-":
-            sys.stdout.write(render(record))
+            sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            written.append(write_file(Path(path), render(record)))
-    if out_dir is not None:
-        stamp = record["started"].replace("-", "").replace(":", "")[:15] + "Z"
-        hosts = [t["host"] for t in record["targets"]]
-        name = _safe(hosts[0]) + (f"+{len(hosts) - 1}" if len(hosts) > 1 else "")
-        base = Path(out_dir) / f"{stamp}_{name}"
-        json_file = write_file(base.with_suffix(".json"), dumps(record), exclusive=True)
-        csv_file = json_file.with_suffix(".csv")
-        written += [json_file, write_file(csv_file, render_csv(record), exclusive=True)]
+            written.append(write_file(Path(path), text))
     return written
 
 
@@ -620,9 +671,17 @@ def write_outputs(
 @click.option("--csv", "csv_path", metavar="FILE|-", help="Write hop statistics (CSV).")
 @click.option("--markdown", "markdown_path", metavar="FILE|-", help="Write the report as Markdown.")
 @click.option(
+    "--html", "html_path", metavar="FILE|-", help="Write the report as a self-contained HTML page."
+)
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Save <UTC time>_<target>.json, .html and .md in the output folder (never overwrites).",
+)
+@click.option(
     "--out-dir",
     metavar="DIR",
-    help="Also save <UTC time>_<target>.json and .csv in DIR (never overwrites).",
+    help=f"The output folder of --save [{DEFAULT_OUT_DIR}]; giving it implies --save.",
 )
 @click.option(
     "--payload", default="", metavar="HEX", help="UDP payload for ports without a known protocol."
@@ -647,6 +706,8 @@ def trace_command(
     json_path: str | None,
     csv_path: str | None,
     markdown_path: str | None,
+    html_path: str | None,
+    save: bool,
     out_dir: str | None,
     payload: str,
 ) -> int:
@@ -682,10 +743,10 @@ def trace_command(
         rate_pps=rate,
         fast=fast,
     )
-    _one_stdout(json=json_path, csv=csv_path, markdown=markdown_path)
-    check_output(json_path, "the JSON record")
-    check_output(csv_path, "the CSV file")
-    check_output(markdown_path, "the Markdown report")
+    outputs = {"json": json_path, "csv": csv_path, "markdown": markdown_path, "html": html_path}
+    check_outputs(outputs)
+    if save or out_dir is not None:
+        out_dir = out_dir or DEFAULT_OUT_DIR
     check_out_dir(out_dir)
     typed: dict[str, str] = {}
     for host in everything:
@@ -694,7 +755,7 @@ def trace_command(
 
     from reachtest.session import TraceSession
 
-    stdout_taken = "-" in (json_path, csv_path, markdown_path)
+    stdout_taken = "-" in outputs.values()
     live = not report and not stdout_taken and _stdout_is_terminal()
     transport = RawTransport()  # fails here without the privilege, before any look-up
     names = None
@@ -737,7 +798,9 @@ def trace_command(
     if names is not None:
         names.close()
     record = build_record(result, analyse(result.outcomes, result.params), meta(finished, found))
-    written = write_outputs(record, json_path, csv_path, out_dir, markdown_path)
+    written = write_outputs(record, outputs)
+    if out_dir is not None:
+        written += save_reports(record, out_dir)
     if not stdout_taken:
         print_report(record)
     for path in written:
@@ -794,23 +857,51 @@ def _live_frame(session: Any, width: int, meta: Any) -> Any:
 
 @cli.command("show", epilog=TRACE_EXIT_HELP)
 @click.argument("record_file", metavar="RUN.json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(RENDER)),
+    default="text",
+    show_default=True,
+    help="What to print (or write with -o).",
+)
+@click.option("-o", "--output", metavar="FILE", help="Write the --format output to FILE.")
 @click.option("--csv", "csv_path", metavar="FILE|-", help="Also write hop statistics (CSV).")
 @click.option(
     "--markdown", "markdown_path", metavar="FILE|-", help="Also write the report as Markdown."
 )
-def show_command(record_file: str, csv_path: str | None, markdown_path: str | None) -> int:
-    """Print the report of a saved run record (from `trace --json`), without the network.
+@click.option("--html", "html_path", metavar="FILE|-", help="Also write the report as HTML.")
+def show_command(
+    record_file: str,
+    fmt: str,
+    output: str | None,
+    csv_path: str | None,
+    markdown_path: str | None,
+    html_path: str | None,
+) -> int:
+    """Print the report of a saved run record (from `trace --json` or `--save`), without
+    the network: as text (the same as the trace printed), or --format html, markdown,
+    csv or json.
 
     The exit code is the one the run gave.
     """
     from reachtest.report.record import load_record
 
-    _one_stdout(csv=csv_path, markdown=markdown_path)
-    check_output(csv_path, "the CSV file")
-    check_output(markdown_path, "the Markdown report")
+    if output == "-":
+        output = None
+    extra = {"csv": csv_path, "markdown": markdown_path, "html": html_path}
+    check_outputs(extra)
+    check_output(output, WHAT[fmt])
+    extra_on_stdout = "-" in extra.values()
+    if output is None and fmt != "text" and extra_on_stdout:
+        raise UsageError(f"--format {fmt} already writes to stdout: give it -o FILE")
     record = load_record(record_file)
-    written = write_outputs(record, None, csv_path, None, markdown_path)
-    if "-" not in (csv_path, markdown_path):
+    written = write_outputs(record, extra)
+    if output is not None:
+        written += write_outputs(record, {fmt: output})
+    elif fmt != "text":
+        write_outputs(record, {fmt: "-"})
+    elif not extra_on_stdout:
         print_report(record)
     for path in written:
         click.echo(f"reachtest: wrote {path}", err=True)

@@ -1,12 +1,13 @@
 """One neutral view of a run record: hop rows with a cell per flow, verdict lines, findings.
 
-Every renderer (terminal, text, CSV; HTML and Markdown later) reads this view, and the
+Every renderer (terminal, text, CSV, Markdown, HTML) reads this view, and the
 view reads only the run record, so a report rendered from a saved JSON file is the same
 as the one printed at the end of the run.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -69,6 +70,7 @@ class Cell:
     stdev_ms: float | None
     javg_ms: float | None
     mark: Mark
+    responder: str | None = None  # who answered this flow here most often
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +144,8 @@ class RunView:
     ok: bool
     totals_line: str
     version: str
+    command: str = ""
+    params: tuple[tuple[str, str], ...] = ()
 
 
 def cell_of(hop: Record, path: Record) -> Cell:
@@ -164,6 +168,9 @@ def cell_of(hop: Record, path: Record) -> Cell:
         stdev_ms=hop["stdev_ms"],
         javg_ms=hop["javg_ms"],
         mark=mark,
+        responder=max(hop["responders"], key=lambda r: r["count"])["address"]
+        if hop["responders"]
+        else None,
     )
 
 
@@ -300,6 +307,14 @@ def _totals(record: Record) -> str:
     return text + (f", {unrelated} unrelated packets ignored" if unrelated else "")
 
 
+def _param(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def build_view(record: Record) -> RunView:
     """The view of a run record (validated or just built)."""
     names: dict[str, Any] = record["names"]
@@ -314,4 +329,6 @@ def build_view(record: Record) -> RunView:
         ok=run_ok(record),
         totals_line=_totals(record),
         version=record["tool"]["version"],
+        command=shlex.join(record["command"]),
+        params=tuple((key, _param(value)) for key, value in record["params"].items()),
     )

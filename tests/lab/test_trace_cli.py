@@ -154,8 +154,11 @@ def test_unknown_host_and_out_dir(make_lab: MakeLab, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "wrote" in done.stderr
     files = sorted(p.name for p in saved.iterdir())
-    assert len(files) == 4, files  # two runs, each a .json and a .csv, none replaced
+    assert len(files) == 6, files  # two runs, each a .json, .html and .md, none replaced
     for path in saved.glob("*.json"):
         validate_record(json.loads(path.read_text()))
-    assert all(name.endswith(("_server.json", "_server.csv", "_server-2.json", "_server-2.csv"))
-               for name in files), files  # fmt: skip
+    stems = {name.rsplit(".", 1)[0] for name in files}
+    assert len(stems) == 2 and all(s.endswith(("_server", "_server-2")) for s in stems), files
+    for stem in stems:
+        assert {f"{stem}.json", f"{stem}.html", f"{stem}.md"} <= set(files)
+        assert "<h1>reachtest report</h1>" in (saved / f"{stem}.html").read_text()

@@ -224,3 +224,40 @@ def test_show_writes_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert target.read_text() == out
     assert main(["show", str(saved), "--markdown", "-", "--csv", "-"]) == 2
     assert "--csv - and --markdown - cannot both write" in capsys.readouterr().err
+
+
+def test_show_format_html_prints_or_writes_the_page(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = _saved(tmp_path)
+    assert main(["show", str(saved), "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>") and '<table class="matrix">' in page
+    target = tmp_path / "out" / "report.html"
+    target.parent.mkdir()
+    assert main(["show", str(saved), "--format", "html", "-o", str(target)]) == 0
+    assert target.read_text() == page
+    assert f"wrote {target}" in capsys.readouterr().err
+    assert main(["show", str(saved), "--format", "html", "--markdown", "-"]) == 2
+    assert "--format html already writes to stdout" in capsys.readouterr().err
+    assert main(["show", str(saved), "--format", "pdf"]) == 2
+    assert main(["show", str(saved), "--html", str(tmp_path)]) == 2
+    assert "it is a directory" in capsys.readouterr().err
+
+
+def test_save_reports_writes_json_html_markdown_under_one_new_name(tmp_path: Path) -> None:
+    from reachtest.cli import save_reports
+    from reachtest.report.record import load_record
+
+    saved = _saved(tmp_path)
+    record = load_record(str(saved))
+    first = save_reports(record, str(tmp_path / "reports"))
+    second = save_reports(record, str(tmp_path / "reports"))
+    assert [p.name for p in first] == [
+        "20261121T100000Z_server.json", "20261121T100000Z_server.html",
+        "20261121T100000Z_server.md",
+    ]  # fmt: skip
+    assert [p.name for p in second] == [n.name.replace("_server", "_server-2") for n in first]
+    assert load_record(str(second[0])) == record
+    assert first[1].read_text().startswith("<!DOCTYPE html>")
+    assert first[2].read_text().startswith("# reachtest report")

@@ -30,7 +30,11 @@ HEAVY = {
     "jsonschema",
 }  # fmt: skip
 #: Renderer modules built on a heavy library; they are only ever imported lazily (checked).
-RENDERERS = {"report/terminal.py": "rich"}
+RENDERERS = {
+    "report/terminal.py": "rich",
+    "report/html.py": "jinja2",
+    "report/charts.py": "matplotlib",
+}
 
 
 def room(path: Path) -> str:

@@ -1,0 +1,168 @@
+"""The HTML report (jinja2, autoescaped): one self-contained page with verdict cards, the
+hop matrix coloured by outcome, latency charts (inline SVG from matplotlib), a path
+diagram (inline SVG) and the findings with their evidence. No script, no stylesheet,
+font or image from elsewhere: opening it makes no request to any host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reachtest.report.view import MARK_HELP, Cell, HopRow, Mark, RunView, TargetView
+
+#: The path diagram's geometry (SVG user units).
+NODE_DX = 88
+LEFT = 96
+HEAD = 112
+LANE_DY = 26
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    """A column of the path diagram: the source (ttl 0) or one hop."""
+
+    x: int
+    ttl: int
+    label: str
+    name: str | None
+    target: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lane:
+    """One flow of the path diagram, drawn from the source to the hop where it stops."""
+
+    flow: str
+    colour: str
+    y: int
+    end_x: int
+    mark: str
+    silent_x: int | None  # a dashed stretch to the first hop that stayed silent
+    words: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagram:
+    width: int
+    height: int
+    nodes: tuple[Node, ...]
+    lanes: tuple[Lane, ...]
+
+
+def divergence(rows: tuple[HopRow, ...]) -> int | None:
+    """The TTL of the first row where the flows' marks differ: where paths part."""
+    for row in rows:
+        marks = {c.mark for c in row.cells if c is not None}
+        if len(marks) > 1:
+            return row.ttl
+    return None
+
+
+def _stop(rows: tuple[HopRow, ...], j: int) -> tuple[int, Cell] | None:
+    """Where flow ``j`` stops: its first final answer (the target, a reject), else the
+    last hop that forwarded it; None when nothing answered it."""
+    found = None
+    for i, row in enumerate(rows):
+        cell = row.cells[j]
+        if cell is None or cell.rcv == 0:
+            continue
+        if cell.mark != Mark.PASS:
+            return i, cell
+        found = (i, cell)
+    return found
+
+
+def diagram(view: TargetView) -> Diagram:
+    """Hops as nodes, each flow a lane that ends where its probes stop being answered."""
+    from reachtest.report.charts import flow_colour
+
+    nodes = [Node(x=LEFT, ttl=0, label="this host", name=None, target=False)]
+    for i, row in enumerate(view.rows, start=1):
+        first = row.responders[0] if row.responders else None
+        nodes.append(
+            Node(
+                x=LEFT + i * NODE_DX,
+                ttl=row.ttl,
+                label=first.address if first else "???",
+                name=first.name if first else None,
+                target=view.reachable and row.ttl == view.distance,
+            )
+        )
+    lanes = []
+    for j, flow in enumerate(view.flows):
+        last = _stop(view.rows, j)
+        y = HEAD + j * LANE_DY
+        if last is None:
+            end_x, mark, words = LEFT, Mark.SILENT, "no answer from any hop"
+            silent_x = LEFT + NODE_DX if view.rows else None
+        else:
+            i, cell = last
+            end_x, mark = LEFT + (i + 1) * NODE_DX, cell.mark
+            silent_x = None
+            if mark == Mark.PASS:
+                words = f"forwarded to hop {view.rows[i].ttl}, then silent"
+                silent_x = end_x + NODE_DX if i + 1 < len(view.rows) else None
+            else:
+                words = f"{mark} at hop {view.rows[i].ttl}"
+                if cell.responder and cell.responder != nodes[i + 1].label:
+                    words += f" from {cell.responder}"
+        lanes.append(
+            Lane(
+                flow=flow,
+                colour=flow_colour(j),
+                y=y,
+                end_x=end_x,
+                mark=str(mark),
+                silent_x=silent_x,
+                words=words,
+            )
+        )
+    width = LEFT + max(len(view.rows), 1) * NODE_DX + 150
+    return Diagram(
+        width=width,
+        height=HEAD + len(lanes) * LANE_DY,
+        nodes=tuple(nodes),
+        lanes=tuple(lanes),
+    )
+
+
+def _title(run: RunView) -> str:
+    hosts = ", ".join(t.host for t in run.targets[:3])
+    if len(run.targets) > 3:
+        hosts += f" and {len(run.targets) - 3} more"
+    return f"reachtest: {hosts}"
+
+
+def render_html(run: RunView) -> str:
+    """The whole report as one HTML document."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+    from markupsafe import Markup
+
+    from reachtest.report.charts import flow_colour, latency_svg
+
+    env = Environment(
+        loader=PackageLoader("reachtest.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    targets = [
+        {
+            "view": t,
+            "diverge": divergence(t.rows),
+            "diagram": diagram(t),
+            # Our own SVG: matplotlib escapes every text it draws (flow labels included).
+            "chart": Markup(latency_svg(t, str(i))) if t.rows else None,
+        }
+        for i, t in enumerate(run.targets)
+    ]
+    return env.get_template("report.html.j2").render(
+        run=run,
+        title=_title(run),
+        targets=targets,
+        marks=list(MARK_HELP.items()),
+        colour=flow_colour,
+        node_dx=NODE_DX,
+        lane_top=HEAD,
+    )
