@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from reachtest.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
+    LabError,
     ReachtestError,
     UsageError,
 )
@@ -906,6 +909,101 @@ def show_command(
     for path in written:
         click.echo(f"reachtest: wrote {path}", err=True)
     return exit_code(record)
+
+
+DEMO_LAB = "demo"
+
+
+def _demo_summary(record: dict[str, Any]) -> list[str]:
+    """Per target: the headline, each service's verdict, and the findings, one line each."""
+    from reachtest.report.view import build_view
+
+    lines = []
+    for t in build_view(record).targets:
+        lines.append(f"{t.host} ({t.address}): {t.headline}")
+        for v in t.verdicts:
+            lines.append(f"  {v.flow:<9} {v.state:<12} {v.detail}")
+        lines += [f"  [{f.severity}] {f.summary}" for f in t.findings]
+    return lines
+
+
+@cli.command("demo", epilog=EXIT_CODES_HELP)
+@click.option(
+    "--out-dir",
+    default=DEFAULT_OUT_DIR,
+    show_default=True,
+    metavar="DIR",
+    help="Where the reports go (never overwrites).",
+)
+@click.option("-c", "--report-cycles", "rounds", type=int, default=5, show_default=True)
+@click.option("-i", "--interval", type=float, default=0.5, show_default=True)
+def demo_command(out_dir: str, rounds: int, interval: float) -> int:
+    """Show what reachtest does, on a lab of its own: bring up the `combo` scenario (one
+    router rejects DNS, one drops HTTPS, one forges RSTs for tcp/8080; ping, SSH and
+    HTTP pass), trace every service from the lab's client, save the run as JSON, HTML
+    and Markdown, print the findings, and tear the lab down (also on Ctrl-C).
+
+    Needs root (network namespaces). Nothing leaves this machine: the lab's client has no
+    default route and every address is from 198.18.0.0/15 and 2001:db8::/32.
+    """
+    import signal
+    import subprocess
+    import tempfile
+
+    from reachtest.lab import manager
+    from reachtest.lab.netns import require_lab_privileges
+    from reachtest.report.record import load_record
+
+    check_out_dir(out_dir)
+    _params(rounds=rounds, interval_s=interval)
+    require_lab_privileges()
+    out = _console()
+    folder = tempfile.mkdtemp(prefix="reachtest-demo-")
+    run_file = Path(folder) / "run.json"
+    try:
+        plan = manager.up("combo", lab_id=DEMO_LAB, progress=_progress)
+        out.print(f"[bold]Lab up[/bold]: {plan.scenario.description}")
+        ports = ",".join(str(p) for p in plan.services.tcp_ports)
+        command = [
+            sys.executable, "-m", "reachtest", "trace", "server", "-4",
+            "-p", f"tcp/{ports}", "-p", f"udp/{plan.services.dns_port}",
+            "-c", str(rounds), "-i", str(interval), "--report", "--json", str(run_file),
+        ]  # fmt: skip
+        out.print(f"Tracing from the lab's client: reachtest {shlex.join(command[3:])}")
+        child = subprocess.Popen(
+            manager.exec_argv(DEMO_LAB, "client", command),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            with _console(stderr=True).status(
+                f"tracing {rounds} rounds of {interval} s", spinner="dots"
+            ):
+                _, errors = child.communicate()
+        except KeyboardInterrupt:
+            child.wait(timeout=30)  # it got the Ctrl-C too: it stops and writes its record
+            raise
+        if child.returncode not in (EXIT_OK, 1):
+            sys.stderr.write(errors)
+            raise LabError(f"the trace in the lab failed (exit {child.returncode})")
+        record = load_record(str(run_file))
+    finally:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # tear down whatever comes
+        try:
+            manager.down(DEMO_LAB, progress=_progress)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            shutil.rmtree(folder, ignore_errors=True)
+    written = save_reports(record, out_dir)
+    out.print("Lab removed. What the trace found:", style="bold")
+    for line in _demo_summary(record):
+        out.print(line, highlight=False, markup=False)
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+    html = next(p for p in written if p.suffix == ".html")
+    out.print(f"[bold]Open the HTML report:[/bold] {html.resolve().as_uri()}", highlight=False)
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
