@@ -500,16 +500,17 @@ def check_out_dir(path: str | None) -> None:
         raise UsageError(f"--out-dir {path}: permission denied")
 
 
-def write_file(path: Path, text: str, *, exclusive: bool = False) -> Path:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place).
+def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Path:
+    """Write ``text`` (or bytes) to ``path`` whole or not at all (a temporary file renamed
+    into place).
     ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
     import tempfile
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(text.encode() if isinstance(text, str) else text)
         if not exclusive:
             os.replace(temporary, path)
             return path
@@ -677,6 +678,12 @@ def write_outputs(record: dict[str, Any], outputs: dict[str, str | None]) -> lis
     "--html", "html_path", metavar="FILE|-", help="Write the report as a self-contained HTML page."
 )
 @click.option(
+    "--pcap",
+    "pcap_path",
+    metavar="FILE",
+    help="Write every probe sent and every reply to it, with kernel timestamps (pcap).",
+)
+@click.option(
     "--save",
     is_flag=True,
     help="Save <UTC time>_<target>.json, .html and .md in the output folder (never overwrites).",
@@ -710,6 +717,7 @@ def trace_command(
     csv_path: str | None,
     markdown_path: str | None,
     html_path: str | None,
+    pcap_path: str | None,
     save: bool,
     out_dir: str | None,
     payload: str,
@@ -748,6 +756,9 @@ def trace_command(
     )
     outputs = {"json": json_path, "csv": csv_path, "markdown": markdown_path, "html": html_path}
     check_outputs(outputs)
+    if pcap_path == "-":
+        raise UsageError("--pcap needs a FILE (a pcap is no text for stdout)")
+    check_output(pcap_path, "the pcap file")
     if save or out_dir is not None:
         out_dir = out_dir or DEFAULT_OUT_DIR
     check_out_dir(out_dir)
@@ -760,7 +771,14 @@ def trace_command(
 
     stdout_taken = "-" in outputs.values()
     live = not report and not stdout_taken and _stdout_is_terminal()
-    transport = RawTransport()  # fails here without the privilege, before any look-up
+    packets: list[tuple[int, bytes]] = []
+    capture = pcap_path is not None
+
+    def captured(packet: bytes, ns: int) -> None:
+        packets.append((ns, packet))
+
+    # Fails here without the privilege, before any look-up.
+    transport = RawTransport(on_sent=captured if capture else None)
     names = None
     if not no_dns:
         from reachtest.names import ReverseNames
@@ -769,7 +787,14 @@ def trace_command(
         for address in addresses:
             names.submit(address)
     try:
-        tracer = Tracer(transport, addresses, flows, params, udp_payload=udp_payload)
+        tracer = Tracer(
+            transport,
+            addresses,
+            flows,
+            params,
+            udp_payload=udp_payload,
+            on_reply=captured if capture else None,
+        )
         session = TraceSession(tracer, names=names)
         started = datetime.now(UTC)
 
@@ -802,6 +827,11 @@ def trace_command(
         names.close()
     record = build_record(result, analyse(result.outcomes, result.params), meta(finished, found))
     written = write_outputs(record, outputs)
+    if pcap_path is not None:
+        from reachtest.report.pcap import render_pcap
+
+        offset = time.time_ns() - time.monotonic_ns()
+        written.append(write_file(Path(pcap_path), render_pcap(packets, offset)))
     if out_dir is not None:
         written += save_reports(record, out_dir)
     if not stdout_taken:

@@ -70,6 +70,8 @@ _TERMINAL_FROM_ANYONE = frozenset(
 )
 
 OutcomeSink = Callable[[Outcome], None]
+#: Told every packet matched to a probe (answers, duplicates, late ones): bytes, receive ns.
+PacketSink = Callable[[bytes, int], None]
 
 
 class _Target:
@@ -128,6 +130,7 @@ class Tracer:
         *,
         udp_payload: bytes = b"",
         on_outcome: OutcomeSink | None = None,
+        on_reply: PacketSink | None = None,
         keep_outcomes: bool = True,
         keep_strays: int = 1000,
     ) -> None:
@@ -141,6 +144,7 @@ class Tracer:
         self.flows = tuple(flows)
         self.udp_payload = udp_payload
         self.on_outcome = on_outcome
+        self.on_reply = on_reply
         self.keep_outcomes = keep_outcomes
         self.keep_strays = keep_strays
         self.outcomes: list[Outcome] = []
@@ -348,6 +352,8 @@ class Tracer:
             self._stray(found.reason, recv_ns, parsed.responder, _summary(parsed))
             return
         outcome = _reply(probe, parsed, recv_ns, found.changed, found.exact)
+        if self.on_reply is not None:
+            self.on_reply(data, recv_ns)
         if probe.state == OUTSTANDING:
             probe.state = ANSWERED
             self.matched += 1

@@ -15,11 +15,18 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from reachtest.errors import EnvironmentProblem, PrivilegeError
 
 SO_TIMESTAMPNS = 35
+SO_TIMESTAMPING = 37
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SO_EE_ORIGIN_TIMESTAMPING = 4
+MSG_ERRQUEUE = 0x2000
 SO_RCVBUFFORCE = 33
 SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 SOL_PACKET = 263
@@ -32,6 +39,10 @@ CAP_NET_ADMIN = 12
 RECEIVE_BUFFER = 64 * 1024 * 1024
 SEND_BUFFER = 8 * 1024 * 1024
 _TS = struct.Struct("qq")
+_TS3 = struct.Struct("qqqqqq")  # scm_timestamping: software, (deprecated), hardware
+_EE = struct.Struct("IBBBBII")  # sock_extended_err
+#: Told each probe as it left, with the kernel's transmit time (monotonic ns).
+SentSink = Callable[[bytes, int], None]
 
 
 class Transport(Protocol):
@@ -80,10 +91,23 @@ def require_raw_capability() -> None:
 
 
 class RawTransport:
-    """Raw IPv4/IPv6 sockets out, one AF_PACKET socket in."""
+    """Raw IPv4/IPv6 sockets out, one AF_PACKET socket in.
 
-    def __init__(self, *, receive_buffer: int = RECEIVE_BUFFER) -> None:
+    With ``on_sent``, every probe is also reported as the kernel sent it (checksums and
+    IDs filled in) with the kernel's software transmit timestamp, read from the sending
+    socket's error queue (``SO_TIMESTAMPING``); a probe whose timestamp never comes is
+    reported at ``close`` with the time taken before ``sendto``.
+    """
+
+    def __init__(
+        self, *, receive_buffer: int = RECEIVE_BUFFER, on_sent: SentSink | None = None
+    ) -> None:
         require_raw_capability()
+        self._on_sent = on_sent
+        # Per sending socket: the error-queue id of its next probe, and the probes
+        # still waiting for their timestamps (id -> bytes as given, send time).
+        self._tx_next: dict[int, int] = {}
+        self._tx_pending: dict[int, dict[int, tuple[bytes, int]]] = {}
         self._send: dict[int, socket.socket] = {}
         self._reserved: list[socket.socket] = []
         self._ports: dict[tuple[int, str], int] = {}
@@ -156,6 +180,16 @@ class RawTransport:
             try:
                 sock = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                if self._on_sent is not None:
+                    flags = (
+                        SOF_TIMESTAMPING_TX_SOFTWARE
+                        | SOF_TIMESTAMPING_SOFTWARE
+                        | SOF_TIMESTAMPING_OPT_ID
+                    )
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+                    self._tx_next[family] = 0
+                    self._tx_pending[family] = {}
             except PermissionError as exc:
                 raise PrivilegeError(f"cannot open a raw socket: {exc.strerror}") from exc
             except OSError as exc:
@@ -171,6 +205,10 @@ class RawTransport:
         for _attempt in range(100):
             try:
                 sock.sendto(packet, (target, 0))
+                if self._on_sent is not None:
+                    key = self._tx_next[family]
+                    self._tx_pending[family][key] = (bytes(packet), sent_ns)
+                    self._tx_next[family] = key + 1
                 return sent_ns
             except OSError as exc:
                 if exc.errno not in (errno.ENOBUFS, errno.EAGAIN):
@@ -179,7 +217,39 @@ class RawTransport:
                 sent_ns = time.monotonic_ns()
         raise EnvironmentProblem(f"cannot send to {target}: send buffer stays full")
 
+    def _drain_sent(self) -> None:
+        """Report the probes whose kernel transmit timestamps have come back."""
+        assert self._on_sent is not None
+        for family, sock in self._send.items():
+            pending = self._tx_pending[family]
+            while pending:
+                try:
+                    data, ancillary, _flags, _address = sock.recvmsg(
+                        65535, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
+                    )
+                except (BlockingIOError, InterruptedError):
+                    break
+                stamp, key = 0, None
+                for _level, kind, value in ancillary:
+                    if kind == SO_TIMESTAMPING and len(value) >= _TS3.size:
+                        seconds, nanos = _TS3.unpack_from(value)[:2]
+                        stamp = seconds * 1_000_000_000 + nanos - self._offset_ns
+                    elif len(value) >= _EE.size:
+                        _errno, origin, *_rest, key = _EE.unpack_from(value)
+                        if origin != SO_EE_ORIGIN_TIMESTAMPING:
+                            key = None
+                probe = pending.pop(key, None) if key is not None else None
+                if probe is None or not stamp:
+                    continue
+                packet, _sent_ns = probe
+                # The looped-back copy starts with the link-layer header; the IP packet
+                # (as the kernel finished it) is its last len(packet) bytes.
+                sent = data[-len(packet) :] if len(data) >= len(packet) else packet
+                self._on_sent(sent, stamp)
+
     def receive(self, timeout_s: float) -> list[tuple[bytes, int]]:
+        if self._on_sent is not None:
+            self._drain_sent()
         frames: list[tuple[bytes, int]] = []
         recvmsg = self._recvmsg
         space = self._cmsg_space
@@ -207,6 +277,12 @@ class RawTransport:
                 return frames
 
     def close(self) -> None:
+        if self._on_sent is not None:
+            self._drain_sent()
+            for pending in self._tx_pending.values():  # no timestamp came: our own time
+                for packet, sent_ns in sorted(pending.values(), key=lambda p: p[1]):
+                    self._on_sent(packet, sent_ns)
+                pending.clear()
         for sock in (*self._send.values(), *self._reserved, self._rx):
             with contextlib.suppress(OSError):
                 sock.close()
