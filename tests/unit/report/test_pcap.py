@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import io
 
-from scapy.layers.inet import ICMP, IP
-from scapy.layers.inet6 import IPv6, ICMPv6EchoRequest
 from scapy.compat import raw
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.utils import RawPcapReader
 
 from reachtest.report.pcap import LINKTYPE_RAW, render_pcap
