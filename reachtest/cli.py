@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -978,18 +977,15 @@ def demo_command(out_dir: str, rounds: int, interval: float) -> int:
     """
     import signal
     import subprocess
-    import tempfile
 
     from reachtest.lab import manager
     from reachtest.lab.netns import require_lab_privileges
-    from reachtest.report.record import load_record
+    from reachtest.report.record import parse_record
 
     check_out_dir(out_dir)
     _params(rounds=rounds, interval_s=interval)
     require_lab_privileges()
     out = _console()
-    folder = tempfile.mkdtemp(prefix="reachtest-demo-")
-    run_file = Path(folder) / "run.json"
     try:
         plan = manager.up("combo", lab_id=DEMO_LAB, progress=_progress)
         out.print(f"[bold]Lab up[/bold]: {plan.scenario.description}")
@@ -997,12 +993,12 @@ def demo_command(out_dir: str, rounds: int, interval: float) -> int:
         command = [
             sys.executable, "-m", "reachtest", "trace", "server", "-4",
             "-p", f"tcp/{ports}", "-p", f"udp/{plan.services.dns_port}",
-            "-c", str(rounds), "-i", str(interval), "--report", "--json", str(run_file),
+            "-c", str(rounds), "-i", str(interval), "--json", "-",
         ]  # fmt: skip
         out.print(f"Tracing from the lab's client: reachtest {shlex.join(command[3:])}")
         child = subprocess.Popen(
             manager.exec_argv(DEMO_LAB, "client", command),
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -1010,21 +1006,20 @@ def demo_command(out_dir: str, rounds: int, interval: float) -> int:
             with _console(stderr=True).status(
                 f"tracing {rounds} rounds of {interval} s", spinner="dots"
             ):
-                _, errors = child.communicate()
+                record_text, errors = child.communicate()
         except KeyboardInterrupt:
             child.wait(timeout=30)  # it got the Ctrl-C too: it stops and writes its record
             raise
         if child.returncode not in (EXIT_OK, 1):
             sys.stderr.write(errors)
             raise LabError(f"the trace in the lab failed (exit {child.returncode})")
-        record = load_record(str(run_file))
+        record = parse_record(record_text, "the demo's trace")
     finally:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # tear down whatever comes
         try:
             manager.down(DEMO_LAB, progress=_progress)
         finally:
             signal.signal(signal.SIGINT, previous)
-            shutil.rmtree(folder, ignore_errors=True)
     written = save_reports(record, out_dir)
     out.print("Lab removed. What the trace found:", style="bold")
     for line in _demo_summary(record):

@@ -313,16 +313,21 @@ def load_record(path: str) -> Record:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"cannot read run record {path!r}: {reason}") from None
+    return parse_record(text, repr(path))
+
+
+def parse_record(text: str, source: str) -> Record:
+    """A run record from JSON text, validated; errors name ``source``."""
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"{path!r} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     try:
         validate_record(record)
     except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+        raise UsageError(f"{source}: {exc}") from None
     loaded: Record = record
     return loaded
 
