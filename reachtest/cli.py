@@ -499,6 +499,12 @@ def check_out_dir(path: str | None) -> None:
         raise UsageError(f"--out-dir {path}: permission denied")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Path:
     """Write ``text`` (or bytes) to ``path`` whole or not at all (a temporary file renamed
     into place).
@@ -510,6 +516,7 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(text.encode() if isinstance(text, str) else text)
+        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         if not exclusive:
             os.replace(temporary, path)
             return path

@@ -261,3 +261,18 @@ def test_save_reports_writes_json_html_markdown_under_one_new_name(tmp_path: Pat
     assert load_record(str(second[0])) == record
     assert first[1].read_text().startswith("<!DOCTYPE html>")
     assert first[2].read_text().startswith("# reachtest report")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    from reachtest.cli import write_file
+
+    old = os.umask(0o022)
+    try:
+        written = write_file(tmp_path / "report.html", "<p>x</p>")
+        saved = write_file(tmp_path / "report.html", "<p>y</p>", exclusive=True)
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == 0o644  # readable by whom the report is for
+    assert saved.stat().st_mode & 0o777 == 0o644
