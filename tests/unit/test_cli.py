@@ -276,3 +276,28 @@ def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
         os.umask(old)
     assert written.stat().st_mode & 0o777 == 0o644  # readable by whom the report is for
     assert saved.stat().st_mode & 0o777 == 0o644
+
+
+def test_demo_without_lab_rights_is_exit_3_before_anything(tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    argv = [sys.executable, "-m", "reachtest", "demo", "--out-dir", str(out)]
+    done = subprocess.run(_unprivileged(argv), capture_output=True, text=True, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1 and "needs root" in done.stderr
+    assert done.stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-c", "0"], "rounds"),
+        (["-i", "-1"], "interval"),
+        (["--out-dir", "/proc/version"], "not a directory"),
+    ],
+)
+def test_demo_refuses_bad_options_with_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
