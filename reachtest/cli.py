@@ -947,6 +947,39 @@ def show_command(
     return exit_code(record)
 
 
+@cli.group("config", epilog=EXIT_CODES_HELP)
+def config_group() -> None:
+    """The TOML configuration of scheduled runs (`reachtest run --config FILE`)."""
+
+
+@config_group.command("check", epilog=EXIT_CODES_HELP)
+@click.argument("config_file", metavar="FILE")
+def config_check(config_file: str) -> int:
+    """Check FILE and show what each run would trace and expect; a problem is one line
+    with the file, line and key (exit 2). Sends nothing."""
+    from reachtest.schedule.config import load_config
+
+    config = load_config(config_file)
+    out = _console()
+    count = len(config.targets)
+    out.print(f"{config_file}: OK, {count} target{'s' if count != 1 else ''}", highlight=False)
+    for t in config.targets:
+        flows = " ".join(f.label for f in t.flows)
+        expect = ", ".join(f"{k} {v}" for k, v in t.expect.items()) or "nothing"
+        head = t.name if t.name == t.host else f"{t.name} ({t.host})"
+        out.print(
+            f"  {head}: {flows}; expects {expect}; {t.rounds} rounds of {t.interval_s:g} s, "
+            f"policy {t.policy}",
+            highlight=False,
+            markup=False,
+        )
+    for what, path in (("reports", config.reports), ("history", config.history),
+                       ("prometheus", config.prometheus)):  # fmt: skip
+        if path is not None:
+            out.print(f"  {what}: {path}", highlight=False, markup=False)
+    return EXIT_OK
+
+
 DEMO_LAB = "demo"
 
 

@@ -1,0 +1,1 @@
+"""Scheduled runs: the TOML configuration, expectations, `run` for cron."""

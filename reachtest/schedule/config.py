@@ -1,0 +1,319 @@
+"""The TOML configuration of scheduled runs: defaults, targets with their services and
+expectations, where reports, history and metrics go.
+
+Every problem is one ``ConfigError`` naming the file, the line and the key::
+
+    /etc/reachtest.toml:14: target[2].expect."tcp/443": "opne" is not an expectation ...
+
+tomllib gives no positions for keys, so ``locate`` finds the line of a key path in the
+text (table headers, dotted and quoted keys, inline tables) for the message.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reachtest.errors import UsageError
+from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
+from reachtest.spec import MAX_FLOWS, parse_flows
+
+#: What a service (TCP/UDP) may be expected to be; ``blocked`` is anything but open.
+SERVICE_WORDS = ("open", "closed", "filtered", "open|filtered", "blocked")
+#: What the host (ICMP echo) may be expected to be.
+ICMP_WORDS = ("reachable", "unreachable")
+POLICIES = ("always", "on-change", "on-failure")
+#: Keys a target may set, with those [defaults] may set for every target.
+RUN_KEYS = ("rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp")
+TARGET_KEYS = ("host", "name", "services", "expect", "labels", *RUN_KEYS)
+DEFAULT_KEYS = ("services", "labels", *RUN_KEYS)
+TOP_KEYS = ("defaults", "target", "reports", "history", "prometheus")
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class ConfigError(UsageError):
+    """A configuration problem: exit 2, one line with file, line and key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConfig:
+    """One target of the configuration, defaults applied."""
+
+    host: str
+    name: str
+    flows: tuple[FlowSpec, ...]
+    expect: Mapping[str, str]  # flow label -> expected word
+    rounds: int = 5
+    interval_s: float = 0.5
+    timeout_s: float = 2.0
+    max_ttl: int = 30
+    policy: str = "on-change"
+    family: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    path: Path
+    targets: tuple[TargetConfig, ...]
+    reports: Path | None
+    history: Path | None
+    prometheus: Path | None
+
+
+def _key(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part + 1}]"
+    return f".{part}" if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'."{part}"'
+
+
+def key_path(path: Sequence[str | int]) -> str:
+    """``target[2].expect."tcp/443"`` (array items counted from 1, as people count)."""
+    return "".join(_key(p) for p in path).lstrip(".")
+
+
+def _key_pattern(key: str) -> str:
+    bare = re.escape(key)
+    return rf"(?:{bare}|\"{bare}\"|'{bare}')"
+
+
+def locate(text: str, path: Sequence[str | int]) -> int | None:
+    """The 1-based line where the key ``path`` is written, or the nearest enclosing one."""
+    lines = text.splitlines()
+    start, end, found = 0, len(lines), None
+    parts = list(path)
+    if parts and parts[0] == "target":
+        headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*target\s*\]\]", line)]
+        index = parts[1] if len(parts) > 1 and isinstance(parts[1], int) else None
+        if index is None or index >= len(headers):
+            return headers[0] + 1 if headers else None
+        start, found = headers[index], headers[index] + 1
+        following = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
+        end = following[0] if following else len(lines)
+        parts = parts[2:]
+    elif parts and parts[0] == "defaults":
+        for i, line in enumerate(lines):
+            if re.match(r"\s*\[\s*defaults\s*\]", line):
+                start, found = i, i + 1
+                following = [j for j, ln in enumerate(lines) if j > i and re.match(r"\s*\[", ln)]
+                end = following[0] if following else len(lines)
+                break
+        parts = parts[1:]
+    else:
+        following = [j for j, ln in enumerate(lines) if re.match(r"\s*\[", ln)]
+        end = following[0] if following else len(lines)
+    for part in (p for p in parts if isinstance(p, str)):
+        pattern = re.compile(rf"(?:^\s*|[{{,]\s*){_key_pattern(part)}\s*=")
+        for i in range(start, end):
+            if pattern.search(lines[i]):
+                start, found = i, i + 1
+                break
+    return found
+
+
+def _fail(where: str, text: str, path: Sequence[str | int], message: str) -> ConfigError:
+    line = locate(text, path)
+    place = f"{where}:{line}" if line else where
+    return ConfigError(f"{place}: {key_path(path)}: {message}")
+
+
+def _words(words: Sequence[str]) -> str:
+    return ", ".join(words)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and check the configuration file at ``path``."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{where}: cannot read: {reason}") from None
+    return parse_config(text, where)
+
+
+def parse_config(text: str, where: str = "<config>") -> Config:
+    """The configuration in ``text``; ``where`` names it in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if found:
+            message = message[: found.start()].strip()
+            raise ConfigError(
+                f"{where}:{found.group(1)}: not valid TOML: {message} (column {found.group(2)})"
+            ) from None
+        raise ConfigError(f"{where}: not valid TOML: {message}") from None
+
+    def fail(path: Sequence[str | int], message: str) -> ConfigError:
+        return _fail(where, text, path, message)
+
+    def unknown(table: Mapping[str, Any], allowed: Sequence[str], path: list[str | int]) -> None:
+        for key in table:
+            if key not in allowed:
+                raise fail([*path, key], f"unknown key (known: {_words(allowed)})")
+
+    unknown(data, TOP_KEYS, [])
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise fail(["defaults"], "must be a table: [defaults]")
+    unknown(defaults, DEFAULT_KEYS, ["defaults"])
+    targets = data.get("target")
+    if targets is None:
+        raise ConfigError(f"{where}: no target: add one or more [[target]] tables with host = ...")
+    if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+        raise fail(["target"], "must be an array of tables: [[target]]")
+    checked = []
+    for i, table in enumerate(targets):
+        unknown(table, TARGET_KEYS, ["target", i])
+        checked.append(_target(table, defaults, ["target", i], fail))
+    names = [t.name for t in checked]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            key = "name" if "name" in targets[i] else "host"
+            raise fail(["target", i, key], f"the name {name!r} is used twice (set name = ...)")
+    return Config(
+        path=Path(where),
+        targets=tuple(checked),
+        reports=_path(data, "reports", fail),
+        history=_path(data, "history", fail),
+        prometheus=_path(data, "prometheus", fail),
+    )
+
+
+Fail = Any  # (path, message) -> ConfigError
+
+
+def _path(data: Mapping[str, Any], key: str, fail: Fail) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise fail([key], "must be a path (a non-empty string)")
+    return Path(value)
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], path: list[str | int], fail: Fail) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        raise fail(path, f"must be a number, not {value!r}")
+    if not isinstance(value, kind):
+        names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        wanted = " or ".join(
+            names.get(k, k.__name__) for k in (kind if isinstance(kind, tuple) else (kind,))
+        )
+        raise fail(path, f"must be {wanted}, not {value!r}")
+    return value
+
+
+def _setting(
+    table: Mapping[str, Any], defaults: Mapping[str, Any], key: str, path: list[str | int]
+) -> tuple[Any, list[str | int]]:
+    if key in table:
+        return table[key], [*path, key]
+    return defaults.get(key), ["defaults", key]
+
+
+def _target(
+    table: Mapping[str, Any], defaults: Mapping[str, Any], path: list[str | int], fail: Fail
+) -> TargetConfig:
+    if "host" not in table:
+        raise fail(path, "missing key host (the name or address to trace)")
+    host = _typed(table["host"], str, [*path, "host"], fail).strip()
+    if not host:
+        raise fail([*path, "host"], "must not be empty")
+    name = _typed(table.get("name", host), str, [*path, "name"], fail)
+
+    flows: list[FlowSpec] = []
+    icmp, icmp_at = _setting(table, defaults, "icmp", path)
+    if icmp is None or _typed(icmp, bool, icmp_at, fail):
+        flows.append(ICMP_FLOW)
+    services, services_at = _setting(table, defaults, "services", path)
+    if services is not None:
+        if isinstance(services, str):
+            services = [services]
+        _typed(services, list, services_at, fail)
+        for j, spec in enumerate(services):
+            _typed(spec, str, [*services_at, j], fail)
+            try:
+                flows += parse_flows(spec)
+            except UsageError as exc:
+                raise fail(services_at, str(exc)) from None
+
+    expect: dict[str, str] = {}
+    raw_expect = table.get("expect", {})
+    if not isinstance(raw_expect, dict):
+        raise fail([*path, "expect"], 'must be a table: expect = { "tcp/443" = "open" }')
+    for spec, word in raw_expect.items():
+        at = [*path, "expect", spec]
+        try:
+            flow = ICMP_FLOW if spec.strip().lower() == "icmp" else _one_flow(spec)
+        except UsageError as exc:
+            raise fail(at, str(exc)) from None
+        _typed(word, str, at, fail)
+        allowed = ICMP_WORDS if flow.protocol is Protocol.ICMP else SERVICE_WORDS
+        if word not in allowed:
+            raise fail(
+                at, f"{word!r} is not an expectation for {flow.label} (one of: {_words(allowed)})"
+            )
+        expect[flow.label] = word
+        if flow not in flows:
+            flows.append(flow)  # an expectation is traced even when not listed in services
+    flows = list(dict.fromkeys(flows))
+    if not flows:
+        raise fail(path, "nothing to trace: give services = [...] or leave icmp on")
+    if len(flows) > MAX_FLOWS:
+        raise fail(services_at, f"too many flows ({len(flows)}): at most {MAX_FLOWS} per target")
+
+    def number(key: str, kind: type, low: float, high: float, default: Any) -> Any:
+        value, at = _setting(table, defaults, key, path)
+        if value is None:
+            return default
+        value = _typed(value, (int, float) if kind is float else kind, at, fail)
+        if not low <= value <= high:
+            raise fail(at, f"{value} is out of range ({low:g} to {high:g})")
+        return kind(value)
+
+    policy, policy_at = _setting(table, defaults, "policy", path)
+    if policy is not None and policy not in POLICIES:
+        raise fail(policy_at, f"{policy!r} is not a policy (one of: {_words(POLICIES)})")
+    family, family_at = _setting(table, defaults, "family", path)
+    if family is not None and family not in (4, 6):
+        raise fail(family_at, f"{family!r} is not an address family (4 or 6)")
+    labels: dict[str, str] = {}
+    for source, at in (
+        (defaults.get("labels", {}), ["defaults", "labels"]),
+        (table.get("labels", {}), [*path, "labels"]),
+    ):
+        if not isinstance(source, dict):
+            raise fail(at, 'must be a table: labels = { site = "dc1" }')
+        for key, value in source.items():
+            if not _LABEL.match(key):
+                raise fail([*at, key], "a label name is letters, digits and _ (not first)")
+            labels[key] = str(_typed(value, str, [*at, key], fail))
+    return TargetConfig(
+        host=host,
+        name=name,
+        flows=tuple(flows),
+        expect=expect,
+        rounds=number("rounds", int, 1, 1000, 5),
+        interval_s=number("interval", float, 0.01, 60, 0.5),
+        timeout_s=number("timeout", float, 0.05, 30, 2.0),
+        max_ttl=number("max_ttl", int, 1, 255, 30),
+        policy=policy or "on-change",
+        family=family,
+        labels=labels,
+    )
+
+
+def _one_flow(spec: str) -> FlowSpec:
+    flows = parse_flows(spec)
+    if len(flows) != 1:
+        raise UsageError(f"expect takes one flow per key, not {spec!r}")
+    return flows[0]

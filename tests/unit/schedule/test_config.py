@@ -1,0 +1,119 @@
+"""The TOML configuration: a good file becomes targets with flows and expectations, and
+every kind of mistake is one line naming the file, the line and the key (exit 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reachtest.cli import main
+from reachtest.model import ICMP_FLOW, tcp, udp
+from reachtest.schedule.config import ConfigError, key_path, load_config, locate, parse_config
+
+GOOD = """\
+history = "reachtest.sqlite"
+prometheus = "reachtest.prom"
+
+[defaults]
+rounds = 3
+interval = 0.2
+services = ["tcp/443"]
+labels = { team = "net" }
+
+[[target]]
+host = "server"
+services = ["tcp/443", "tcp/3389", "udp/53"]
+expect = { icmp = "reachable", "tcp/443" = "open", "tcp/3389" = "filtered", "udp/53" = "open" }
+labels = { site = "dc1" }
+
+[[target]]
+host = "198.18.6.2"
+name = "server-v4"
+icmp = false
+policy = "always"
+expect = { "tcp/22" = "blocked" }
+"""
+
+
+def test_a_good_file_gives_targets_with_defaults_applied() -> None:
+    config = parse_config(GOOD, "good.toml")
+    first, second = config.targets
+    assert first.name == first.host == "server"
+    assert first.flows == (ICMP_FLOW, tcp(443), tcp(3389), udp(53))
+    assert dict(first.expect) == {
+        "icmp": "reachable", "tcp/443": "open", "tcp/3389": "filtered", "udp/53": "open",
+    }  # fmt: skip
+    assert (first.rounds, first.interval_s, first.policy) == (3, 0.2, "on-change")
+    assert dict(first.labels) == {"team": "net", "site": "dc1"}
+    # no icmp; the defaults' services, plus the flow an expectation names
+    assert second.flows == (tcp(443), tcp(22)) and second.policy == "always"
+    assert second.name == "server-v4" and dict(second.expect) == {"tcp/22": "blocked"}
+    assert str(config.history) == "reachtest.sqlite" and config.reports is None
+
+
+def with_line(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "key", "words"),
+    [
+        (("rounds = 3", "round = 3"), 5, "defaults.round", "unknown key"),
+        (('name = "server-v4"', 'nmae = "server-v4"'), 18, "target[2].nmae", "unknown key"),
+        (('"tcp/3389",', '"tcp/99999",'), 12, "target[1].services", "99999"),
+        (('"udp/53" = "open" }', '"udp/53" = "opne" }'), 13, 'target[1].expect."udp/53"',
+         "'opne' is not an expectation"),
+        (('icmp = "reachable"', 'icmp = "open"'), 13, "target[1].expect.icmp",
+         "reachable, unreachable"),
+        (('policy = "always"', 'policy = "sometimes"'), 20, "target[2].policy", "not a policy"),
+        (("interval = 0.2", "interval = -1"), 6, "defaults.interval", "out of range"),
+        (("rounds = 3", 'rounds = "3"'), 5, "defaults.rounds", "must be an integer"),
+        (('name = "server-v4"', 'name = "server"'), 18, "target[2].name", "used twice"),
+        (("history = ", "histroy = "), 1, "histroy", "unknown key"),
+    ],
+)  # fmt: skip
+def test_each_mistake_names_file_line_and_key(
+    change: tuple[str, str], line: int, key: str, words: str
+) -> None:
+    text = with_line(GOOD, *change)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "bad.toml")
+    message = str(caught.value)
+    assert message.startswith(f"bad.toml:{line}: {key}: "), message
+    assert words in message and "\n" not in message
+
+
+def test_broken_toml_names_its_line() -> None:
+    with pytest.raises(ConfigError, match=r"^bad.toml:3: not valid TOML: "):
+        parse_config('a = 1\n\n[[target]\nhost = "x"\n', "bad.toml")
+
+
+def test_no_target_is_an_error_that_says_what_to_add() -> None:
+    with pytest.raises(ConfigError, match=r"no target: add one or more \[\[target\]\]"):
+        parse_config("[defaults]\nrounds = 2\n", "empty.toml")
+
+
+def test_locate_finds_keys_in_tables_inline_tables_and_quotes() -> None:
+    assert locate(GOOD, ["target", 0, "expect", "tcp/3389"]) == 13
+    assert locate(GOOD, ["target", 1, "policy"]) == 20
+    assert locate(GOOD, ["defaults", "labels", "team"]) == 8
+    assert locate(GOOD, ["prometheus"]) == 2
+    assert key_path(["target", 0, "expect", "tcp/443"]) == 'target[1].expect."tcp/443"'
+
+
+def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    assert main(["config", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "OK, 2 targets" in out and "expects icmp reachable, tcp/443 open" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(with_line(GOOD, '"udp/53" = "open" }', '"udp/53" = "opne" }'))
+    assert main(["config", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}:13: target[1].expect" in err
+    assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
+    assert "missing.toml: no such file" in capsys.readouterr().err
+    assert load_config(good).targets[0].host == "server"
