@@ -1,0 +1,181 @@
+"""The history of runs in SQLite: the only code that knows its schema.
+
+* WAL mode and a busy timeout, so a reader never blocks a writer and two writers wait
+  for each other instead of failing at once.
+* The schema is versioned (``PRAGMA user_version``) and moved forward by the numbered
+  migrations below, each in its own transaction; a file from a newer reachtest is refused.
+* A run is stored in one transaction: the whole run record (JSON) and one row per target
+  and flow for queries. A process killed mid-way loses only the run it was writing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reachtest.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: Migration n takes the schema from version n to n + 1: its statements, in order.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started TEXT NOT NULL,          -- UTC, ISO 8601 with Z (as in the record)
+            finished TEXT NOT NULL,
+            tool_version TEXT NOT NULL,
+            record TEXT NOT NULL            -- the whole run record, JSON
+        )""",
+        "CREATE INDEX runs_started ON runs (started)",
+        """CREATE TABLE services (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            target TEXT NOT NULL,           -- the host as configured or typed
+            address TEXT NOT NULL,
+            flow TEXT NOT NULL,             -- icmp, tcp/443, ...
+            state TEXT,                     -- open, closed, filtered, open|filtered (icmp: NULL)
+            reached INTEGER NOT NULL,
+            reason TEXT,
+            reason_hop INTEGER,
+            last_hop INTEGER,
+            PRIMARY KEY (run_id, target, address, flow)
+        )""",
+        "CREATE INDEX services_target ON services (target, flow)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_MS = 30_000
+
+
+class HistoryError(UsageError):
+    """The history file cannot be used (exit 2 with one line)."""
+
+
+class HistoryStore:
+    """Runs kept in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+            self._db.execute("PRAGMA foreign_keys = ON")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise HistoryError(f"history {self.path}: cannot use WAL mode (got {mode})")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise HistoryError(f"history {self.path}: {exc}") from None
+        except OSError as exc:
+            raise HistoryError(f"history {self.path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> HistoryStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE): a second writer waits."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @property
+    def version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def _migrate(self) -> None:
+        self._db.isolation_level = None  # transactions are ours, explicit
+        if self.version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"history {self.path} has schema version {self.version}, newer than this "
+                f"reachtest knows ({SCHEMA_VERSION}): upgrade reachtest"
+            )
+        while self.version < SCHEMA_VERSION:
+            step = self.version
+            with self._transaction() as db:
+                if db.execute("PRAGMA user_version").fetchone()[0] != step:
+                    continue  # another process migrated meanwhile
+                for statement in MIGRATIONS[step]:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {step + 1}")
+
+    def add_run(self, record: Mapping[str, Any]) -> int:
+        """Store a run record; its id."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (started, finished, tool_version, record) VALUES (?, ?, ?, ?)",
+                (
+                    record["started"],
+                    record["finished"],
+                    record["tool"]["version"],
+                    json.dumps(record, separators=(",", ":"), allow_nan=False),
+                ),
+            )
+            run_id = cursor.lastrowid
+            assert run_id is not None
+            rows = [
+                (
+                    run_id,
+                    target["host"],
+                    target["address"],
+                    flow["flow"],
+                    flow["verdict"]["state"] if flow["verdict"] else None,
+                    bool(flow["verdict"] and flow["verdict"]["reached"]),
+                    flow["verdict"]["reason"] if flow["verdict"] else None,
+                    flow["verdict"]["reason_hop"] if flow["verdict"] else None,
+                    flow["path"]["last_hop"] if flow["path"] else None,
+                )
+                for target in record["targets"]
+                for flow in target["flows"]
+            ]
+            db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return run_id
+
+    def record(self, run_id: int) -> dict[str, Any]:
+        """The run record stored as ``run_id``."""
+        row = self._db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise HistoryError(f"history {self.path}: no run {run_id}")
+        loaded: dict[str, Any] = json.loads(row[0])
+        return loaded
+
+    def services(self, target: str | None = None, since: str | None = None) -> pd.DataFrame:
+        """One row per run, target and flow, oldest first (pandas)."""
+        import pandas as pd
+
+        query = (
+            "SELECT r.id AS run_id, r.started, s.target, s.address, s.flow, s.state, "
+            "s.reached, s.reason, s.reason_hop, s.last_hop "
+            "FROM services s JOIN runs r ON r.id = s.run_id WHERE 1 = 1"
+        )
+        args: list[Any] = []
+        if target is not None:
+            query += " AND s.target = ?"
+            args.append(target)
+        if since is not None:
+            query += " AND r.started >= ?"
+            args.append(since)
+        frame = pd.read_sql_query(query + " ORDER BY r.started, r.id", self._db, params=args)
+        frame["reached"] = frame["reached"].astype(bool)
+        return frame
+
+    def integrity(self) -> str:
+        """SQLite's own check: ``ok`` when the file is sound."""
+        result: str = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        return result

@@ -1,0 +1,116 @@
+"""The history store on real SQLite files: runs in and out, queries with pandas, WAL and
+schema versions, two writers at once, and a writer killed with SIGKILL mid-way."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reachtest.history.store import SCHEMA_VERSION, HistoryError, HistoryStore
+from tests.unit.report.conftest import router, sim_record
+
+DROP = {"special": {3: router(3, drop=frozenset({"tcp/443"}))}}
+
+
+def at(record: dict[str, Any], started: str) -> dict[str, Any]:
+    moved = copy.deepcopy(record)
+    moved["started"] = moved["finished"] = started
+    return moved
+
+
+@pytest.fixture(scope="module")
+def records() -> tuple[dict[str, Any], dict[str, Any]]:
+    return sim_record(), sim_record(**DROP)  # type: ignore[arg-type]
+
+
+def test_runs_go_in_whole_and_come_back_as_tables(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    clean, drop = records
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        first = store.add_run(at(clean, "2026-11-20T10:00:00.000000Z"))
+        second = store.add_run(at(drop, "2026-11-21T10:00:00.000000Z"))
+        assert store.record(second) == at(drop, "2026-11-21T10:00:00.000000Z")
+        frame = store.services()
+        assert list(frame["run_id"].unique()) == [first, second]
+        https = frame[frame["flow"] == "tcp/443"].set_index("run_id")
+        assert list(https["state"]) == ["open", "filtered"]
+        assert list(https["reached"]) == [True, False] and https.loc[second, "last_hop"] == 3
+        assert frame[frame["flow"] == "icmp"]["state"].isna().all()
+        assert len(store.services(since="2026-11-21")) == 4  # the second run's four flows
+        assert store.services(target="elsewhere").empty
+        assert store.integrity() == "ok"
+
+
+def test_the_file_is_wal_and_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    HistoryStore(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(HistoryError, match="schema version 99, newer than this reachtest"):
+        HistoryStore(path)
+
+
+def test_a_file_that_is_no_database_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore(path)
+    assert str(caught.value).startswith(f"history {path}: ") and "\n" not in str(caught.value)
+    assert path.read_text().startswith("these are my notes")  # left as it was
+
+
+def _writer(path: str, record: dict[str, Any], count: int) -> None:
+    with HistoryStore(path) as store:
+        for _ in range(count):
+            store.add_run(record)
+
+
+def test_two_writers_at_once_both_finish_and_the_file_is_sound(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    path = str(tmp_path / "h.sqlite")
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_writer, args=(path, r, 40)) for r in records]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    with HistoryStore(path) as store:
+        assert store.integrity() == "ok"
+        assert store.services()["run_id"].nunique() == 80
+
+
+def test_a_writer_killed_mid_way_loses_only_its_own_run(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    path = str(tmp_path / "h.sqlite")
+    with HistoryStore(path) as store:
+        kept = store.add_run(records[0])
+    context = multiprocessing.get_context("spawn")
+    writer = context.Process(target=_writer, args=(path, records[1], 10_000))
+    writer.start()
+    time.sleep(2.0)  # spawn, import, then busy writing
+    assert writer.pid is not None and writer.is_alive()
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join(30)
+    with HistoryStore(path) as store:
+        assert store.integrity() == "ok"
+        assert store.record(kept) == records[0]
+        runs = store.services()["run_id"].nunique()
+        assert runs >= 2  # the first run and whatever the killed one committed
+        every = store.services()
+        assert (every.groupby("run_id").size() == 4).all()  # no half-written run
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == runs  # none bare
