@@ -137,7 +137,7 @@ def render_html(run: RunView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
     from markupsafe import Markup
 
-    from reachtest.report.charts import flow_colour, latency_svg
+    from reachtest.report.charts import latency_svg
 
     env = Environment(
         loader=PackageLoader("reachtest.report", "templates"),
@@ -162,7 +162,5 @@ def render_html(run: RunView) -> str:
         title=_title(run),
         targets=targets,
         marks=list(MARK_HELP.items()),
-        colour=flow_colour,
-        node_dx=NODE_DX,
         lane_top=HEAD,
     )

@@ -70,7 +70,7 @@ class Cell:
     stdev_ms: float | None
     javg_ms: float | None
     mark: Mark
-    responder: str | None = None  # who answered this flow here most often
+    responder: str | None  # who answered this flow here most often
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,8 +144,8 @@ class RunView:
     ok: bool
     totals_line: str
     version: str
-    command: str = ""
-    params: tuple[tuple[str, str], ...] = ()
+    command: str
+    params: tuple[tuple[str, str], ...]
 
 
 def cell_of(hop: Record, path: Record) -> Cell:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,34 +81,31 @@ def _key_pattern(key: str) -> str:
     return rf"(?:{bare}|\"{bare}\"|'{bare}')"
 
 
+def _section_end(lines: list[str], start: int) -> int:
+    """The index of the first table header after line ``start`` (or the end)."""
+    return next(
+        (i for i in range(start + 1, len(lines)) if re.match(r"\s*\[", lines[i])), len(lines)
+    )
+
+
 def locate(text: str, path: Sequence[str | int]) -> int | None:
     """The 1-based line where the key ``path`` is written, or the nearest enclosing one."""
     lines = text.splitlines()
-    start, end, found = 0, len(lines), None
     parts = list(path)
-    if parts and parts[0] == "target":
-        headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*target\s*\]\]", line)]
-        index = parts[1] if len(parts) > 1 and isinstance(parts[1], int) else None
-        if index is None or index >= len(headers):
-            return headers[0] + 1 if headers else None
+    start, found = -1, None  # the top level: from the first line to the first header
+    if parts and parts[0] in ("target", "defaults"):
+        header = r"\[\[\s*target\s*\]\]" if parts[0] == "target" else r"\[\s*defaults\s*\]"
+        headers = [i for i, line in enumerate(lines) if re.match(rf"\s*{header}", line)]
+        index, parts = (parts[1], parts[2:]) if parts[0] == "target" else (0, parts[1:])
+        if not headers:
+            return None
+        if not isinstance(index, int) or index >= len(headers):
+            return headers[0] + 1
         start, found = headers[index], headers[index] + 1
-        following = [i for i, ln in enumerate(lines) if i > start and re.match(r"\s*\[", ln)]
-        end = following[0] if following else len(lines)
-        parts = parts[2:]
-    elif parts and parts[0] == "defaults":
-        for i, line in enumerate(lines):
-            if re.match(r"\s*\[\s*defaults\s*\]", line):
-                start, found = i, i + 1
-                following = [j for j, ln in enumerate(lines) if j > i and re.match(r"\s*\[", ln)]
-                end = following[0] if following else len(lines)
-                break
-        parts = parts[1:]
-    else:
-        following = [j for j, ln in enumerate(lines) if re.match(r"\s*\[", ln)]
-        end = following[0] if following else len(lines)
+    end = _section_end(lines, start)
     for part in (p for p in parts if isinstance(p, str)):
         pattern = re.compile(rf"(?:^\s*|[{{,]\s*){_key_pattern(part)}\s*=")
-        for i in range(start, end):
+        for i in range(max(start, 0), end):
             if pattern.search(lines[i]):
                 start, found = i, i + 1
                 break
@@ -188,7 +185,8 @@ def parse_config(text: str, where: str = "<config>") -> Config:
     )
 
 
-Fail = Any  # (path, message) -> ConfigError
+#: Makes the error for a key path and a message (file and line added).
+Fail = Callable[[Sequence[str | int], str], ConfigError]
 
 
 def _path(data: Mapping[str, Any], key: str, fail: Fail) -> Path | None:
