@@ -86,6 +86,7 @@ def _target(obs: Observed, params: TraceParams | None) -> TargetAnalysis:
         if rewrite is not None:
             found.append(rewrite)
         found += rules.loss(obs, path, reached)
+    found = rules.shared_rate_limits(obs, paths.values(), reached, found)
     found += rules.ecmp(obs)
     found += rules.silent_hops(obs, reached.distance)
     return TargetAnalysis(

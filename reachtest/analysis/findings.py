@@ -7,6 +7,7 @@ other services) TTL by TTL, and keeps the observations that prove it as evidence
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 
 from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach
@@ -279,6 +280,25 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
                 )
             )
     return found
+
+
+def shared_rate_limits(
+    obs: Observed, paths: Iterable[FlowPath], reached: Reach, found: list[Finding]
+) -> list[Finding]:
+    """``found`` without the rate limiting that most flows tested at its hop do not show.
+
+    A router limits all of its ICMP errors to us, not one flow's, so real rate limiting
+    shows on most flows crossing the hop. One flow of many losing a few more answers at one
+    hop is chance: each flow and hop is a test, and with dozens of tests a lossy path gives
+    a false one now and then."""
+    tested = Counter(h for p in paths for h in _expected_ttls(obs, p, reached)[:-1])
+    hits = Counter(f.first_hop for f in found if f.kind is FindingKind.RATE_LIMITING)
+    return [
+        f
+        for f in found
+        if f.kind is not FindingKind.RATE_LIMITING
+        or 2 * hits[f.first_hop] >= tested[f.first_hop or 0]
+    ]
 
 
 def ecmp(obs: Observed) -> list[Finding]:

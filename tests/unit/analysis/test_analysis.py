@@ -313,6 +313,19 @@ def test_loss_only_at_hop_3_is_rate_limiting() -> None:
     assert all("not forwarding loss" in f.note for f in t.findings)
 
 
+def test_one_flow_of_three_losing_at_a_hop_is_no_rate_limiting() -> None:
+    """A router limits all its ICMP errors, so loss on one flow alone is chance, not a limit."""
+    one = lossy(lambda ttl: ttl == 3, 0.7)
+
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return one(f, ttl, rnd) if f == tcp(443) else "clean"
+
+    assert not [f for f in only(run(rule, rounds=30)).findings]
+    two = only(run(lambda f, ttl, rnd: rule(f, ttl, rnd) if f != ICMP_FLOW else one(f, ttl, rnd),
+                   rounds=30))  # fmt: skip
+    assert {(f.kind, f.first_hop) for f in two.findings} == {(FindingKind.RATE_LIMITING, 3)}
+
+
 def test_loss_from_hop_3_onwards_is_forwarding_loss() -> None:
     t = only(run(lossy(lambda ttl: ttl >= 3, 0.3), rounds=30))
     found = {(f.kind, str(f.flow), f.last_hop) for f in t.findings}
