@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX services_target ON services (target, flow)",
     ),
+    (
+        # A batch is what one `reachtest run` stored: its check and its traces, together.
+        "ALTER TABLE runs ADD COLUMN batch INTEGER",
+        "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'trace'",  # check | trace
+        "UPDATE runs SET batch = id",
+        "CREATE INDEX runs_batch ON runs (batch)",
+    ),
 )
+#: What a stored run is: a fast end-to-end check (full TTL only) or a full trace.
+KINDS = ("check", "trace")
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
 
@@ -115,36 +124,55 @@ class HistoryStore:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {step + 1}")
 
-    def add_run(self, record: Mapping[str, Any]) -> int:
-        """Store a run record; its id."""
+    def add_run(self, record: Mapping[str, Any], kind: str = "trace") -> int:
+        """Store a run record (a batch of its own); its id."""
+        return self.add_batch([(kind, record)])[0]
+
+    def add_batch(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+        """Store the records of one ``reachtest run`` (kind, record) as one batch, in one
+        transaction: all of them or none. Their ids, in order."""
+        ids: list[int] = []
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO runs (started, finished, tool_version, record) VALUES (?, ?, ?, ?)",
-                (
-                    record["started"],
-                    record["finished"],
-                    record["tool"]["version"],
-                    json.dumps(record, separators=(",", ":"), allow_nan=False),
-                ),
+            for kind, record in records:
+                if kind not in KINDS:
+                    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+                ids.append(self._insert(db, kind, record, ids[0] if ids else None))
+        return ids
+
+    @staticmethod
+    def _insert(
+        db: sqlite3.Connection, kind: str, record: Mapping[str, Any], batch: int | None
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO runs (started, finished, tool_version, record, kind) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                record["started"],
+                record["finished"],
+                record["tool"]["version"],
+                json.dumps(record, separators=(",", ":"), allow_nan=False),
+                kind,
+            ),
+        )
+        run_id = cursor.lastrowid
+        assert run_id is not None
+        db.execute("UPDATE runs SET batch = ? WHERE id = ?", (batch or run_id, run_id))
+        rows = [
+            (
+                run_id,
+                target["host"],
+                target["address"],
+                flow["flow"],
+                flow["verdict"]["state"] if flow["verdict"] else None,
+                bool(flow["verdict"] and flow["verdict"]["reached"]),
+                flow["verdict"]["reason"] if flow["verdict"] else None,
+                flow["verdict"]["reason_hop"] if flow["verdict"] else None,
+                flow["path"]["last_hop"] if flow["path"] else None,
             )
-            run_id = cursor.lastrowid
-            assert run_id is not None
-            rows = [
-                (
-                    run_id,
-                    target["host"],
-                    target["address"],
-                    flow["flow"],
-                    flow["verdict"]["state"] if flow["verdict"] else None,
-                    bool(flow["verdict"] and flow["verdict"]["reached"]),
-                    flow["verdict"]["reason"] if flow["verdict"] else None,
-                    flow["verdict"]["reason_hop"] if flow["verdict"] else None,
-                    flow["path"]["last_hop"] if flow["path"] else None,
-                )
-                for target in record["targets"]
-                for flow in target["flows"]
-            ]
-            db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            for target in record["targets"]
+            for flow in target["flows"]
+        ]
+        db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return run_id
 
     def record(self, run_id: int) -> dict[str, Any]:
@@ -160,7 +188,8 @@ class HistoryStore:
         import pandas as pd
 
         query = (
-            "SELECT r.id AS run_id, r.started, s.target, s.address, s.flow, s.state, "
+            "SELECT r.id AS run_id, r.batch, r.kind, r.started, s.target, s.address, s.flow, "
+            "s.state, "
             "s.reached, s.reason, s.reason_hop, s.last_hop "
             "FROM services s JOIN runs r ON r.id = s.run_id WHERE 1 = 1"
         )
@@ -174,6 +203,22 @@ class HistoryStore:
         frame = pd.read_sql_query(query + " ORDER BY r.started, r.id", self._db, params=args)
         frame["reached"] = frame["reached"].astype(bool)
         return frame
+
+    def latest(self, target: str | None = None, count: int = 1) -> list[int]:
+        """The ids of the newest ``count`` runs (that hold ``target``), newest first; of
+        each batch the trace when it holds one, else its check."""
+        query = (
+            "SELECT r.batch, r.id FROM runs r WHERE (? IS NULL OR EXISTS ("
+            "SELECT 1 FROM services s WHERE s.run_id = r.id AND s.target = ?)) "
+            "ORDER BY r.batch DESC, r.kind = 'trace' DESC, r.id DESC"
+        )
+        best: dict[int, int] = {}
+        for batch, run_id in self._db.execute(query, (target, target)):
+            if batch not in best:
+                if len(best) == count:
+                    break
+                best[batch] = run_id
+        return list(best.values())
 
     def integrity(self) -> str:
         """SQLite's own check: ``ok`` when the file is sound."""

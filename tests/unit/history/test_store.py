@@ -114,3 +114,46 @@ def test_a_writer_killed_mid_way_loses_only_its_own_run(
         assert (every.groupby("run_id").size() == 4).all()  # no half-written run
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == runs  # none bare
+
+
+def test_a_batch_goes_in_whole_and_latest_prefers_its_trace(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    clean, drop = records
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        old = store.add_batch([("check", at(clean, "2026-11-20T10:00:00.000000Z"))])
+        check, trace = store.add_batch(
+            [
+                ("check", at(drop, "2026-11-21T10:00:00.000000Z")),
+                ("trace", at(drop, "2026-11-21T10:00:05.000000Z")),
+            ]
+        )
+        frame = store.services()
+        assert set(frame[frame["run_id"] == trace]["batch"]) == {check}
+        assert set(frame[frame["run_id"] == check]["kind"]) == {"check"}
+        host = clean["targets"][0]["host"]
+        assert store.latest(host, 2) == [trace, old[0]]
+        assert store.latest("elsewhere", 2) == []
+        with pytest.raises(ValueError, match="kind"):
+            store.add_batch([("check", clean), ("nonsense", clean)])
+        assert len(store.services()) == len(frame)  # the failed batch left nothing
+
+
+def test_a_version_1_file_is_migrated_and_keeps_its_runs(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    from reachtest.history import store as module
+
+    path = tmp_path / "h.sqlite"
+    with sqlite3.connect(path) as db:
+        for statement in module.MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO runs (started, finished, tool_version, record) VALUES (?, ?, ?, ?)",
+            ("2026-11-20T10:00:00Z", "2026-11-20T10:00:01Z", "0.1.0", "{}"),
+        )
+        db.execute("PRAGMA user_version = 1")
+    with HistoryStore(path) as store:
+        assert store.version == SCHEMA_VERSION
+        row = store._db.execute("SELECT id, batch, kind FROM runs").fetchall()
+        assert row == [(1, 1, "trace")]
