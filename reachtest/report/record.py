@@ -148,7 +148,7 @@ def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list
             {
                 "round": int(round_),
                 "kind": str(kind),
-                "responder": None if responder is None else str(responder),
+                "responder": None if pd.isna(responder) else str(responder),
                 "rtt_ms": _num(rtt, 4),
             }
         )

@@ -83,6 +83,15 @@ def test_prohibited_codes_are_kept_per_hop() -> None:
     assert flow(record, "tcp/443")["verdict"]["reason"] == "admin-prohibited"
 
 
+def test_a_silent_probe_has_no_responder_in_its_sample() -> None:
+    record = sim_record(**SCENARIOS["drop"])  # type: ignore[arg-type]
+    hops = flow(record, "tcp/443")["hops"]
+    silent = [s for h in hops for s in h["samples"] if s["kind"] == "timeout"]
+    answered = [s for h in hops for s in h["samples"] if s["kind"] != "timeout"]
+    assert silent and all(s["responder"] is None for s in silent)
+    assert answered and all(s["responder"] for s in answered)
+
+
 @pytest.mark.parametrize(
     ("name", "ok"),
     [
