@@ -19,6 +19,7 @@ from reachtest import __version__
 from reachtest.errors import (
     EXIT_ENVIRONMENT,
     EXIT_INTERNAL,
+    EXIT_NOT_REACHED,
     EXIT_OK,
     EXIT_USAGE,
     LabError,
@@ -612,9 +613,9 @@ def saved_stem(record: dict[str, Any]) -> str:
 def save_reports(record: dict[str, Any], out_dir: str) -> list[Path]:
     """JSON, HTML and Markdown of ``record`` in ``out_dir``, under one new name: an
     earlier report of the same second and target is never replaced (-2, -3, ... added)."""
-    base = Path(out_dir) / saved_stem(record)
+    stem = saved_stem(record)
     (suffix, render), *rest = SAVED
-    first = write_file(base.with_suffix(suffix), render(record), exclusive=True)
+    first = write_file(Path(out_dir) / f"{stem}{suffix}", render(record), exclusive=True)
     return [first] + [write_file(first.with_suffix(s), r(record), exclusive=True) for s, r in rest]
 
 
@@ -978,6 +979,102 @@ def config_check(config_file: str) -> int:
         if path is not None:
             out.print(f"  {what}: {path}", highlight=False, markup=False)
     return EXIT_OK
+
+
+RUN_EXIT_HELP = """\b
+Exit codes:
+  0  every expectation of every target holds
+  1  an expectation does not hold (the summary says which, and where it stops)
+  2  configuration or input error (one line: file, line, key)
+  3  permission or environment error (not root / no CAP_NET_RAW; another run holds the lock)
+  4  internal error (a bug: please report it)
+"""
+
+
+@cli.command("run", epilog=RUN_EXIT_HELP)
+@click.option("--config", "config_file", required=True, metavar="FILE", help="The TOML file.")
+@click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for a run still holding the lock (then give up, exit 3).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Print the summary even when all is well.")
+def run_command(config_file: str, wait: float, verbose: bool) -> int:
+    """One scheduled pass (for cron or a systemd timer): a fast check of every target
+    (ICMP echo with icmplib; TCP/UDP at full TTL), full hop-by-hop traces where the
+    policy asks (always, on-change, on-failure), expectations judged, history, reports
+    and metrics written.
+
+    Quiet when every expectation holds (cron mails only trouble); otherwise a short
+    summary naming each service that is not as expected and the hop where it stops.
+    Needs root or CAP_NET_RAW.
+    """
+    from reachtest.engine.transport import require_raw_capability
+    from reachtest.schedule import metrics
+    from reachtest.schedule.config import load_config
+    from reachtest.schedule.lock import hold, lock_path
+    from reachtest.schedule.run import run_batch, summary
+    from reachtest.spec import resolve_target
+
+    if wait < 0:
+        raise UsageError(f"--wait must not be negative, not {wait:g}")
+    config = load_config(config_file)
+    if config.reports is not None:
+        check_out_dir(str(config.reports))
+    if config.prometheus is not None:
+        check_output(str(config.prometheus), "the metrics")
+    require_raw_capability()
+    with hold(lock_path(config.history, config.path), wait):
+        history = None
+        if config.history is not None:
+            from reachtest.history.store import HistoryStore
+
+            history = HistoryStore(config.history)
+        try:
+            with _run_progress() as progress:
+                batch = run_batch(
+                    config,
+                    history=history,
+                    save_reports=save_reports,
+                    progress=progress,
+                    resolve=resolve_target,
+                )
+        finally:
+            if history is not None:
+                history.close()
+        if config.prometheus is not None:
+            metrics.write(batch, config.prometheus)
+    if verbose or not batch.ok or _stdout_is_terminal():
+        lines = summary(batch, None if config.history is None else str(config.history))
+        click.echo("\n".join(lines if verbose or not batch.ok else lines[:1]))
+    return EXIT_OK if batch.ok else EXIT_NOT_REACHED
+
+
+@contextlib.contextmanager
+def _run_progress() -> Any:
+    """A progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not sys.stderr.isatty():
+        yield lambda done, total, what: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=1)
+
+        def update(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        yield update
 
 
 DEMO_LAB = "demo"

@@ -263,6 +263,16 @@ def test_save_reports_writes_json_html_markdown_under_one_new_name(tmp_path: Pat
     assert first[2].read_text().startswith("# reachtest report")
 
 
+def test_saved_reports_of_an_address_keep_the_whole_address(tmp_path: Path) -> None:
+    from reachtest.cli import save_reports
+    from reachtest.report.record import load_record
+
+    record = load_record(str(_saved(tmp_path)))
+    record["targets"][0]["host"] = "198.18.6.2"
+    names = [p.name for p in save_reports(record, str(tmp_path / "reports"))]
+    assert names == [f"20261121T100000Z_198.18.6.2.{s}" for s in ("json", "html", "md")]
+
+
 def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
     import os
 
