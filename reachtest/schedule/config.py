@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,18 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{where}: cannot read: {reason}") from None
-    return parse_config(text, where)
+    config = parse_config(text, where)
+    here = Path(path).parent  # relative paths in the file are relative to the file
+
+    def beside(value: Path | None) -> Path | None:
+        return None if value is None else here / value
+
+    return replace(
+        config,
+        reports=beside(config.reports),
+        history=beside(config.history),
+        prometheus=beside(config.prometheus),
+    )
 
 
 def parse_config(text: str, where: str = "<config>") -> Config:

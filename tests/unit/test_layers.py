@@ -27,7 +27,7 @@ EVERYTHING = {"cli", "schedule", "session"}  # the composition root and its help
 #: Never imported at module level anywhere in the package (start-up time).
 HEAVY = {
     "scapy", "pandas", "numpy", "matplotlib", "scipy", "icmplib", "rich", "jinja2", "dns",
-    "jsonschema",
+    "jsonschema", "prometheus_client",
 }  # fmt: skip
 #: Renderer modules built on a heavy library; they are only ever imported lazily (checked).
 RENDERERS = {

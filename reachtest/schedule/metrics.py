@@ -1,0 +1,111 @@
+"""The Prometheus textfile of a scheduled run, for node_exporter's textfile collector.
+
+Written with prometheus_client (``write_to_textfile`` writes a temporary file and renames
+it, so node_exporter never reads half a file). The names and labels are documented in
+the README, with an example alert rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reachtest.errors import UsageError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from reachtest.schedule.run import Batch, Judged
+
+FLOW_LABELS = ("target", "protocol", "port")
+
+
+def _flow(j: Judged) -> tuple[str, str, str]:
+    protocol, _, port = j.flow.partition("/")
+    return j.target, protocol, port
+
+
+def blocked_at(j: Judged) -> int:
+    """The first TTL a traced flow does not get past."""
+    if j.reason == "no-response" or j.stop_hop is None:
+        return (j.last_hop or 0) + 1
+    return j.stop_hop
+
+
+def registry(batch: Batch) -> CollectorRegistry:
+    """Every metric of ``batch`` in a registry of its own."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    reg = CollectorRegistry()
+
+    def gauge(name: str, doc: str, labels: Sequence[str] = FLOW_LABELS) -> Gauge:
+        return Gauge(name, doc, list(labels), registry=reg)
+
+    success = gauge("probe_success", "1 when the flow reached the target (TCP/UDP: open)")
+    met = gauge(
+        "reachtest_expectation_met",
+        "1 when the flow is as the configuration expects, 0 when not",
+        (*FLOW_LABELS, "expected"),
+    )
+    hops = gauge("reachtest_hop_count", "Hops to the target (from the last full trace)")
+    blocked = gauge(
+        "reachtest_blocked_at_hop",
+        "The first TTL the flow does not get past (silent drop: the last answering hop + 1;"
+        " a reject: the TTL of the rejected probe); 0 when it gets through",
+    )
+    loss = gauge("reachtest_loss_ratio", "Share of probes lost at the flow's final TTL (0..1)")
+    duration = gauge(
+        "probe_duration_seconds", "Seconds spent checking (and tracing) the target", ["target"]
+    )
+    traced = gauge("reachtest_traced", "1 when the target got a full trace in this run", ["target"])
+    last = Gauge(
+        "reachtest_last_run_timestamp_seconds", "When the run finished (Unix time)", registry=reg
+    )
+    for j in batch.judged:
+        labels = _flow(j)
+        through = j.got in ("open", "reachable")
+        success.labels(*labels).set(1 if through else 0)
+        if j.expected is not None:
+            met.labels(*labels, j.expected).set(1 if j.met else 0)
+        if j.distance is not None:
+            hops.labels(*labels).set(j.distance)
+        if j.traced:
+            blocked.labels(*labels).set(0 if through else blocked_at(j))
+        if j.loss_ratio is not None:
+            loss.labels(*labels).set(j.loss_ratio)
+    names = dict.fromkeys(j.target for j in batch.judged)
+    for name in names:
+        duration.labels(name).set(round(batch.durations_s.get(name, 0.0), 6))
+        traced.labels(name).set(1 if name in batch.traced else 0)
+    last.set(batch.finished.timestamp())
+    return reg
+
+
+def render(batch: Batch) -> str:
+    """The textfile's content (the exposition format)."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry(batch)).decode()
+
+
+def write(batch: Batch, path: Path) -> None:
+    """Write the textfile whole (temporary file, then rename)."""
+    from prometheus_client import write_to_textfile
+
+    try:
+        write_to_textfile(str(path), registry(batch))
+    except OSError as exc:
+        raise UsageError(f"cannot write the metrics {path}: {exc.strerror or exc}") from None
+
+
+def parse(text: str) -> Mapping[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(metric name, sorted labels) -> value of an exposition text (prometheus_client's
+    own parser), for tests and for `reachtest` users checking a file."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -1,0 +1,499 @@
+"""`reachtest run`: one scheduled pass over the configured targets.
+
+1. A fast end-to-end check of every target: ICMP echo with icmplib (many hosts at once),
+   TCP and UDP probes at full TTL with our engine.
+2. Full traces, hop by hop, for the targets the policy picks: ``always``; ``on-failure``
+   (an expectation not met); ``on-change`` (that, or a state that differs from the last
+   stored run, or no stored run yet to compare with).
+3. Every expectation judged (on the trace when there is one: more rounds, more evidence),
+   the batch stored in the history in one transaction, reports and metrics written.
+
+Part of the composition root: it wires engine, analysis, report and history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reachtest.errors import PrivilegeError, ReachtestError
+from reachtest.model import ICMP_FLOW, FlowSpec, Outcome, Protocol, ReplyKind, TraceParams
+from reachtest.schedule.config import Config, TargetConfig
+
+if TYPE_CHECKING:
+    from reachtest.history.store import HistoryStore
+
+#: The fast check probes at this TTL only: far enough for any real path.
+CHECK_TTL = 64
+CHECK_ROUNDS = 3
+CHECK_INTERVAL_S = 0.2
+#: The fast check waits at most this long for an answer (less when a target asks less).
+CHECK_TIMEOUT_S = 1.0
+ICMP_TASKS = 100  # icmplib hosts pinged at once
+
+Record = dict[str, Any]
+#: Called with (step done, steps in all, what is being done).
+Progress = Callable[[int, int, str], None]
+#: Saves a trace record's reports in a folder; the files written.
+SaveReports = Callable[[Record, str], list[Path]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Judged:
+    """One flow of one target after the run: what it was expected to be and what it was."""
+
+    target: str  # the configured name
+    host: str
+    address: str | None  # None: the host did not resolve
+    flow: str
+    expected: str | None  # None: no expectation on this flow
+    got: str  # open, closed, filtered, open|filtered; reachable, unreachable; unresolved
+    reason: str
+    met: bool | None  # None: nothing expected
+    traced: bool
+    stop_hop: int | None  # traced: the hop where the flow stops (it passes the one before)
+    last_hop: int | None  # traced: the last hop that answered this flow
+    last_address: str | None
+    distance: int | None  # traced: the target's hop count
+    loss_ratio: float | None  # of the probes at the final TTL
+    rtt_ms: float | None  # median round trip of the final answers
+    finding: str | None  # the analysis' sentence about this flow, when it has one
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """What one `reachtest run` did."""
+
+    started: datetime
+    finished: datetime
+    judged: tuple[Judged, ...]
+    records: tuple[tuple[str, Record], ...]  # (check | trace, run record), as stored
+    traced: Mapping[str, str]  # target name -> why it was traced
+    reports: tuple[Path, ...]
+    changes: tuple[tuple[str, str, str, str], ...]  # (target, flow, before, after)
+    durations_s: Mapping[str, float]  # target name -> seconds spent on it (check + trace)
+    run_id: int | None  # the batch id in the history
+
+    @property
+    def ok(self) -> bool:
+        return all(j.met is not False for j in self.judged)
+
+    @property
+    def failed(self) -> tuple[Judged, ...]:
+        return tuple(j for j in self.judged if j.met is False)
+
+
+# -- expectations ----------------------------------------------------------------------
+
+
+def meets(expected: str, got: str) -> bool:
+    """Does ``got`` satisfy the expectation word ``expected``? Nothing is known of a host
+    that did not resolve, so it satisfies none."""
+    if got == "unresolved":
+        return False
+    if expected == "blocked":
+        return got not in ("open", "reachable")
+    return got == expected
+
+
+def observed(flow: Mapping[str, Any]) -> str:
+    """The word for what a flow of a run record got: its state, or for ICMP whether the
+    host answered the echo."""
+    verdict = flow["verdict"]
+    if flow["protocol"] == str(Protocol.ICMP):
+        return "reachable" if verdict and verdict["reached"] else "unreachable"
+    return str(verdict["state"]) if verdict and verdict["state"] else "filtered"
+
+
+def states(target: Mapping[str, Any]) -> dict[str, str]:
+    """flow -> word, for one target of a run record."""
+    return {f["flow"]: observed(f) for f in target["flows"]}
+
+
+def why_trace(
+    policy: str, failing: bool, now: Mapping[str, str], before: Mapping[str, str] | None
+) -> str | None:
+    """Why this target gets a full trace under ``policy`` (None: it does not)."""
+    if policy == "always":
+        return "policy always"
+    if failing:
+        return "an expectation is not met"
+    if policy == "on-change":
+        if before is None:
+            return "no earlier run to compare with"
+        changed = sorted(f for f in now if before.get(f, now[f]) != now[f])
+        if changed:
+            return "changed since the last run: " + ", ".join(changed)
+    return None
+
+
+def _finding(target: Mapping[str, Any], flow: str) -> str | None:
+    order = {"critical": 0, "warning": 1, "info": 2}
+    mine = sorted(
+        (f for f in target["findings"] if f["flow"] == flow),
+        key=lambda f: order.get(f["severity"], 3),
+    )
+    return mine[0]["summary"] if mine else None
+
+
+def _final_stats(flow: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(loss ratio, median RTT in ms) of the probes at the flow's deepest TTL."""
+    hops = flow["hops"]
+    if not hops:
+        return None, None
+    last = hops[-1]
+    sent = last["snt"] or 0
+    loss = None if not sent else round(1 - (last["rcv"] or 0) / sent, 4)
+    rtts = sorted(s["rtt_ms"] for s in last.get("samples", []) if s.get("rtt_ms") is not None)
+    rtt = rtts[len(rtts) // 2] if rtts else None
+    return loss, rtt
+
+
+def judge(
+    config: TargetConfig, target: Mapping[str, Any] | None, address: str | None, traced: bool
+) -> list[Judged]:
+    """Every flow of ``config`` judged against the run record's ``target`` entry (None:
+    the host did not resolve, so nothing was sent)."""
+    flows = {f["flow"]: f for f in target["flows"]} if target else {}
+    judged = []
+    for spec in config.flows:
+        flow = flows.get(spec.label)
+        expected = config.expect.get(spec.label)
+        got = observed(flow) if flow is not None else "unresolved"
+        path = flow["path"] if flow is not None and traced else None
+        loss, rtt = _final_stats(flow) if flow is not None else (None, None)
+        judged.append(
+            Judged(
+                target=config.name,
+                host=config.host,
+                address=address,
+                flow=spec.label,
+                expected=expected,
+                got=got,
+                reason=flow["verdict"]["reason"] if flow and flow["verdict"] else "no-probe",
+                met=None if expected is None else meets(expected, got),
+                traced=traced,
+                stop_hop=path["stop_hop"] if path else None,
+                last_hop=path["last_hop"] if path else None,
+                last_address=path["last_address"] if path else None,
+                distance=target["distance"] if target and traced else None,
+                loss_ratio=loss,
+                rtt_ms=rtt,
+                finding=_finding(target, spec.label) if target and traced else None,
+                labels=config.labels,
+            )
+        )
+    return judged
+
+
+# -- the engine and icmplib ---------------------------------------------------------------
+
+
+def icmp_outcomes(addresses: Sequence[str], timeout_s: float) -> tuple[list[Outcome], int]:
+    """ICMP echo to every address at once (icmplib, raw sockets); the outcomes as the
+    engine would give them (answered rounds first: icmplib does not say which were lost),
+    and the number of echo requests sent."""
+    from icmplib import multiping
+    from icmplib.exceptions import ICMPLibError, SocketPermissionError
+
+    if not addresses:
+        return [], 0
+    base = time.monotonic_ns()
+    try:
+        hosts = multiping(
+            list(addresses),
+            count=CHECK_ROUNDS,
+            interval=CHECK_INTERVAL_S,
+            timeout=timeout_s,
+            concurrent_tasks=ICMP_TASKS,
+            privileged=True,
+        )
+    except SocketPermissionError:
+        raise PrivilegeError("the ICMP check needs root or CAP_NET_RAW (raw sockets)") from None
+    except ICMPLibError as exc:
+        raise ReachtestError(f"the ICMP check failed: {exc}") from None
+    outcomes = []
+    sent = 0
+    for host in hosts:
+        sent += host.packets_sent
+        for i in range(host.packets_sent):
+            sent_ns = base + int(i * CHECK_INTERVAL_S * 1e9)
+            answered = i < len(host.rtts)
+            outcomes.append(
+                Outcome(
+                    target=host.address,
+                    flow=ICMP_FLOW,
+                    ttl=CHECK_TTL,
+                    round=i,
+                    probe_id=i + 1,
+                    sent_ns=sent_ns,
+                    kind=ReplyKind.ECHO_REPLY if answered else ReplyKind.TIMEOUT,
+                    responder=host.address if answered else None,
+                    recv_ns=sent_ns + int(host.rtts[i] * 1e6) if answered else None,
+                )
+            )
+    return outcomes, sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """Targets probed together: the same flows and settings."""
+
+    flows: tuple[FlowSpec, ...]
+    params: TraceParams
+    members: tuple[tuple[TargetConfig, str], ...]  # (target, address)
+
+
+def _groups(
+    members: Iterable[tuple[TargetConfig, str]],
+    key: Callable[[TargetConfig], tuple[tuple[FlowSpec, ...], TraceParams]],
+) -> list[_Group]:
+    by: dict[tuple[tuple[FlowSpec, ...], TraceParams], list[tuple[TargetConfig, str]]] = {}
+    for target, address in members:
+        by.setdefault(key(target), []).append((target, address))
+    return [_Group(flows, params, tuple(m)) for (flows, params), m in by.items()]
+
+
+def _engine(
+    addresses: Sequence[str], flows: Sequence[FlowSpec], params: TraceParams
+) -> Any:  # RunResult
+    from reachtest.engine.tracer import Tracer
+    from reachtest.engine.transport import RawTransport
+
+    transport = RawTransport()
+    try:
+        return Tracer(transport, list(addresses), list(flows), params).run()
+    finally:
+        transport.close()
+
+
+def _record(result: Any, members: Sequence[tuple[TargetConfig, str]], started: datetime) -> Record:
+    from reachtest.analysis.analyse import analyse
+    from reachtest.report.record import RunMeta, build_record
+
+    meta = RunMeta(
+        command=("reachtest", "run"),
+        started=started,
+        finished=datetime.now(UTC),
+        hosts={address: t.name for t, address in members},
+        dns=False,
+    )
+    return build_record(result, analyse(result.outcomes, result.params), meta)
+
+
+def check(
+    members: Sequence[tuple[TargetConfig, str]], progress: Progress, steps: int
+) -> tuple[Record, dict[str, float]]:
+    """The fast check of every target: one run record, and the seconds spent per target."""
+    from reachtest.model import RunResult
+
+    started = datetime.now(UTC)
+    began = time.monotonic_ns()
+    spent: dict[str, float] = {}
+    pinged = [(t, a) for t, a in members if ICMP_FLOW in t.flows]
+    timeout = min(CHECK_TIMEOUT_S, max((t.timeout_s for t, _ in members), default=1.0))
+    progress(0, steps, f"ICMP echo to {len(pinged)} targets")
+    moment = time.monotonic()
+    outcomes, sent = icmp_outcomes([a for _, a in pinged], timeout)
+    for t, _ in pinged:
+        spent[t.name] = time.monotonic() - moment
+    params = TraceParams(
+        first_ttl=CHECK_TTL,
+        max_ttl=CHECK_TTL,
+        rounds=CHECK_ROUNDS,
+        interval_s=CHECK_INTERVAL_S,
+        timeout_s=timeout,
+        gap_limit=1,
+    )
+    services = [(t, a) for t, a in members if any(f != ICMP_FLOW for f in t.flows)]
+    groups = _groups(services, lambda t: (tuple(f for f in t.flows if f != ICMP_FLOW), params))
+    extras, strays, stray_counts = [], [], {}  # type: ignore[var-annotated]
+    for n, group in enumerate(groups, 1):
+        progress(n, steps, f"TCP/UDP check of {len(group.members)} targets")
+        moment = time.monotonic()
+        result = _engine([a for _, a in group.members], group.flows, params)
+        outcomes += result.outcomes
+        extras += result.extras
+        strays += result.strays
+        for reason, count in result.stray_counts:
+            stray_counts[reason] = stray_counts.get(reason, 0) + count
+        sent += result.sent
+        for t, _ in group.members:
+            spent[t.name] = spent.get(t.name, 0.0) + time.monotonic() - moment
+    flows = tuple(dict.fromkeys(f for t, _ in members for f in t.flows))
+    combined = RunResult(
+        params=params,
+        targets=tuple(a for _, a in members),
+        flows=flows,
+        started_ns=began,
+        finished_ns=time.monotonic_ns(),
+        outcomes=tuple(outcomes),
+        extras=tuple(extras),
+        strays=tuple(strays),
+        stray_counts=tuple(sorted(stray_counts.items())),
+        sent=sent,
+        interrupted=False,
+    )
+    return _record(combined, members, started), spent
+
+
+def _trace_key(t: TargetConfig) -> tuple[tuple[FlowSpec, ...], TraceParams]:
+    return t.flows, TraceParams(
+        max_ttl=t.max_ttl, rounds=t.rounds, interval_s=t.interval_s, timeout_s=t.timeout_s
+    )
+
+
+def trace(
+    members: Sequence[tuple[TargetConfig, str]], progress: Progress, step: int, steps: int
+) -> tuple[list[Record], dict[str, float]]:
+    """Full traces (TTL 1 up) of ``members``: one run record per group of settings."""
+    records, spent = [], {}
+    for n, group in enumerate(_groups(members, _trace_key)):
+        progress(step + n, steps, f"tracing {len(group.members)} targets hop by hop")
+        started = datetime.now(UTC)
+        moment = time.monotonic()
+        result = _engine([a for _, a in group.members], group.flows, group.params)
+        records.append(_record(result, group.members, started))
+        for t, _ in group.members:
+            spent[t.name] = time.monotonic() - moment
+    return records, spent
+
+
+# -- the pass ---------------------------------------------------------------------------
+
+
+def _previous(history: HistoryStore | None, name: str) -> dict[str, str] | None:
+    """flow -> word of ``name`` in the newest stored run that holds it."""
+    if history is None:
+        return None
+    latest = history.latest(name, 1)
+    if not latest:
+        return None
+    record = history.record(latest[0])
+    target = next((t for t in record["targets"] if t["host"] == name), None)
+    return states(target) if target is not None else None
+
+
+def run_batch(
+    config: Config,
+    *,
+    history: HistoryStore | None,
+    save_reports: SaveReports,
+    progress: Progress,
+    resolve: Callable[[str, int | None], str],
+) -> Batch:
+    """One pass over ``config``'s targets (see the module's docstring)."""
+    started = datetime.now(UTC)
+    members: list[tuple[TargetConfig, str]] = []
+    unresolved: list[TargetConfig] = []
+    for t in config.targets:
+        try:
+            members.append((t, resolve(t.host, t.family)))
+        except ReachtestError:
+            unresolved.append(t)
+    service_groups = len({tuple(f for f in t.flows if f != ICMP_FLOW) for t, _ in members})
+    steps = 1 + service_groups + len({_trace_key(t) for t, _ in members})
+    check_record, spent = check(members, progress, steps)
+    by_address = {t["address"]: t for t in check_record["targets"]}
+
+    traced: dict[str, str] = {}
+    changes: list[tuple[str, str, str, str]] = []
+    for t, address in members:
+        now = states(by_address[address])
+        failing = any(not meets(w, now.get(f, "unresolved")) for f, w in t.expect.items())
+        before = _previous(history, t.name)
+        if before is not None:
+            changes += [(t.name, f, before[f], w) for f, w in now.items() if before.get(f, w) != w]
+        reason = why_trace(t.policy, failing, now, before)
+        if reason is not None:
+            traced[t.name] = reason
+    chosen = [(t, a) for t, a in members if t.name in traced]
+    trace_records, trace_spent = trace(chosen, progress, 1 + service_groups, steps)
+    progress(steps, steps, "done")
+    for name, seconds in trace_spent.items():
+        spent[name] = spent.get(name, 0.0) + seconds
+
+    final = dict(by_address)
+    for record in trace_records:
+        final.update({t["address"]: t for t in record["targets"]})
+    judged: list[Judged] = []
+    addresses = {t.name: a for t, a in members}
+    for t in config.targets:
+        found = addresses.get(t.name)
+        entry = final.get(found) if found is not None else None
+        judged += judge(t, entry, found, t.name in traced)
+
+    reports: list[Path] = []
+    if config.reports is not None:
+        for record in trace_records:
+            reports += save_reports(record, str(config.reports))
+    records = (("check", check_record), *(("trace", r) for r in trace_records))
+    run_id = history.add_batch(list(records))[0] if history is not None else None
+    return Batch(
+        started=started,
+        finished=datetime.now(UTC),
+        judged=tuple(judged),
+        records=records,
+        traced=traced,
+        reports=tuple(reports),
+        changes=tuple(changes),
+        durations_s=spent,
+        run_id=run_id,
+    )
+
+
+# -- the summary ----------------------------------------------------------------------------
+
+
+def where(j: Judged) -> str:
+    """Where a traced flow stops, in words ('' when not traced or it got through)."""
+    if not j.traced or j.got in ("open", "reachable"):
+        return ""
+    after = f"hop {j.last_hop} ({j.last_address})" if j.last_hop else "the first hop"
+    if j.reason == "no-response":
+        return f"blocked after {after}: no answer beyond it"
+    if j.stop_hop is not None:
+        return f"{j.reason} at hop {j.stop_hop}, after {after}"
+    return f"{j.reason} after {after}"
+
+
+def summary(batch: Batch, history: str | None = None) -> list[str]:
+    """The short report for cron mail: what is not as expected and where it stops, what
+    changed since the last run, and where the reports went."""
+    expectations = [j for j in batch.judged if j.met is not None]
+    failed = batch.failed
+    targets = len({j.target for j in batch.judged})
+    seconds = (batch.finished - batch.started).total_seconds()
+    stamp = batch.started.strftime("%Y-%m-%d %H:%M:%S UTC")
+    head = (
+        f"all {len(expectations)} expectations met"
+        if not failed
+        else f"{len(failed)} of {len(expectations)} expectations not met"
+    )
+    lines = [
+        f"reachtest run: {head} · {targets} targets ({len(batch.traced)} traced) · "
+        f"{stamp} · {seconds:.1f} s"
+    ]
+    for j in failed:
+        at = f" ({j.address})" if j.address else ""
+        stop = where(j)
+        lines.append(
+            f"  {j.target}{at} {j.flow}: expected {j.expected}, got {j.got} ({j.reason})"
+            + (f"; {stop}" if stop else "")
+        )
+        if j.finding:
+            lines.append(f"    {j.finding}")
+    if batch.changes:
+        lines.append("changed since the last run:")
+        lines += [f"  {t} {f}: {a} -> {b}" for t, f, a, b in batch.changes]
+    if batch.traced:
+        lines.append("traced: " + "; ".join(f"{t} ({why})" for t, why in batch.traced.items()))
+    lines += [f"report: {p}" for p in batch.reports if p.suffix == ".html"]
+    if history is not None and batch.run_id is not None:
+        lines.append(f"history: run {batch.run_id} in {history}")
+    return lines
