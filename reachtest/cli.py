@@ -6,6 +6,7 @@ Imports of the heavy layers happen inside the commands, so ``reachtest --help`` 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -1075,6 +1076,222 @@ def _run_progress() -> Any:
             bar.update(task, completed=done, total=total, description=what)
 
         yield update
+
+
+def _history_file(history: str | None, config_file: str | None) -> Path:
+    """The history named by --history, or by the configuration's ``history``."""
+    if history is not None and config_file is not None:
+        raise UsageError("give --history or --config, not both")
+    if history is not None:
+        path = Path(history)
+    elif config_file is not None:
+        from reachtest.schedule.config import load_config
+
+        found = load_config(config_file).history
+        if found is None:
+            raise UsageError(f"{config_file} names no history file (history = ...)")
+        path = found
+    else:
+        raise UsageError("which history? give --history FILE or --config FILE")
+    if not path.is_file():
+        raise UsageError(f"no history at {path} (reachtest run writes it)")
+    return path
+
+
+def _open_history(history: str | None, config_file: str | None) -> Any:
+    from reachtest.history.store import HistoryStore
+
+    return HistoryStore(_history_file(history, config_file))
+
+
+DIFF_EXIT_HELP = """\b
+Exit codes:
+  0  compared (and, with --fail-on, nothing got worse or changed)
+  1  --fail-on regression: a service got worse (it got through before, now it does not);
+     --fail-on change: anything changed
+  2  usage or input error (a file or run that is not there, bad options)
+  4  internal error (a bug: please report it)
+"""
+
+
+@cli.command("diff", epilog=DIFF_EXIT_HELP)
+@click.argument("runs", nargs=-1, metavar="[BEFORE AFTER]")
+@click.option(
+    "--last",
+    nargs=2,
+    type=(int, str),
+    default=None,
+    metavar="N TARGET",
+    help="Compare the oldest and newest of TARGET's last N runs in the history (N >= 2).",
+)
+@click.option("--history", metavar="FILE", help="The history file (for run ids and --last).")
+@click.option("--config", "config_file", metavar="FILE", help="Take the history from FILE.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown", "html"]),
+    default="text",
+    show_default=True,
+)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of stdout.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["never", "regression", "change"]),
+    default="never",
+    show_default=True,
+    help="Exit 1 when a service got worse (regression) or anything changed (change).",
+)
+def diff_command(
+    runs: tuple[str, ...],
+    last: tuple[int, str] | None,
+    history: str | None,
+    config_file: str | None,
+    fmt: str,
+    output: str | None,
+    fail_on: str,
+) -> int:
+    """Compare two runs, before and after a firewall change: each service's state and
+    where it stops, each hop's responders, and latency (Mann-Whitney U) and loss
+    (Fisher's exact) per hop, reported only when significant (p < 0.01).
+
+    \b
+    BEFORE and AFTER are run records (JSON from trace --json or --save) or run ids
+    in the history (with --history or --config). Or: --last 2 TARGET.
+    Example: reachtest diff --last 2 web --config /etc/reachtest.toml
+    """
+    from reachtest.analysis.diff import diff_runs
+    from reachtest.report.diffview import RENDER as DIFF_RENDER
+    from reachtest.report.record import load_record
+
+    check_output(output, "the diff")
+    target = None
+    if last is not None:
+        if runs:
+            raise UsageError("give BEFORE AFTER or --last N TARGET, not both")
+        count, target = last
+        if count < 2:
+            raise UsageError(f"--last needs at least 2 runs, not {count}")
+        with _open_history(history, config_file) as store:
+            ids = store.latest(target, count)
+            if len(ids) < 2:
+                raise UsageError(
+                    f"the history holds {len(ids)} run of {target!r}: two are needed to compare"
+                )
+            before, after = store.record(ids[-1]), store.record(ids[0])
+        names = (f"run {ids[-1]}", f"run {ids[0]}")
+    elif len(runs) == 2:
+        loaded = []
+        store = None
+        try:
+            for one in runs:
+                if Path(one).exists() or one == "-" or not one.isdigit():
+                    loaded.append(load_record(one))
+                else:
+                    if store is None:
+                        store = _open_history(history, config_file)
+                    loaded.append(store.record(int(one)))
+        finally:
+            if store is not None:
+                store.close()
+        before, after = loaded
+        names = tuple(f"run {r}" if r.isdigit() and not Path(r).exists() else r for r in runs)  # type: ignore[assignment]
+    else:
+        raise UsageError("give two runs to compare (BEFORE AFTER) or --last N TARGET")
+    diff = diff_runs(before, after, before_name=names[0], after_name=names[1], target=target)
+    text = DIFF_RENDER[fmt](diff)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        click.echo(f"reachtest: wrote {write_file(Path(output), text)}", err=True)
+    if fail_on == "regression" and diff.regressions:
+        return EXIT_NOT_REACHED
+    if fail_on == "change" and diff.changed:
+        return EXIT_NOT_REACHED
+    return EXIT_OK
+
+
+@cli.command("history", epilog=EXIT_CODES_HELP)
+@click.argument("target", required=False)
+@click.option("--since", metavar="WHEN", help="Only runs from WHEN on (2026-11-01, or 7d, 12h).")
+@click.option("--history", metavar="FILE", help="The history file.")
+@click.option("--config", "config_file", metavar="FILE", help="Take the history from FILE.")
+@click.option("--html", "html_path", metavar="FILE|-", help="Write the availability timeline.")
+def history_command(
+    target: str | None,
+    since: str | None,
+    history: str | None,
+    config_file: str | None,
+    html_path: str | None,
+) -> int:
+    """How each service of TARGET (or of every target) fared over the stored runs: the
+    share of runs it got through, and every change of state, with when and why."""
+    from reachtest.analysis.timeline import availability, changes, per_run
+
+    check_output(html_path, "the history page")
+    moment = _since(since)
+    with _open_history(history, config_file) as store:
+        runs = per_run(store.services(target, moment))
+    if runs.empty:
+        what = f"of {target!r} " if target else ""
+        raise UsageError(f"no runs {what}in the history" + (f" since {moment}" if moment else ""))
+    table, changed = availability(runs), changes(runs)
+    if html_path is not None:
+        from reachtest.report.timeline import render_history_html
+
+        page = render_history_html(runs, changed, table)
+        if html_path == "-":
+            sys.stdout.write(page)
+            return EXIT_OK
+        click.echo(f"reachtest: wrote {write_file(Path(html_path), page)}", err=True)
+    out = _console()
+    batches = runs["batch"].nunique()
+    out.print(
+        f"{batches} runs from {runs['when'].min()} to {runs['when'].max()} UTC",
+        highlight=False,
+        markup=False,
+    )
+    for row in table.to_dict("records"):
+        out.print(
+            f"{row['target']} {row['flow']}: now {row['now']}, got through in "
+            f"{100 * row['through']:.0f}% of {row['runs']} runs",
+            highlight=False,
+            markup=False,
+        )
+        mine = changed[(changed["target"] == row["target"]) & (changed["flow"] == row["flow"])]
+        for c in mine.to_dict("records"):
+            hop, last = c["reason_hop"], c["last_hop"]
+            at = "" if hop is None or math.isnan(hop) else f" at hop {int(hop)}"
+            if not at and c["kind"] == "trace" and last is not None and not math.isnan(last):
+                at = f", last answer at hop {int(last)}"
+            out.print(
+                f"  {c['when']}  {c['word']:<13} {c['reason']}{at}  (run {c['run_id']})",
+                highlight=False,
+                markup=False,
+            )
+    return EXIT_OK
+
+
+def _since(text: str | None) -> str | None:
+    """An ISO time from ``2026-11-01``, ``2026-11-01T10:00`` or a span back: ``7d``, ``12h``."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    span = re.fullmatch(r"(\d+)\s*([dhm])", text.strip())
+    if span:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[span.group(2)]
+        moment = datetime.now(UTC) - timedelta(**{unit: int(span.group(1))})
+        return moment.isoformat().replace("+00:00", "Z")
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since takes a date (2026-11-01) or a span (7d, 12h), not {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 DEMO_LAB = "demo"

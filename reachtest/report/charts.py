@@ -28,7 +28,7 @@ FLOW_COLOURS = (
     "#7f7f7f",
 )
 #: Drawn for text and axes, then swapped for ``currentColor``.
-_INK = "#010203"
+INK = "#010203"
 _METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
 _SIZE = re.compile(r'<svg([^>]*?) width="[^"]*" height="[^"]*"')
 
@@ -50,11 +50,11 @@ def latency_svg(view: TargetView, salt: str) -> str:
         "svg.fonttype": "none",
         "svg.hashsalt": f"reachtest-{salt}",
         "font.size": 9,
-        "text.color": _INK,
-        "axes.labelcolor": _INK,
-        "axes.edgecolor": _INK,
-        "xtick.color": _INK,
-        "ytick.color": _INK,
+        "text.color": INK,
+        "axes.labelcolor": INK,
+        "axes.edgecolor": INK,
+        "xtick.color": INK,
+        "ytick.color": INK,
         "axes.facecolor": "none",
         "figure.facecolor": "none",
         "savefig.facecolor": "none",
@@ -100,14 +100,14 @@ def latency_svg(view: TargetView, salt: str) -> str:
             bottom.set_xlim(ttls[0] - 0.6, ttls[-1] + 0.6)
         out = io.StringIO()
         figure.savefig(out, format="svg", metadata={"Date": None})
-    return _inline(out.getvalue(), f"Latency and loss per hop for {len(view.flows)} flows")
+    return inline(out.getvalue(), f"Latency and loss per hop for {len(view.flows)} flows")
 
 
-def _inline(svg: str, label: str) -> str:
+def inline(svg: str, label: str) -> str:
     svg = svg[svg.index("<svg") :]
     svg = _METADATA.sub("", svg, count=1)
     svg = _SIZE.sub(r'<svg\1 class="chart" role="img"', svg, count=1)
-    svg = svg.replace(_INK, "currentColor")
+    svg = svg.replace(INK, "currentColor")
     # The label is ours (a count), yet escape it like any attribute value.
     label = label.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
     return svg.replace("<svg", f'<svg aria-label="{label}"', 1)

@@ -1,0 +1,234 @@
+"""What changed between two runs (before and after a firewall change): each service's
+state and where it stops, each hop's responders, and latency and loss per hop, tested
+for significance so that noise is not reported as change.
+
+Works on run records (the canonical JSON form); pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: p-value below which a latency or loss difference at a hop counts as a change.
+SIGNIFICANT = 0.01
+#: Fewer RTT samples than this on either side: no latency test.
+MIN_SAMPLES = 3
+#: A latency change smaller than this (ms, in medians) is not reported, however sure.
+MIN_RTT_CHANGE_MS = 0.5
+
+Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceChange:
+    """One flow of one target, before and after."""
+
+    target: str
+    flow: str
+    before: str | None  # open, closed, filtered, open|filtered, reachable, unreachable
+    after: str | None  # None: the flow is not in that run
+    reason_before: str | None
+    reason_after: str | None
+    stop_before: str | None  # where it stops, in words ('' when it gets through)
+    stop_after: str | None
+    change: str  # regression, improvement, changed, moved, same, new, gone
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HopChange:
+    """A hop of a flow whose responders changed, or whose latency or loss changed
+    significantly."""
+
+    target: str
+    flow: str
+    ttl: int
+    responders_before: tuple[str, ...]
+    responders_after: tuple[str, ...]
+    rtt_before_ms: float | None  # medians
+    rtt_after_ms: float | None
+    rtt_p: float | None  # Mann-Whitney U, two-sided
+    loss_before: tuple[int, int]  # (lost, sent)
+    loss_after: tuple[int, int]
+    loss_p: float | None  # Fisher's exact, two-sided
+    path_changed: bool
+    rtt_changed: bool
+    loss_changed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunDiff:
+    before: str  # what the user named: a file, "run 12"
+    after: str
+    before_started: str
+    after_started: str
+    services: tuple[ServiceChange, ...]
+    hops: tuple[HopChange, ...]
+
+    @property
+    def regressions(self) -> tuple[ServiceChange, ...]:
+        return tuple(s for s in self.services if s.change == "regression")
+
+    @property
+    def changed(self) -> bool:
+        return any(s.change != "same" for s in self.services) or bool(self.hops)
+
+
+def word(flow: Mapping[str, Any]) -> str:
+    """A flow's state; for ICMP whether the host answered."""
+    verdict = flow["verdict"]
+    if flow["protocol"] == "icmp":
+        return "reachable" if verdict and verdict["reached"] else "unreachable"
+    return str(verdict["state"]) if verdict and verdict["state"] else "filtered"
+
+
+def stop(flow: Mapping[str, Any]) -> str:
+    """Where a flow stops, in words; '' when it gets through or nothing says."""
+    path = flow["path"]
+    if word(flow) in ("open", "reachable") or not path:
+        return ""
+    if path["stop"] == "silent":
+        last = path["last_hop"]
+        if not last:
+            return "blocked before the first hop"
+        return f"blocked after hop {last} ({path['last_address']})"
+    if path["stop_hop"] is not None and path["stop"] not in ("max-ttl", "gap-limit"):
+        by = f" by {path['stop_address']}" if path["stop_address"] else ""
+        return f"{path['stop']} at hop {path['stop_hop']}{by}"
+    return f"no answer up to the last TTL ({path['stop']})"
+
+
+_THROUGH = ("open", "reachable")
+
+
+def classify(before: str | None, after: str | None, stop_before: str, stop_after: str) -> str:
+    """regression (it got through, now it does not), improvement (the reverse), changed
+    (another state), moved (same state, stops elsewhere), same, new, gone."""
+    if before is None:
+        return "new"
+    if after is None:
+        return "gone"
+    if before in _THROUGH and after not in _THROUGH:
+        return "regression"
+    if before not in _THROUGH and after in _THROUGH:
+        return "improvement"
+    if before != after:
+        return "changed"
+    if stop_before and stop_after and stop_before != stop_after:
+        return "moved"
+    return "same"
+
+
+def _by_target(record: Record) -> dict[str, Mapping[str, Any]]:
+    return {t["host"]: t for t in record["targets"]}
+
+
+def _lost(hop: Mapping[str, Any]) -> tuple[int, int]:
+    return int(hop["snt"]) - int(hop["rcv"]), int(hop["snt"])
+
+
+def _rtts(hop: Mapping[str, Any]) -> list[float]:
+    return [s["rtt_ms"] for s in hop["samples"] if s["rtt_ms"] is not None]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return round(ordered[middle], 3)
+    return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+def hop_change(target: str, flow: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> HopChange:
+    """The same TTL of the same flow in two runs, compared."""
+    import numpy as np
+    from scipy.stats import fisher_exact, mannwhitneyu
+
+    before = tuple(sorted(r["address"] for r in a["responders"]))
+    after = tuple(sorted(r["address"] for r in b["responders"]))
+    rtt_a, rtt_b = _rtts(a), _rtts(b)
+    rtt_p = None
+    if len(rtt_a) >= MIN_SAMPLES and len(rtt_b) >= MIN_SAMPLES:
+        rtt_p = float(mannwhitneyu(rtt_a, rtt_b, alternative="two-sided").pvalue)
+    med_a, med_b = _median(rtt_a), _median(rtt_b)
+    loss_a, loss_b = _lost(a), _lost(b)
+    loss_p = None
+    if loss_a[1] and loss_b[1]:
+        table = np.array([[loss_a[0], loss_a[1] - loss_a[0]], [loss_b[0], loss_b[1] - loss_b[0]]])
+        loss_p = float(fisher_exact(table, alternative="two-sided").pvalue)
+    rtt_changed = (
+        rtt_p is not None
+        and rtt_p < SIGNIFICANT
+        and med_a is not None
+        and med_b is not None
+        and abs(med_b - med_a) >= MIN_RTT_CHANGE_MS
+    )
+    return HopChange(
+        target=target,
+        flow=flow,
+        ttl=int(a["ttl"]),
+        responders_before=before,
+        responders_after=after,
+        rtt_before_ms=med_a,
+        rtt_after_ms=med_b,
+        rtt_p=rtt_p,
+        loss_before=loss_a,
+        loss_after=loss_b,
+        loss_p=loss_p,
+        path_changed=bool(before and after and before != after),
+        rtt_changed=rtt_changed,
+        loss_changed=loss_p is not None and loss_p < SIGNIFICANT,
+    )
+
+
+def diff_runs(
+    before: Record,
+    after: Record,
+    *,
+    before_name: str = "before",
+    after_name: str = "after",
+    target: str | None = None,
+) -> RunDiff:
+    """Every service of the targets in either run, and the hops that changed."""
+    old, new = _by_target(before), _by_target(after)
+    names = [n for n in dict.fromkeys([*old, *new]) if target is None or n == target]
+    services: list[ServiceChange] = []
+    hops: list[HopChange] = []
+    for name in names:
+        flows_a = {f["flow"]: f for f in old[name]["flows"]} if name in old else {}
+        flows_b = {f["flow"]: f for f in new[name]["flows"]} if name in new else {}
+        for label in dict.fromkeys([*flows_a, *flows_b]):
+            fa, fb = flows_a.get(label), flows_b.get(label)
+            sa, sb = (stop(fa) if fa else ""), (stop(fb) if fb else "")
+            wa, wb = (word(fa) if fa else None), (word(fb) if fb else None)
+            services.append(
+                ServiceChange(
+                    target=name,
+                    flow=label,
+                    before=wa,
+                    after=wb,
+                    reason_before=fa["verdict"]["reason"] if fa and fa["verdict"] else None,
+                    reason_after=fb["verdict"]["reason"] if fb and fb["verdict"] else None,
+                    stop_before=sa if fa else None,
+                    stop_after=sb if fb else None,
+                    change=classify(wa, wb, sa, sb),
+                )
+            )
+            if fa and fb:
+                by_ttl = {h["ttl"]: h for h in fb["hops"]}
+                for hop in fa["hops"]:
+                    if hop["ttl"] in by_ttl:
+                        change = hop_change(name, label, hop, by_ttl[hop["ttl"]])
+                        if change.path_changed or change.rtt_changed or change.loss_changed:
+                            hops.append(change)
+    return RunDiff(
+        before=before_name,
+        after=after_name,
+        before_started=str(before["started"]),
+        after_started=str(after["started"]),
+        services=tuple(services),
+        hops=tuple(hops),
+    )
