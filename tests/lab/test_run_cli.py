@@ -1,0 +1,188 @@
+"""`reachtest run`, `diff` and `history` as cron and an admin use them, in the lab: a
+clean network meets every expectation; after the "firewall change" (the lab switched to
+tcp-drop) the run fails naming tcp/443 and the hop, the diff shows open -> filtered and
+where it is blocked, the Prometheus file says so, and the history holds both runs.
+Overlapping runs and a run killed with SIGKILL leave the history sound."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from reachtest.lab import manager
+from reachtest.schedule import metrics
+from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
+
+CONFIG = """\
+history = "history.sqlite"
+reports = "reports"
+prometheus = "metrics/reachtest.prom"
+
+[defaults]
+services = ["tcp/443", "tcp/80", "udp/53"]
+rounds = 4
+interval = 0.1
+timeout = 0.5
+max_ttl = 9
+
+[[target]]
+host = "{server}"
+name = "web"
+expect = {{ icmp = "reachable", "tcp/443" = "open", "tcp/80" = "open", "udp/53" = "open" }}
+labels = {{ site = "lab" }}
+"""
+
+
+def write_config(folder: Path, lab: Lab) -> Path:
+    path = folder / "reachtest.toml"
+    path.write_text(CONFIG.format(server=lab.server()))
+    return path
+
+
+def in_lab(lab: Lab, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def here(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*reachtest_cmd(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def stored_runs(history: Path) -> list[tuple[int, int, str]]:
+    with sqlite3.connect(history) as db:
+        return db.execute("SELECT id, batch, kind FROM runs ORDER BY id").fetchall()
+
+
+def test_a_firewall_change_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) -> None:
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    first = in_lab(lab, "run", "--config", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout == "" and first.stderr == ""  # quiet for cron when all is well
+    assert len({batch for _, batch, _ in stored_runs(tmp_path / "history.sqlite")}) == 1
+
+    truth = manager.up("tcp-drop", lab_id=lab.lab_id).scenario.truth  # the firewall change
+    blocked_after = next(f for f in truth.flows if f.flow.label == "tcp/443").last_hop
+    second = in_lab(lab, "run", "--config", str(config))
+    assert second.returncode == 1, second.stdout + second.stderr
+    failing = [line for line in second.stdout.splitlines() if "expected" in line]
+    assert len(failing) == 1, second.stdout
+    assert "web" in failing[0] and "tcp/443: expected open, got filtered" in failing[0]
+    assert f"blocked after hop {blocked_after} " in failing[0]
+    assert "web tcp/443: open -> filtered" in second.stdout
+    assert list((tmp_path / "reports").glob("*_web.html"))
+
+    diff = here("diff", "--last", "2", "web", "--config", str(config))
+    assert diff.returncode == 0, diff.stderr
+    line = next(x for x in diff.stdout.splitlines() if "tcp/443" in x and "WORSE" in x)
+    assert "open -> filtered" in line and f"blocked after hop {blocked_after} " in line
+    assert "same     web tcp/80" in diff.stdout
+    gate = here("diff", "--last", "2", "web", "--config", str(config), "--fail-on", "regression")
+    assert gate.returncode == 1
+
+    got = metrics.parse((tmp_path / "metrics" / "reachtest.prom").read_text())
+
+    def value(name: str, flow: str, **extra: str) -> float:
+        protocol, _, port = flow.partition("/")
+        labels = {"target": "web", "protocol": protocol, "port": port, **extra}
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert value("probe_success", "tcp/443") == 0 and value("probe_success", "tcp/80") == 1
+    assert value("probe_success", "icmp") == 1
+    assert value("reachtest_expectation_met", "tcp/443", expected="open") == 0
+    assert value("reachtest_expectation_met", "udp/53", expected="open") == 1
+    assert value("reachtest_blocked_at_hop", "tcp/443") == blocked_after + 1
+    assert value("reachtest_blocked_at_hop", "tcp/80") == 0
+    assert value("reachtest_hop_count", "icmp") == truth.server_hop
+    assert value("reachtest_loss_ratio", "tcp/443") == 1.0
+
+    history = here("history", "web", "--config", str(config))
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.startswith("2 runs from")
+    https = history.stdout.split("web tcp/443:")[1].split("web tcp/80")[0]
+    assert "got through in 50% of 2 runs" in https
+    assert [w.strip(",") for w in https.split() if w.strip(",") in ("open", "filtered")] == [
+        "filtered",
+        "open",
+        "filtered",
+    ]
+    page = here("history", "--config", str(config), "--html", str(tmp_path / "h.html"))
+    assert page.returncode == 0 and "<svg" in (tmp_path / "h.html").read_text()
+
+
+def test_two_runs_at_once_both_finish_or_one_reports_the_lock(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
+    runs = [
+        subprocess.Popen(
+            [*argv, "run", "--config", str(config), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ((), ())
+    ]
+    results = [(p.wait(120), *p.communicate()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes in ([0, 0], [0, 3]), results
+    if codes == [0, 3]:
+        message = next(err for code, _, err in results if code == 3)
+        assert "another reachtest run holds" in message and "pid" in message
+        assert message.count("\n") == 1  # one line, no traceback
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = {batch for _, batch, _ in stored_runs(tmp_path / "history.sqlite")}
+    assert len(stored) == codes.count(0)
+    waited = [
+        subprocess.Popen([*argv, "run", "--config", str(config), "--wait", "60"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    assert [p.wait(180) for p in waited] == [0, 0]  # with --wait, the second waits its turn
+    assert len({b for _, b, _ in stored_runs(tmp_path / "history.sqlite")}) == len(stored) + 2
+
+
+def test_a_run_killed_mid_way_loses_only_itself(make_lab: MakeLab, tmp_path: Path) -> None:
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
+    history = tmp_path / "history.sqlite"
+    before = stored_runs(history)
+    long = tmp_path / "long.toml"  # the same history; a trace of 400 rounds, always
+    long.write_text(
+        config.read_text().replace("rounds = 4", "rounds = 400") + 'policy = "always"\n'
+    )
+    argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
+    victim = subprocess.Popen(
+        [*argv, "run", "--config", str(long)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(4)  # the check is done; the long trace is running
+        assert victim.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+    assert victim.returncode == -signal.SIGKILL
+    assert stored_runs(history) == before
+    with sqlite3.connect(history) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    after = in_lab(lab, "run", "--config", str(config))  # the lock died with its holder
+    assert after.returncode == 0, after.stderr
+    assert len(stored_runs(history)) == len(before) + 1
