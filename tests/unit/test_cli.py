@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +312,104 @@ def test_demo_refuses_bad_options_with_one_line(
     assert main(["demo", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+# -- run, diff, history -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[[target]]\nhost = "198.18.6.2"\nport = 443\n', ":3: target[1].port: unknown key"),
+        ('[[target]]\nhost = "h"\nservices = ["tcp/99999"]\n', ":3: target[1].services:"),
+        ('[[target]]\nhost = "h"\nexpect = { "tcp/443" = "opne" }\n',
+         ':3: target[1].expect."tcp/443"'),
+    ],
+)  # fmt: skip
+def test_run_with_a_bad_config_is_one_line_with_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reachtest: error: {config}{where}") and err.count("\n") == 1
+    assert not list(tmp_path.glob("*.lock"))  # nothing done before the config was read
+
+
+def test_run_with_a_missing_config_and_a_bad_wait(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml: no such file" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "nope.toml"), "--wait", "-1"]) == 2
+    assert "--wait must not be negative" in capsys.readouterr().err
+
+
+def test_diff_of_two_files_and_its_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.unit.report.conftest import router, sim_record
+
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(sim_record()))
+    after.write_text(json.dumps(sim_record({3: router(3, drop=frozenset({"tcp/443"}))})))
+    assert main(["diff", str(before), str(after)]) == 0
+    out = capsys.readouterr().out
+    assert "WORSE    server tcp/443   open -> filtered" in out
+    assert main(["diff", str(before), str(after), "--fail-on", "regression"]) == 1
+    assert main(["diff", str(after), str(before), "--fail-on", "regression"]) == 0
+    assert main(["diff", str(before), str(before), "--fail-on", "change"]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(before), str(after), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["regressions"] == 1
+    page = tmp_path / "diff.html"
+    assert main(["diff", str(before), str(after), "--format", "html", "-o", str(page)]) == 0
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diff", "only.json"], "give two runs to compare"),
+        (["diff", "--last", "1", "web", "--history", "h.sqlite"], "--last needs at least 2"),
+        (["diff", "--last", "2", "web"], "which history?"),
+        (["diff", "3", "4", "--history", "missing.sqlite"], "no history at missing.sqlite"),
+        (["history", "--history", "missing.sqlite"], "no history at missing.sqlite"),
+        (["history"], "which history?"),
+        (["history", "--history", "x", "--since", "soon"], "--since takes a date"),
+    ],
+)
+def test_diff_and_history_errors_are_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").write_text("")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_history_shows_changes_per_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reachtest.history.store import HistoryStore
+    from tests.unit.report.conftest import router, sim_record
+
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as store:
+        store.add_run(sim_record())
+        store.add_run(sim_record({3: router(3, drop=frozenset({"tcp/443"}))}))
+    assert main(["history", "server", "--history", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 runs from")
+    assert "server tcp/443: now filtered, got through in 50% of 2 runs" in out
+    assert "filtered      no-response, last answer at hop 3  (run 2)" in out
+    assert main(["history", "elsewhere", "--history", str(path)]) == 2
+    assert "no runs of 'elsewhere'" in capsys.readouterr().err
+    assert main(["diff", "1", "2", "--history", str(path)]) == 0
+    assert "open -> filtered" in capsys.readouterr().out
