@@ -1294,6 +1294,66 @@ def _since(text: str | None) -> str | None:
     return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@cli.group("schedule", epilog=EXIT_CODES_HELP)
+def schedule_group() -> None:
+    """Run `reachtest run --config FILE` on a schedule (cron or a systemd timer)."""
+
+
+@schedule_group.command("install", epilog=EXIT_CODES_HELP)
+@click.option("--config", "config_file", required=True, metavar="FILE", help="The TOML file.")
+@click.option("--every", "interval", default="15m", show_default=True, help="5m, 15m, 1h, ...")
+@click.option("--systemd", is_flag=True, help="A systemd service and timer instead of cron.")
+@click.option("--mail-to", metavar="ADDRESS", help="cron: who gets the summary of trouble.")
+@click.option(
+    "--dest",
+    metavar="DIR",
+    help="Where to write [/etc/cron.d, or /etc/systemd/system with --systemd].",
+)
+@click.option("--print", "show", is_flag=True, help="Print what would be written; write nothing.")
+def schedule_install(
+    config_file: str,
+    interval: str,
+    systemd: bool,
+    mail_to: str | None,
+    dest: str | None,
+    show: bool,
+) -> int:
+    """Write a cron.d file or a systemd service + timer that runs the configuration.
+
+    The configuration is checked first. With --systemd, enable it afterwards with:
+    systemctl daemon-reload && systemctl enable --now reachtest-NAME.timer
+    """
+    from reachtest.schedule.config import load_config
+    from reachtest.schedule.install import cron_file, systemd_units, unit_name
+
+    config = Path(config_file).resolve()
+    load_config(config)
+    executable = (
+        str(Path(sys.argv[0]).resolve())
+        if Path(sys.argv[0]).name == "reachtest"
+        else (shlex.join([sys.executable, "-m", "reachtest"]))
+    )
+    name = unit_name(config)
+    if systemd:
+        files = systemd_units(executable, config, interval)
+        folder = Path(dest or "/etc/systemd/system")
+    else:
+        files = {name: cron_file(executable, config, interval, mail_to)}
+        folder = Path(dest or "/etc/cron.d")
+    if show:
+        for file_name, text in files.items():
+            click.echo(f"# {folder / file_name}\n{text}")
+        return EXIT_OK
+    check_out_dir(str(folder))
+    for file_name, text in files.items():
+        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
+    if systemd:
+        click.echo(
+            f"Enable it: systemctl daemon-reload && systemctl enable --now {name}.timer", err=True
+        )
+    return EXIT_OK
+
+
 DEMO_LAB = "demo"
 
 
