@@ -220,6 +220,37 @@ class HistoryStore:
                 best[batch] = run_id
         return list(best.values())
 
+    def last_services(
+        self, targets: Sequence[str]
+    ) -> dict[str, dict[str, tuple[str | None, bool]]]:
+        """target -> flow -> (state, reached) in the newest batch that holds the target
+        (its trace's rows over its check's). Reads the rows, not the stored JSON: a
+        scheduled run asks this for every target."""
+        found: dict[str, dict[str, tuple[str | None, bool]]] = {}
+        rows_of = (
+            "SELECT s.target, s.flow, s.state, s.reached FROM services s "
+            "JOIN runs r ON r.id = s.run_id WHERE r.batch = ? {} "
+            "ORDER BY r.kind = 'trace', r.id"
+        )
+        newest = self._db.execute("SELECT MAX(batch) FROM runs").fetchone()[0]
+        if newest is not None:
+            for target, flow, state, reached in self._db.execute(rows_of.format(""), (newest,)):
+                found.setdefault(target, {})[flow] = (state, bool(reached))
+        for target in targets:
+            if target in found:
+                continue
+            batch = self._db.execute(
+                "SELECT MAX(r.batch) FROM services s JOIN runs r ON r.id = s.run_id "
+                "WHERE s.target = ?",
+                (target,),
+            ).fetchone()[0]
+            if batch is None:
+                continue
+            query = rows_of.format("AND s.target = ?")
+            for _, flow, state, reached in self._db.execute(query, (batch, target)):
+                found.setdefault(target, {})[flow] = (state, bool(reached))
+        return {t: found[t] for t in targets if t in found}
+
     def integrity(self) -> str:
         """SQLite's own check: ``ok`` when the file is sound."""
         result: str = self._db.execute("PRAGMA integrity_check").fetchone()[0]

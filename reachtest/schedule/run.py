@@ -367,16 +367,19 @@ def trace(
 # -- the pass ---------------------------------------------------------------------------
 
 
-def _previous(history: HistoryStore | None, name: str) -> dict[str, str] | None:
-    """flow -> word of ``name`` in the newest stored run that holds it."""
+def _previous(history: HistoryStore | None, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """name -> flow -> word in the newest stored run that holds the target."""
     if history is None:
-        return None
-    latest = history.latest(name, 1)
-    if not latest:
-        return None
-    record = history.record(latest[0])
-    target = next((t for t in record["targets"] if t["host"] == name), None)
-    return states(target) if target is not None else None
+        return {}
+    return {
+        name: {
+            flow: ("reachable" if reached else "unreachable")
+            if flow == str(Protocol.ICMP)
+            else (state or "filtered")
+            for flow, (state, reached) in flows.items()
+        }
+        for name, flows in history.last_services(names).items()
+    }
 
 
 def run_batch(
@@ -403,10 +406,11 @@ def run_batch(
 
     traced: dict[str, str] = {}
     changes: list[tuple[str, str, str, str]] = []
+    previous = _previous(history, [t.name for t, _ in members])
     for t, address in members:
         now = states(by_address[address])
         failing = any(not meets(w, now.get(f, "unresolved")) for f, w in t.expect.items())
-        before = _previous(history, t.name)
+        before = previous.get(t.name)
         if before is not None:
             changes += [(t.name, f, before[f], w) for f, w in now.items() if before.get(f, w) != w]
         reason = why_trace(t.policy, failing, now, before)

@@ -157,3 +157,21 @@ def test_a_version_1_file_is_migrated_and_keeps_its_runs(
         assert store.version == SCHEMA_VERSION
         row = store._db.execute("SELECT id, batch, kind FROM runs").fetchall()
         assert row == [(1, 1, "trace")]
+
+
+def test_last_services_reads_the_newest_batch_of_each_target(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    clean, drop = records
+    other = copy.deepcopy(clean)
+    other["targets"][0]["host"] = "other"
+    host = clean["targets"][0]["host"]
+    with HistoryStore(tmp_path / "h.sqlite") as store:
+        assert store.last_services([host]) == {}
+        store.add_batch([("check", other)])
+        store.add_batch([("check", clean), ("trace", drop)])  # the trace's rows win
+        got = store.last_services([host, "other", "never"])
+        assert sorted(got) == sorted([host, "other"])
+        assert got[host]["tcp/443"] == ("filtered", False)
+        assert got[host]["icmp"] == (None, True)
+        assert got["other"]["tcp/443"] == ("open", True)  # from an older batch
