@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reachtest.analysis.diff import word
 from reachtest.errors import PrivilegeError, ReachtestError
 from reachtest.model import ICMP_FLOW, FlowSpec, Outcome, Protocol, ReplyKind, TraceParams
 from reachtest.schedule.config import Config, TargetConfig
@@ -101,18 +102,9 @@ def meets(expected: str, got: str) -> bool:
     return got == expected
 
 
-def observed(flow: Mapping[str, Any]) -> str:
-    """The word for what a flow of a run record got: its state, or for ICMP whether the
-    host answered the echo."""
-    verdict = flow["verdict"]
-    if flow["protocol"] == str(Protocol.ICMP):
-        return "reachable" if verdict and verdict["reached"] else "unreachable"
-    return str(verdict["state"]) if verdict and verdict["state"] else "filtered"
-
-
 def states(target: Mapping[str, Any]) -> dict[str, str]:
     """flow -> word, for one target of a run record."""
-    return {f["flow"]: observed(f) for f in target["flows"]}
+    return {f["flow"]: word(f) for f in target["flows"]}
 
 
 def why_trace(
@@ -164,7 +156,7 @@ def judge(
     for spec in config.flows:
         flow = flows.get(spec.label)
         expected = config.expect.get(spec.label)
-        got = observed(flow) if flow is not None else "unresolved"
+        got = word(flow) if flow is not None else "unresolved"
         path = flow["path"] if flow is not None and traced else None
         loss, rtt = _final_stats(flow) if flow is not None else (None, None)
         judged.append(
