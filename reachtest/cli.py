@@ -1178,23 +1178,24 @@ def diff_command(
                     f"the history holds {len(ids)} run of {target!r}: two are needed to compare"
                 )
             before, after = store.record(ids[-1]), store.record(ids[0])
-        names = (f"run {ids[-1]}", f"run {ids[0]}")
+        names = [f"run {ids[-1]}", f"run {ids[0]}"]
     elif len(runs) == 2:
-        loaded = []
+        loaded, names = [], []
         store = None
         try:
             for one in runs:
-                if Path(one).exists() or one == "-" or not one.isdigit():
+                if one == "-" or not one.isdigit() or Path(one).exists():
                     loaded.append(load_record(one))
-                else:
-                    if store is None:
-                        store = _open_history(history, config_file)
-                    loaded.append(store.record(int(one)))
+                    names.append(one)
+                    continue
+                if store is None:
+                    store = _open_history(history, config_file)
+                loaded.append(store.record(int(one)))
+                names.append(f"run {one}")
         finally:
             if store is not None:
                 store.close()
         before, after = loaded
-        names = tuple(f"run {r}" if r.isdigit() and not Path(r).exists() else r for r in runs)  # type: ignore[assignment]
     else:
         raise UsageError("give two runs to compare (BEFORE AFTER) or --last N TARGET")
     diff = diff_runs(before, after, before_name=names[0], after_name=names[1], target=target)

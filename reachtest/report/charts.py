@@ -37,16 +37,10 @@ def flow_colour(index: int) -> str:
     return FLOW_COLOURS[index % len(FLOW_COLOURS)]
 
 
-def _value(x: float | None) -> float:
-    return math.nan if x is None else x
-
-
-def latency_svg(view: TargetView, salt: str) -> str:
-    """The chart of one target as an inline ``<svg>`` element; ``salt`` keeps its element
-    ids apart from other charts on the same page."""
-    ttls = [row.ttl for row in view.rows]
-    n = max(len(view.flows), 1)
-    rc: dict[str, Any] = {
+def chart_rc(salt: str) -> dict[str, Any]:
+    """matplotlib settings of every chart: text as text, ink swapped for currentColor
+    later, no background, and element ids salted apart."""
+    return {
         "svg.fonttype": "none",
         "svg.hashsalt": f"reachtest-{salt}",
         "font.size": 9,
@@ -60,7 +54,18 @@ def latency_svg(view: TargetView, salt: str) -> str:
         "savefig.facecolor": "none",
         "legend.frameon": False,
     }
-    with rc_context(rc):  # type: ignore[arg-type]
+
+
+def _value(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def latency_svg(view: TargetView, salt: str) -> str:
+    """The chart of one target as an inline ``<svg>`` element; ``salt`` keeps its element
+    ids apart from other charts on the same page."""
+    ttls = [row.ttl for row in view.rows]
+    n = max(len(view.flows), 1)
+    with rc_context(chart_rc(salt)):  # type: ignore[arg-type]
         figure = Figure(figsize=(max(4.5, 1.0 + 0.55 * len(ttls)), 3.6), layout="constrained")
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
         for j, flow in enumerate(view.flows):

@@ -4,7 +4,7 @@ the share of runs each got through, and every change of state."""
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,27 +28,13 @@ def timeline_svg(runs: pd.DataFrame) -> str:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from reachtest.report.charts import INK, inline
+    from reachtest.report.charts import chart_rc, inline
 
     times = pd.to_datetime(runs["started"], utc=True).dt.tz_localize(None)
     frame = runs.assign(t=date2num(times.to_numpy()))  # type: ignore[no-untyped-call]
     services = sorted(set(zip(frame["target"], frame["flow"], strict=True)))
     span = (frame["t"].max() - frame["t"].min()) or 1 / 1440
-    rc: dict[str, Any] = {
-        "svg.fonttype": "none",
-        "svg.hashsalt": "reachtest-timeline",
-        "font.size": 9,
-        "text.color": INK,
-        "axes.labelcolor": INK,
-        "axes.edgecolor": INK,
-        "xtick.color": INK,
-        "ytick.color": INK,
-        "axes.facecolor": "none",
-        "figure.facecolor": "none",
-        "savefig.facecolor": "none",
-        "legend.frameon": False,
-    }
-    with rc_context(rc):  # type: ignore[arg-type]
+    with rc_context(chart_rc("timeline")):  # type: ignore[arg-type]
         figure = Figure(figsize=(9, 1.2 + 0.32 * len(services)), layout="constrained")
         axes = figure.subplots()
         for row, (target, flow) in enumerate(services):

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest.analysis.diff import word
 from reachtest.errors import PrivilegeError, ReachtestError
-from reachtest.model import ICMP_FLOW, FlowSpec, Outcome, Protocol, ReplyKind, TraceParams
+from reachtest.model import (
+    ICMP_FLOW,
+    FlowSpec,
+    Outcome,
+    Protocol,
+    ReplyKind,
+    Stray,
+    TraceParams,
+)
+from reachtest.report.record import Record
 from reachtest.schedule.config import Config, TargetConfig
 
 if TYPE_CHECKING:
@@ -36,7 +45,6 @@ CHECK_INTERVAL_S = 0.2
 CHECK_TIMEOUT_S = 1.0
 ICMP_TASKS = 100  # icmplib hosts pinged at once
 
-Record = dict[str, Any]
 #: Called with (step done, steps in all, what is being done).
 Progress = Callable[[int, int, str], None]
 #: Saves a trace record's reports in a folder; the files written.
@@ -304,7 +312,9 @@ def check(
     )
     services = [(t, a) for t, a in members if any(f != ICMP_FLOW for f in t.flows)]
     groups = _groups(services, lambda t: (tuple(f for f in t.flows if f != ICMP_FLOW), params))
-    extras, strays, stray_counts = [], [], {}  # type: ignore[var-annotated]
+    extras: list[Outcome] = []
+    strays: list[Stray] = []
+    stray_counts: dict[str, int] = {}
     for n, group in enumerate(groups, 1):
         progress(n, steps, f"TCP/UDP check of {len(group.members)} targets")
         moment = time.monotonic()

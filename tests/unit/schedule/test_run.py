@@ -173,9 +173,8 @@ def test_a_second_run_finds_the_lock_and_says_who_holds_it(tmp_path: Path) -> No
         ):
             pass
         began = time.monotonic()
-        with hold(path, wait_s=20):  # waits for the holder to finish
+        with hold(path, wait_s=20):  # waits for the holder to let go
             assert time.monotonic() - began > 0.3
-            assert not holder.is_alive() or holder.exitcode is None
     finally:
         holder.join(10)
     assert holder.exitcode == 0
