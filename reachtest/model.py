@@ -139,6 +139,8 @@ class Outcome:
     mpls: tuple[MplsLabel, ...] = ()
     exact: bool = True
     extra: Extra | None = None
+    #: Sent alone, after its router's budget refilled, to tell a filter from a rate limit.
+    proof: bool = False
 
     @property
     def rtt_ns(self) -> int | None:
@@ -172,6 +174,25 @@ class TraceParams:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HopBudget:
+    """What the engine learned of one responder's ICMP-error budget.
+
+    ``limited``: probes of flows that get past it went unanswered while it answered
+    others sent within a second (``missed`` of them). ``rate_per_s`` (answers per second
+    once its burst was spent) and ``burst`` are estimates, None when not limited.
+    ``held``: probes the engine did not send to stay within the budget.
+    """
+
+    address: str
+    limited: bool
+    rate_per_s: float | None
+    burst: int | None
+    answered: int
+    missed: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
     """Everything one engine run produced: its parameters, every outcome, every stray."""
 
@@ -186,6 +207,7 @@ class RunResult:
     stray_counts: tuple[tuple[str, int], ...]
     sent: int
     interrupted: bool = False
+    budgets: tuple[HopBudget, ...] = ()
 
 
 class StopReason(StrEnum):

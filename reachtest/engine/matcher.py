@@ -24,7 +24,20 @@ FlowKey = tuple[int, bytes, int, int]
 class SentProbe:
     """One probe on the wire or recently resolved (mutable; internal to the engine)."""
 
-    __slots__ = ("b", "deadline_ns", "entry", "k", "round", "sent_ns", "state", "ttl")
+    __slots__ = (
+        "b",
+        "budget",
+        "deadline_ns",
+        "entry",
+        "had_token",
+        "k",
+        "missed",
+        "proof",
+        "round",
+        "sent_ns",
+        "state",
+        "ttl",
+    )
 
     def __init__(
         self,
@@ -44,6 +57,12 @@ class SentProbe:
         self.sent_ns = sent_ns
         self.deadline_ns = deadline_ns
         self.state = OUTSTANDING
+        # The tracer's own bookkeeping: the router budget it was sent against, whether the
+        # model had a token for it, and whether it is a proof probe.
+        self.budget: Any = None
+        self.had_token = 0
+        self.missed = False
+        self.proof = False
 
 
 class FlowEntry:
@@ -52,11 +71,14 @@ class FlowEntry:
     __slots__ = (
         "by_k",
         "flow",
+        "hop_at",
         "key",
         "max_answered",
         "next_k",
         "outstanding",
         "parked",
+        "probed_round",
+        "proved",
         "target",
         "target_state",
         "template",
@@ -76,6 +98,11 @@ class FlowEntry:
         # The tracer's own bookkeeping (its sweeps waiting on this flow, its target record).
         self.parked: list[Any] = []
         self.target_state: Any = None
+        # Which router answered this flow at each TTL, the last round each TTL was probed,
+        # and the TTLs a proof probe was sent to.
+        self.hop_at: dict[int, str] = {}
+        self.probed_round: dict[int, int] = {}
+        self.proved: set[int] = set()
 
 
 def flow_key(template: ProbeTemplate) -> FlowKey:

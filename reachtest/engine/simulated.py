@@ -31,6 +31,10 @@ class SimHop:
     reset: frozenset[str] = frozenset()
     answer_every: int = 1
     mpls: tuple[MplsLabel, ...] = ()
+    #: A token bucket on its ICMP errors, as Linux keeps one per destination: ``rate_per_s``
+    #: tokens a second up to ``burst``, one spent per error (None: unlimited).
+    rate_per_s: float | None = None
+    burst: int = 6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +75,9 @@ class SimulatedNetwork:
     _queue: list[tuple[int, int, bytes]] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     _expiring: dict[str, int] = field(default_factory=dict)
+    _buckets: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: ICMP errors each rate-limited hop refused to send, by address.
+    refused: dict[str, int] = field(default_factory=dict)
     _by_target: dict[bytes, SimPath] = field(default_factory=dict)
     _next_port: int = 40000
 
@@ -107,7 +114,7 @@ class SimulatedNetwork:
                     return now
                 seen = self._expiring.get(hop.address, 0)
                 self._expiring[hop.address] = seen + 1
-                if seen % hop.answer_every:
+                if seen % hop.answer_every or not self._allow(hop, now):
                     return now
                 v6 = fields.family == 6
                 reply = replies.icmp_error(
@@ -137,6 +144,19 @@ class SimulatedNetwork:
             for copy in range(1 + path.duplicates):
                 self._deliver(at + copy * 1_000, answer)
         return now
+
+    def _allow(self, hop: SimHop, now: int) -> bool:
+        """Take a token from the hop's bucket, if it has one."""
+        if hop.rate_per_s is None:
+            return True
+        tokens, last = self._buckets.get(hop.address, (float(hop.burst), now))
+        tokens = min(float(hop.burst), tokens + hop.rate_per_s * (now - last) / 1e9)
+        if tokens < 1.0:
+            self._buckets[hop.address] = (tokens, now)
+            self.refused[hop.address] = self.refused.get(hop.address, 0) + 1
+            return False
+        self._buckets[hop.address] = (tokens - 1.0, now)
+        return True
 
     def _target_answer(
         self, path: SimPath, label: str, fields: ProbeFields, packet: bytes | bytearray

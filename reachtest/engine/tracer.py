@@ -5,6 +5,16 @@ Scheduling, in short:
 * A round lasts ``interval_s``. Each (target, flow) gets a slot in it, evenly spaced,
   so the probes of all flows and targets that expire at the same TTL (and so at the
   same router, which rate-limits its ICMP errors) are spread over the round, not burst.
+  The slots rotate by one each round: no flow is first at a router every round.
+* Each router's ICMP-error budget is learned and spent by ``budget``: before a probe that
+  expires at a known router is sent, the router's budget admits it, makes it wait, or
+  holds it back (a routine probe of a flow already shown to pass that hop). Urgent are
+  the reference flow (ICMP), a flow at TTLs it is not yet shown to pass (around where it
+  stops), a flow whose own router at a hop is not yet known, and every ``REFRESH_ROUNDS``
+  a flow's probe at each hop (ECMP may route it differently).
+* Proof: when a flow is silent at the TTL after its last answer while another flow got an
+  ICMP error from a router there, the silent flow is probed there once more, alone, when
+  that router's budget allows. A filter stays silent; a rate limit answers.
 * In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
   lowest TTL that got a final answer (the target, or a reject), the highest TTL that
   answered plus ``gap_limit``, and, for a flow that is silent, the distance at which
@@ -24,6 +34,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from reachtest.engine.budget import SEND, SKIP, TRY, Budget
 from reachtest.engine.matcher import (
     ANSWERED,
     OUTSTANDING,
@@ -39,6 +50,7 @@ from reachtest.engine.transport import Transport
 from reachtest.model import (
     Extra,
     FlowSpec,
+    HopBudget,
     Outcome,
     Protocol,
     ReplyKind,
@@ -68,6 +80,11 @@ _TERMINAL_FROM_ANYONE = frozenset(
         ReplyKind.UDP_REPLY,
     }
 )
+_FROM_TARGET_KINDS = frozenset(
+    {ReplyKind.ECHO_REPLY, ReplyKind.TCP_SYN_ACK, ReplyKind.TCP_RST, ReplyKind.UDP_REPLY}
+)
+#: A flow's probe at a hop it is shown to pass is urgent again after this many rounds.
+REFRESH_ROUNDS = 10
 
 OutcomeSink = Callable[[Outcome], None]
 #: Told every packet matched to a probe (answers, duplicates, late ones): bytes, receive ns.
@@ -75,7 +92,7 @@ PacketSink = Callable[[bytes, int], None]
 
 
 class _Target:
-    __slots__ = ("address", "entries", "family", "packed", "reach_ttl", "source")
+    __slots__ = ("address", "entries", "family", "packed", "reach_ttl", "router_at", "source")
 
     def __init__(self, address: str, source: str) -> None:
         self.address = address
@@ -84,15 +101,28 @@ class _Target:
         self.source = source
         self.reach_ttl = 0
         self.entries: list[FlowEntry] = []
+        self.router_at: dict[int, str] = {}  # TTL -> the router that sent an ICMP error
 
 
 class _Sweep:
-    __slots__ = ("entry", "next_ttl", "round")
+    """TTLs ``next_ttl``..``stop_ttl`` of one flow in one round (one TTL for a probe that
+    waits for its router's budget, or a proof)."""
 
-    def __init__(self, entry: FlowEntry, round_: int, first_ttl: int) -> None:
+    __slots__ = ("entry", "next_ttl", "proof", "round", "stop_ttl")
+
+    def __init__(
+        self,
+        entry: FlowEntry,
+        round_: int,
+        first_ttl: int,
+        stop_ttl: int = 255,
+        proof: bool = False,
+    ) -> None:
         self.entry = entry
         self.round = round_
         self.next_ttl = first_ttl
+        self.stop_ttl = stop_ttl
+        self.proof = proof
 
 
 def validate(params: TraceParams) -> None:
@@ -152,6 +182,7 @@ class Tracer:
         self.strays: list[Stray] = []
         self.stray_counts: dict[str, int] = {}
         self.sent = 0
+        self.held = 0
         self.matched = 0
         self.in_flight = 0
         self.rounds_started = 0
@@ -159,6 +190,10 @@ class Tracer:
         self._runnable: deque[_Sweep] = deque()
         self._entries: dict[FlowKey, FlowEntry] = {}
         self._targets: list[_Target] = []
+        self._budgets: dict[str, Budget] = {}
+        self._heap: list[tuple[int, int, _Sweep]] = []
+        self._counter = itertools.count()
+        self._timeout_ns = int(params.timeout_s * 1e9)
         for address in dict.fromkeys(targets):
             target = _Target(address, transport.source_address(address))
             self._targets.append(target)
@@ -188,6 +223,35 @@ class Tracer:
         entry.target_state = target
         return entry
 
+    def budgets(self) -> tuple[HopBudget, ...]:
+        """What has been learned of each router's budget so far, in address order."""
+        now = self.transport.now_ns()
+        return tuple(b.record(now) for _, b in sorted(self._budgets.items()))
+
+    def _budget(self, address: str) -> Budget:
+        budget = self._budgets.get(address)
+        if budget is None:
+            budget = self._budgets[address] = Budget(address)
+        return budget
+
+    def _budget_for(self, entry: FlowEntry, ttl: int) -> Budget | None:
+        """The budget of the router a probe at ``ttl`` expires at, when it is known."""
+        address = entry.hop_at.get(ttl)
+        if address is None:
+            target: _Target = entry.target_state
+            address = target.router_at.get(ttl)
+        return None if address is None else self._budgets.get(address)
+
+    def _urgent(self, entry: FlowEntry, ttl: int, round_: int) -> bool:
+        if entry.flow.protocol is Protocol.ICMP or ttl > entry.max_answered:
+            return True
+        if ttl not in entry.hop_at:
+            return True
+        return round_ - entry.probed_round.get(ttl, -REFRESH_ROUNDS) >= REFRESH_ROUNDS
+
+    def _schedule(self, at_ns: int, sweep: _Sweep) -> None:
+        heapq.heappush(self._heap, (at_ns, next(self._counter), sweep))
+
     def stop(self) -> None:
         """Ask a running trace to stop after what is in flight (for Ctrl-C and ``q``)."""
         self._stop = True
@@ -211,7 +275,7 @@ class Tracer:
         transport = self.transport
         clock = transport.now_ns
         started = clock()
-        timeout_ns = int(params.timeout_s * 1e9)
+        timeout_ns = self._timeout_ns
         retention_ns = max(3 * timeout_ns, 5_000_000_000)
         interval_ns = int(params.interval_s * 1e9)
         rounds = 1 if params.fast else params.rounds
@@ -219,8 +283,7 @@ class Tracer:
         slot_ns = 0 if params.fast or not entries else interval_ns // len(entries)
         gap_ns = int(1e9 / params.rate_pps) if params.rate_pps else 0
         credit_ns = started
-        heap: list[tuple[int, int, _Sweep]] = []
-        counter = itertools.count()
+        heap = self._heap
         runnable = self._runnable
         deadlines: deque[SentProbe] = deque()
         retained: deque[SentProbe] = deque()
@@ -236,9 +299,10 @@ class Tracer:
                 if self._stop:
                     break
                 while next_round < rounds and now >= next_round_ns:
+                    n = len(entries)
                     for slot, entry in enumerate(entries):
-                        sweep = _Sweep(entry, next_round, first_ttl)
-                        heapq.heappush(heap, (next_round_ns + slot * slot_ns, next(counter), sweep))
+                        at_ns = next_round_ns + ((slot + next_round) % n) * slot_ns
+                        self._schedule(at_ns, _Sweep(entry, next_round, first_ttl))
                     next_round += 1
                     next_round_ns += interval_ns
                     self.rounds_started = next_round
@@ -252,11 +316,27 @@ class Tracer:
                     sweep = runnable[0]
                     entry = sweep.entry
                     ttl = sweep.next_ttl
-                    if ttl > self._horizon(entry):
+                    if ttl > self._horizon(entry) or ttl > sweep.stop_ttl:
                         runnable.popleft()
-                        if entry.outstanding and not params.fast:
+                        if entry.outstanding and not params.fast and ttl <= sweep.stop_ttl:
                             entry.parked.append(sweep)
                         continue
+                    budget = self._budget_for(entry, ttl)
+                    if budget is not None:
+                        proof = sweep.proof
+                        wait = budget.admit(now, proof or self._urgent(entry, ttl, sweep.round))
+                        if wait not in (SEND, TRY):
+                            sweep.next_ttl = ttl + 1
+                            if sweep.next_ttl > min(max_ttl, sweep.stop_ttl):
+                                runnable.popleft()
+                            if wait == SKIP or (wait > interval_ns and not proof):
+                                budget.on_hold()
+                                self.held += 1
+                            else:
+                                self._schedule(
+                                    now + wait, _Sweep(entry, sweep.round, ttl, ttl, proof)
+                                )
+                            continue
                     k = entry.next_k
                     entry.next_k = (k + 1) % SPACE
                     template = entry.template
@@ -271,6 +351,14 @@ class Tracer:
                         sent_ns,
                         sent_ns + timeout_ns,
                     )
+                    if budget is not None:
+                        probe.budget = budget
+                        probe.had_token = budget.on_send(
+                            sent_ns, wait == TRY, entry.max_answered >= ttl
+                        )
+                        budget.pending.append(probe)
+                    probe.proof = sweep.proof
+                    entry.probed_round[ttl] = sweep.round
                     entry.by_k[k] = probe
                     entry.outstanding += 1
                     self.in_flight += 1
@@ -280,7 +368,7 @@ class Tracer:
                     if gap_ns:
                         credit_ns = max(credit_ns, now - _RATE_BURST * gap_ns) + gap_ns
                     sweep.next_ttl = ttl + 1
-                    if sweep.next_ttl > max_ttl:
+                    if sweep.next_ttl > min(max_ttl, sweep.stop_ttl):
                         runnable.popleft()
                 # -- receive
                 now = clock()
@@ -308,6 +396,7 @@ class Tracer:
                     if probe.state == OUTSTANDING:
                         probe.state = TIMED_OUT
                         self._emit(_timeout(probe))
+                        self._missed(probe, now)
                         self._resolved(probe.entry)
                 while retained and retained[0].sent_ns + retention_ns <= now:
                     probe = retained.popleft()
@@ -328,7 +417,20 @@ class Tracer:
             stray_counts=tuple(sorted(self.stray_counts.items())),
             sent=self.sent,
             interrupted=self._stop,
+            budgets=self.budgets(),
         )
+
+    def _missed(self, probe: SentProbe, now: int) -> None:
+        """A probe timed out: a budget miss, and maybe a proof to send."""
+        entry, ttl = probe.entry, probe.ttl
+        if probe.budget is not None and entry.max_answered >= ttl and not probe.missed:
+            probe.budget.on_miss(probe.sent_ns, now, probe.had_token)
+        if ttl != entry.max_answered + 1 or ttl in entry.proved or ttl in entry.hop_at:
+            return
+        target: _Target = entry.target_state
+        if ttl in target.router_at and not self._stop:
+            entry.proved.add(ttl)  # at most one proof per flow and TTL
+            self._schedule(now, _Sweep(entry, probe.round, ttl, ttl, proof=True))
 
     def _resolved(self, entry: FlowEntry) -> None:
         entry.outstanding -= 1
@@ -358,15 +460,32 @@ class Tracer:
             probe.state = ANSWERED
             self.matched += 1
             entry = probe.entry
-            self._learn(entry, probe.ttl, parsed)
+            self._learn(entry, probe, parsed, outcome.responder)
             self._emit(outcome)
             self._resolved(entry)
             return
         extra = Extra.DUPLICATE if probe.state == ANSWERED else Extra.LATE
         self.extras.append(_with_extra(outcome, extra))
 
-    def _learn(self, entry: FlowEntry, ttl: int, parsed: Parsed) -> None:
+    def _learn(
+        self, entry: FlowEntry, probe: SentProbe, parsed: Parsed, responder: str | None
+    ) -> None:
+        ttl = probe.ttl
         entry.max_answered = max(entry.max_answered, ttl)
+        if parsed.icmp_type >= 0 and parsed.kind not in _FROM_TARGET_KINDS and responder:
+            # An ICMP error from a router: its budget paid for it.
+            entry.hop_at[ttl] = responder
+            target_: _Target = entry.target_state
+            target_.router_at[ttl] = responder
+            budget = self._budget(responder)
+            budget.on_answer(probe.sent_ns, probe.had_token)
+            pending = budget.pending
+            # Probes to this router sent before this one and still unanswered: misses now.
+            while pending and pending[0].sent_ns < probe.sent_ns:
+                early = pending.popleft()
+                if early.state == OUTSTANDING and early.entry.max_answered >= early.ttl:
+                    early.missed = True
+                    budget.on_miss(early.sent_ns, probe.sent_ns, early.had_token)
         if parsed.kind in _TERMINAL_FROM_ANYONE and ttl < entry.terminal_ttl:
             entry.terminal_ttl = ttl
             target: _Target = entry.target_state
@@ -415,6 +534,7 @@ def _timeout(probe: SentProbe) -> Outcome:
         probe_id=probe.k,
         sent_ns=probe.sent_ns,
         kind=ReplyKind.TIMEOUT,
+        proof=probe.proof,
     )
 
 
@@ -441,6 +561,7 @@ def _reply(
         quote_changed=changed,
         mpls=parsed.mpls,
         exact=exact,
+        proof=probe.proof,
     )
 
 
