@@ -420,7 +420,7 @@ def probe_command(
         from reachtest.analysis.analyse import analyse
         from reachtest.analysis.summary import render_text
 
-        out.write(render_text(analyse(result.outcomes, result.params)))
+        out.write(render_text(analyse(result.outcomes, result.params, result.budgets)))
     strays = ", ".join(f"{n} {reason}" for reason, n in result.stray_counts) or "none"
     answered = sum(1 for o in result.outcomes if o.responder is not None)
     click.echo(
@@ -833,7 +833,9 @@ def trace_command(
     found = names.settle(1.0) if names is not None else {}
     if names is not None:
         names.close()
-    record = build_record(result, analyse(result.outcomes, result.params), meta(finished, found))
+    record = build_record(
+        result, analyse(result.outcomes, result.params, result.budgets), meta(finished, found)
+    )
     written = write_outputs(record, outputs)
     if pcap_path is not None:
         from reachtest.report.pcap import render_pcap
@@ -892,7 +894,7 @@ def _live_frame(session: Any, width: int, meta: Any) -> Any:
             f"{progress.elapsed_s:.1f} s · press q to stop",
             style="bold",
         )
-    record = build_record(snapshot, analyse(snapshot.outcomes, params), meta)
+    record = build_record(snapshot, analyse(snapshot.outcomes, params, snapshot.budgets), meta)
     return render(build_view(record), width, progress)
 
 

@@ -115,6 +115,7 @@ class TraceSession:
             stray_counts=tuple(sorted(tracer.stray_counts.items())),
             sent=tracer.sent,
             interrupted=False,
+            budgets=tracer.budgets(),
         )
 
     def elapsed_s(self) -> float:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reachtest.analysis import findings as rules
@@ -20,6 +21,7 @@ from reachtest.analysis.table import outcome_table
 from reachtest.model import (
     Finding,
     FlowPath,
+    HopBudget,
     HostVerdict,
     Outcome,
     ServiceVerdict,
@@ -40,6 +42,8 @@ class TargetAnalysis:
     paths: tuple[FlowPath, ...]
     services: tuple[ServiceVerdict, ...]
     findings: tuple[Finding, ...]
+    #: (flow, TTL) -> non-answers a router's ICMP rate limit explains (not loss).
+    limited: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
@@ -53,21 +57,38 @@ class Analysis:
     findings: tuple[Finding, ...]
 
 
-def analyse(outcomes: Iterable[Outcome], params: TraceParams | None = None) -> Analysis:
-    """Analyse a run's outcomes (duplicates and late replies are left out)."""
+def analyse(
+    outcomes: Iterable[Outcome],
+    params: TraceParams | None = None,
+    budgets: Iterable[HopBudget] = (),
+) -> Analysis:
+    """Analyse a run's outcomes (duplicates and late replies are left out), with what the
+    engine learned of the routers' ICMP budgets."""
     table = outcome_table(outcomes)
-    return analyse_table(table, params)
+    return analyse_table(table, params, budgets)
 
 
-def analyse_table(table: pd.DataFrame, params: TraceParams | None = None) -> Analysis:
+def analyse_table(
+    table: pd.DataFrame, params: TraceParams | None = None, budgets: Iterable[HopBudget] = ()
+) -> Analysis:
     """Analyse an outcome table (see ``outcome_table``)."""
-    targets = tuple(_target(obs, params) for obs in observe(table))
+    limited = {b.address: b for b in budgets if b.limited}
+    targets = tuple(_target(obs, params, limited) for obs in observe(table))
     every = rules.sort_findings([f for t in targets for f in t.findings])
     return Analysis(table=table, hops=hop_stats(table), targets=targets, findings=tuple(every))
 
 
-def _target(obs: Observed, params: TraceParams | None) -> TargetAnalysis:
+def _target(
+    obs: Observed, params: TraceParams | None, budgets: dict[str, HopBudget]
+) -> TargetAnalysis:
     reached = reach(obs)
+    # Routers the engine found limiting their ICMP errors, at their TTL on this path.
+    budget_ttls: dict[int, HopBudget] = {}
+    for address, budget in budgets.items():
+        ttl = obs.hop_of(address)
+        if ttl is not None and (reached.distance is None or ttl < reached.distance):
+            budget_ttls[ttl] = budget
+    spiky: Counter[int] = Counter()
     paths = {label: flow_path(obs, label, reached, params) for label in obs.flows}
     services = tuple(service_verdict(obs, p, reached) for p in paths.values())
     found: list[Finding] = []
@@ -85,8 +106,18 @@ def _target(obs: Observed, params: TraceParams | None) -> TargetAnalysis:
         rewrite = rules.rewritten(obs, label)
         if rewrite is not None:
             found.append(rewrite)
-        found += rules.loss(obs, path, reached)
-    found = rules.shared_rate_limits(obs, paths.values(), reached, found)
+        lost, spikes = rules.loss(obs, path, reached, budget_ttls)
+        found += lost
+        spiky.update(spikes)
+    # A router limits all its ICMP errors to us, not one flow's: statistical rate limiting
+    # must show on most flows tested at the hop (one flow of many is chance).
+    tested = rules.tested_ttls(obs, paths.values(), reached)
+    limited_ttls = set(budget_ttls) | {h for h, n in spiky.items() if 2 * n >= tested[h]}
+    cells = rules.limited_cells(obs, limited_ttls)
+    for ttl in sorted(limited_ttls):
+        hop_budget = budget_ttls.get(ttl)
+        if any(t == ttl for _, t in cells) or (hop_budget is not None and hop_budget.held):
+            found.append(rules.rate_limiting(obs, ttl, hop_budget, cells))
     found += rules.ecmp(obs)
     found += rules.silent_hops(obs, reached.distance)
     return TargetAnalysis(
@@ -95,4 +126,5 @@ def _target(obs: Observed, params: TraceParams | None) -> TargetAnalysis:
         paths=tuple(paths.values()),
         services=services,
         findings=tuple(rules.sort_findings(found)),
+        limited=cells,
     )

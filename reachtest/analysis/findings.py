@@ -16,6 +16,7 @@ from reachtest.model import (
     Finding,
     FindingKind,
     FlowPath,
+    HopBudget,
     Protocol,
     ReplyKind,
     Severity,
@@ -94,6 +95,12 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
     for ref in refs:
         proof += evidence(obs, ref, last if last is not None else nxt)
     udp = path.flow.protocol is Protocol.UDP
+    router_answered = any(
+        r[1] != TIMEOUT and r[2] and r[2] != obs.target
+        for ref in refs
+        for r in obs.at(ref, last if last is not None else nxt)
+    )
+    proven = not router_answered or any(not ok for ok in obs.proofs[label].get(nxt, []))
     if path.flow.protocol is Protocol.ICMP:
         kind, severity = FindingKind.PING_BLOCKED, Severity.WARNING
     elif last is not None and last == reached.distance:
@@ -107,6 +114,21 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
         kind, severity = FindingKind.BLOCKED_SILENTLY, Severity.CRITICAL
     if last is None:
         severity = Severity.WARNING
+    if router_answered:
+        if proven:
+            n = sum(1 for ok in obs.proofs[label].get(nxt, []) if not ok)
+            probes = "a probe" if n == 1 else f"{n} probes"
+            proof_note = (
+                f"proven: {probes} sent alone at TTL {nxt} after the router's ICMP budget "
+                "refilled stayed silent too"
+            )
+        else:
+            severity = Severity.WARNING
+            proof_note = (
+                f"not proven: no probe was sent alone at TTL {nxt} after the router's ICMP "
+                "budget refilled, so a rate limit cannot be ruled out"
+            )
+        note = (note + "; " if note else "") + proof_note
     return Finding(
         kind=kind,
         severity=severity,
@@ -210,11 +232,16 @@ def _fisher_greater(lost_a: int, sent_a: int, lost_b: int, sent_b: int) -> float
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
-def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
-    """Forwarding loss from hop k (starts at k, persists to the end) and ICMP rate limiting
-    (loss at one hop that later hops do not show), per flow."""
+def loss(
+    obs: Observed, path: FlowPath, reached: Reach, limited: Iterable[int] = ()
+) -> tuple[list[Finding], set[int]]:
+    """Forwarding loss from hop k (starts at k, persists to the end), and the TTLs where
+    this flow shows ICMP rate limiting (loss at one hop that later hops do not show).
+    TTLs in ``limited`` (routers known to limit their ICMP errors) are left out of the
+    forwarding-loss test: their silence is the router's budget, not loss."""
     label = path.flow.label
-    ttls = _expected_ttls(obs, path, reached)
+    skip = set(limited)
+    ttls = [t for t in _expected_ttls(obs, path, reached) if t not in skip]
     sent = {t: len(obs.at(label, t)) for t in ttls}
     lost = {t: _silent_rounds(obs, label, t)[0] for t in ttls}
     found: list[Finding] = []
@@ -255,6 +282,7 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
                 note=f"{pct:.0f}% of probes lost from TTL {start} on, none before",
             )
         )
+    spiky: set[int] = set()
     for i, h in enumerate(ttls[:-1]):
         later = ttls[i + 1 :]
         if lost[h] < 2:
@@ -263,42 +291,69 @@ def loss(obs: Observed, path: FlowPath, reached: Reach) -> list[Finding]:
         p = _fisher_greater(lost[h], sent[h], lost_later, sent_later)
         margin = lost[h] / sent[h] - lost_later / max(1, sent_later)
         if p < SIGNIFICANT and margin >= RATE_LIMIT_MARGIN:
-            answers = [e for e in evidence(obs, label, h) if e.responder]
-            found.append(
-                Finding(
-                    kind=FindingKind.RATE_LIMITING,
-                    severity=Severity.INFO,
-                    target=obs.target,
-                    flow=path.flow,
-                    first_hop=h,
-                    last_hop=h,
-                    responder=answers[0].responder if answers else None,
-                    confidence=1.0 - p,
-                    evidence=tuple(evidence(obs, label, h)),
-                    note=f"{lost[h]}/{sent[h]} lost at hop {h} but later hops answer: "
-                    "the router limits its ICMP errors; this is not forwarding loss",
-                )
-            )
-    return found
+            spiky.add(h)
+    return found, spiky
 
 
-def shared_rate_limits(
-    obs: Observed, paths: Iterable[FlowPath], reached: Reach, found: list[Finding]
-) -> list[Finding]:
-    """``found`` without the rate limiting that most flows tested at its hop do not show.
+def tested_ttls(obs: Observed, paths: Iterable[FlowPath], reached: Reach) -> Counter[int]:
+    """How many flows each intermediate TTL was tested on for rate limiting."""
+    return Counter(h for p in paths for h in _expected_ttls(obs, p, reached)[:-1])
 
-    A router limits all of its ICMP errors to us, not one flow's, so real rate limiting
-    shows on most flows crossing the hop. One flow of many losing a few more answers at one
-    hop is chance: each flow and hop is a test, and with dozens of tests a lossy path gives
-    a false one now and then."""
-    tested = Counter(h for p in paths for h in _expected_ttls(obs, p, reached)[:-1])
-    hits = Counter(f.first_hop for f in found if f.kind is FindingKind.RATE_LIMITING)
-    return [
-        f
-        for f in found
-        if f.kind is not FindingKind.RATE_LIMITING
-        or 2 * hits[f.first_hop] >= tested[f.first_hop or 0]
-    ]
+
+def limited_cells(obs: Observed, ttls: Iterable[int]) -> dict[tuple[str, int], int]:
+    """(flow, TTL) -> the non-answers a router's rate limit explains: at a rate-limiting
+    hop, the timeouts of every flow that gets that far (answered there or beyond)."""
+    cells: dict[tuple[str, int], int] = {}
+    for ttl in ttls:
+        for label in obs.flows:
+            silent, _ = _silent_rounds(obs, label, ttl)
+            if silent and obs.passes(label, ttl):
+                cells[(label, ttl)] = silent
+    return cells
+
+
+def _per_second(rate: float) -> str:
+    if rate >= 10:
+        return f"{rate:.0f}"
+    return f"{rate:.1f}".rstrip("0").rstrip(".")
+
+
+def rate_limiting(
+    obs: Observed, ttl: int, budget: HopBudget | None, cells: dict[tuple[str, int], int]
+) -> Finding:
+    """One finding for a router that limits its ICMP errors, covering every flow."""
+    proof = [e for label in obs.flows for e in evidence(obs, label, ttl)]
+    answers = Counter(
+        e.responder for e in proof if e.responder and e.kind is ReplyKind.TIME_EXCEEDED
+    )
+    responder = budget.address if budget is not None else None
+    if responder is None and answers:
+        responder = answers.most_common(1)[0][0]
+    lost = sum(n for (_, t), n in cells.items() if t == ttl)
+    probed = sum(e.count for e in proof)
+    parts = []
+    if budget is not None and budget.limited and budget.rate_per_s is not None:
+        rate = _per_second(budget.rate_per_s)
+        what = f"about {rate} answer{'' if rate == '1' else 's'}/s"
+        if budget.burst:
+            what += f" after a burst of {budget.burst}"
+        parts.append(what)
+    parts.append(f"{lost} of {probed} probes at TTL {ttl} unanswered while later hops answer")
+    if budget is not None and budget.held:
+        parts.append(f"{budget.held} probes held back to stay within its budget")
+    parts.append("not forwarding loss")
+    return Finding(
+        kind=FindingKind.RATE_LIMITING,
+        severity=Severity.INFO,
+        target=obs.target,
+        flow=None,
+        first_hop=ttl,
+        last_hop=ttl,
+        responder=responder,
+        confidence=1.0 if budget is not None and budget.limited else 0.99,
+        evidence=tuple(proof),
+        note="; ".join(parts),
+    )
 
 
 def ecmp(obs: Observed) -> list[Finding]:

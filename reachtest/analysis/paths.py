@@ -77,6 +77,10 @@ class Observed:
     seen: dict[str, dict[int, list[Row]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    #: Proof probes (sent alone after the router's budget refilled): flow -> TTL -> answered?
+    proofs: dict[str, dict[int, list[bool]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
 
     def at(self, flow: str, ttl: int) -> list[Row]:
         return self.seen[flow].get(ttl, [])
@@ -90,6 +94,10 @@ class Observed:
     def answered_ttls(self) -> set[int]:
         """TTLs at which any flow got any answer."""
         return {t for rows in self.seen.values() for t, r in rows.items() if any(x[2] for x in r)}
+
+    def passes(self, flow: str, ttl: int) -> bool:
+        """Did ``flow`` get any answer at ``ttl`` or beyond (so its probes get that far)?"""
+        return any(t >= ttl and any(x[2] for x in r) for t, r in self.seen[flow].items())
 
     def hop_of(self, address: str) -> int | None:
         """The hop of a router address: the lowest TTL it sent time-exceeded from."""
@@ -121,6 +129,8 @@ def observe(table: pd.DataFrame) -> list[Observed]:
         obs.seen[label][int(row["ttl"])].append(
             (int(row["round"]), str(row["kind"]), responder, str(row["quote_changed"] or ""), code)
         )
+        if row.get("proof"):
+            obs.proofs[label][int(row["ttl"])].append(responder is not None)
     for obs in by_target.values():  # independent of the order of the outcomes
         obs.flows = dict(sorted(obs.flows.items(), key=lambda item: item[1]))
     return [by_target[t] for t in sorted(by_target, key=_address_key)]

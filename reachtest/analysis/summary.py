@@ -57,7 +57,11 @@ def sentence(f: Finding) -> str:
         case FindingKind.FORWARDING_LOSS:
             text = f"{flow} loses packets from hop {f.last_hop} on (forwarding loss)"
         case FindingKind.RATE_LIMITING:
-            text = f"{flow}: {place} limits its ICMP answers (not forwarding loss)"
+            text = (
+                f"{place} rate-limits its ICMP errors"
+                if f.flow is None
+                else f"{flow}: {place} rate-limits its ICMP errors (not forwarding loss)"
+            )
         case FindingKind.QUOTE_REWRITTEN:
             text = f"{flow}: headers are rewritten before hop {f.last_hop} (NAT or a middlebox)"
         case FindingKind.ECMP:

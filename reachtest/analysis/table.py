@@ -28,6 +28,7 @@ COLUMNS = (
     "quote_changed",
     "exact",
     "answered",
+    "proof",
 )
 
 
@@ -58,6 +59,7 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
             ",".join(o.quote_changed),
             o.exact,
             o.responder is not None,
+            o.proof,
         )
         for o in outcomes
         if o.extra is None
@@ -70,4 +72,5 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
     frame["rtt_ms"] = frame["rtt_ms"].astype("float64")
     frame["exact"] = frame["exact"].astype(bool)
     frame["answered"] = frame["answered"].astype(bool)
+    frame["proof"] = frame["proof"].astype(bool)
     return frame

@@ -226,7 +226,8 @@ class Tracer:
     def budgets(self) -> tuple[HopBudget, ...]:
         """What has been learned of each router's budget so far, in address order."""
         now = self.transport.now_ns()
-        return tuple(b.record(now) for _, b in sorted(self._budgets.items()))
+        known = list(self._budgets.values())  # one C-level copy: the live view reads this
+        return tuple(b.record(now) for b in sorted(known, key=lambda b: b.address))
 
     def _budget(self, address: str) -> Budget:
         budget = self._budgets.get(address)

@@ -51,7 +51,7 @@ class Diagram:
 def divergence(rows: tuple[HopRow, ...]) -> int | None:
     """The TTL of the first row where the flows' marks differ: where paths part."""
     for row in rows:
-        marks = {c.mark for c in row.cells if c is not None}
+        marks = {Mark.PASS if c.mark is Mark.LIMITED else c.mark for c in row.cells if c}
         if len(marks) > 1:
             return row.ttl
     return None
@@ -65,7 +65,7 @@ def _stop(rows: tuple[HopRow, ...], j: int) -> tuple[int, Cell] | None:
         cell = row.cells[j]
         if cell is None or cell.rcv == 0:
             continue
-        if cell.mark != Mark.PASS:
+        if cell.mark not in (Mark.PASS, Mark.LIMITED):
             return i, cell
         found = (i, cell)
     return found
@@ -98,7 +98,7 @@ def diagram(view: TargetView) -> Diagram:
             i, cell = last
             end_x, mark = LEFT + (i + 1) * NODE_DX, cell.mark
             silent_x = None
-            if mark == Mark.PASS:
+            if mark in (Mark.PASS, Mark.LIMITED):
                 words = f"forwarded to hop {view.rows[i].ttl}, then silent"
                 silent_x = end_x + NODE_DX if i + 1 < len(view.rows) else None
             else:

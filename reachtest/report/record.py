@@ -19,6 +19,7 @@ from reachtest.model import (
     Evidence,
     Finding,
     FlowPath,
+    HopBudget,
     HostVerdict,
     Protocol,
     RunResult,
@@ -130,8 +131,11 @@ def _host(h: HostVerdict) -> Record:
     }
 
 
-def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list[Record]]:
-    """(target, flow) -> hop records in TTL order, with every probe's sample."""
+def _hops(
+    hops: pd.DataFrame, table: pd.DataFrame, limited: Mapping[tuple[str, str, int], int]
+) -> dict[tuple[str, str], list[Record]]:
+    """(target, flow) -> hop records in TTL order, with every probe's sample; ``limited``
+    holds the non-answers a router's rate limit explains per (target, flow, TTL)."""
     import pandas as pd
 
     samples: dict[tuple[str, str, int], list[Record]] = {}
@@ -140,18 +144,19 @@ def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list
     columns = zip(
         ordered["target"], ordered["flow"], ordered["ttl"], ordered["round"],
         ordered["kind"], ordered["responder"], ordered["rtt_ms"],
-        ordered["icmp_type"], ordered["icmp_code"], strict=True,
+        ordered["icmp_type"], ordered["icmp_code"], ordered["proof"], strict=True,
     )  # fmt: skip
-    for target, flow, ttl, round_, kind, responder, rtt, itype, icode in columns:
+    for target, flow, ttl, round_, kind, responder, rtt, itype, icode, proof in columns:
         key = (str(target), str(flow), int(ttl))
-        samples.setdefault(key, []).append(
-            {
-                "round": int(round_),
-                "kind": str(kind),
-                "responder": None if pd.isna(responder) else str(responder),
-                "rtt_ms": _num(rtt, 4),
-            }
-        )
+        sample: Record = {
+            "round": int(round_),
+            "kind": str(kind),
+            "responder": None if pd.isna(responder) else str(responder),
+            "rtt_ms": _num(rtt, 4),
+        }
+        if proof:
+            sample["proof"] = True
+        samples.setdefault(key, []).append(sample)
         if not pd.isna(itype):
             codes = icmp.setdefault(key, {})
             pair = (int(itype), int(icode))
@@ -166,6 +171,7 @@ def _hops(hops: pd.DataFrame, table: pd.DataFrame) -> dict[tuple[str, str], list
                 "snt": int(r["snt"]),
                 "rcv": int(r["rcv"]),
                 "loss_pct": _num(r["loss_pct"], 2),
+                "limited": limited.get(key, 0),
                 **{column: _num(r[column]) for column in MS_COLUMNS},
                 "responders": [{"address": a, "count": n} for a, n in r["responders"]],
                 "kinds": [{"kind": k, "count": n} for k, n in r["kinds"]],
@@ -213,7 +219,10 @@ def _target(
 def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record:
     """The run record of ``result`` (analysed as ``analysis``), JSON-ready."""
     p = result.params
-    hops = _hops(analysis.hops, analysis.table)
+    limited = {
+        (t.target, label, ttl): n for t in analysis.targets for (label, ttl), n in t.limited.items()
+    }
+    hops = _hops(analysis.hops, analysis.table, limited)
     answered = sum(1 for o in result.outcomes if o.responder is not None and o.extra is None)
     by_address = {t.target: t for t in analysis.targets}
     order = {f.label: i for i, f in enumerate(result.flows)}
@@ -254,9 +263,22 @@ def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record
             _target(by_address[a], hops, meta, order) if a in by_address else _unprobed(a, meta)
             for a in result.targets
         ],
+        "budgets": [_budget(b) for b in result.budgets],
         "names": {
             a: meta.names[a] for a in sorted(responders | set(result.targets)) if a in meta.names
         },
+    }
+
+
+def _budget(b: HopBudget) -> Record:
+    return {
+        "address": b.address,
+        "limited": b.limited,
+        "rate_per_s": b.rate_per_s,
+        "burst": b.burst,
+        "answered": b.answered,
+        "missed": b.missed,
+        "held": b.held,
     }
 
 

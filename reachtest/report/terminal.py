@@ -43,6 +43,7 @@ MARK_STYLE = {
     Mark.PROHIBITED: "bold red",
     Mark.UNREACHABLE: "bold red",
     Mark.FORGED: "bold magenta",
+    Mark.LIMITED: "cyan",
     Mark.SILENT: "red",
 }
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}

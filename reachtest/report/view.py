@@ -27,6 +27,7 @@ class Mark(StrEnum):
     PROHIBITED = "prohib"  # administratively prohibited
     UNREACHABLE = "unreach"  # net, host or protocol unreachable
     FORGED = "forged"  # an answer in the target's name from a middlebox
+    LIMITED = "limited"  # passes, but the router's ICMP rate limit left probes unanswered
     SILENT = "silent"  # nothing came back
 
 
@@ -38,6 +39,7 @@ MARK_HELP: dict[Mark, str] = {
     Mark.PROHIBITED: "administratively prohibited",
     Mark.UNREACHABLE: "net/host/protocol unreachable",
     Mark.FORGED: "answered by a middlebox in the target's name",
+    Mark.LIMITED: "forwarded, but the router rate-limits its ICMP errors: non-answers, not loss",
     Mark.SILENT: "no answer",
 }
 
@@ -157,6 +159,8 @@ def cell_of(hop: Record, path: Record) -> Cell:
         mark = _KIND_MARK.get(max(kinds, key=lambda k: k[1])[0], Mark.UNREACHABLE)
         if path["stop"] == "middlebox" and mark in (Mark.OPEN, Mark.CLOSED):
             mark = Mark.FORGED  # the final answer of this flow came from a middlebox
+    if hop.get("limited") and mark in (Mark.PASS, Mark.SILENT):
+        mark = Mark.LIMITED
     return Cell(
         snt=hop["snt"],
         rcv=hop["rcv"],

@@ -283,7 +283,7 @@ def _record(result: Any, members: Sequence[tuple[TargetConfig, str]], started: d
         hosts={address: t.name for t, address in members},
         dns=False,
     )
-    return build_record(result, analyse(result.outcomes, result.params), meta)
+    return build_record(result, analyse(result.outcomes, result.params, result.budgets), meta)
 
 
 def check(

@@ -59,33 +59,47 @@ def run(
     rounds: int = 10,
     max_ttl: int = HOPS + 1,
     changed: tuple[str, ...] = (),
+    proofs: bool = True,
 ) -> list[Outcome]:
     """Outcomes of every flow x TTL x round; ``rule`` returns an answer, None (timeout),
-    or "clean" to fall back to the clean path."""
-    out = []
-    for rnd in range(rounds):
+    or "clean" to fall back to the clean path. With ``proofs``, as the engine does: a flow
+    silent at the TTL after its last answer, where another flow met a router, is probed
+    there once more (a proof probe, after the last round)."""
+
+    def outcome(flow: FlowSpec, ttl: int, rnd: int, proof: bool = False) -> Outcome:
+        answer = rule(flow, ttl, rnd) if rule else "clean"
+        if answer == "clean":
+            answer = clean(flow, ttl, rnd)
+        sent = 1_000_000_000 * rnd + 1000 * ttl
+        if answer is None:
+            return Outcome(target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl,
+                           sent_ns=sent, kind=ReplyKind.TIMEOUT, proof=proof)  # fmt: skip
+        assert not isinstance(answer, str)
+        kind, responder = answer
+        quoted = changed if kind is ReplyKind.TIME_EXCEEDED and ttl > 2 else ()
+        return Outcome(
+            target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl, sent_ns=sent,
+            kind=kind, responder=responder, recv_ns=sent + 100_000 * ttl + rnd,
+            quote_changed=quoted, proof=proof,
+        )  # fmt: skip
+
+    out = [
+        outcome(flow, ttl, rnd)
+        for rnd in range(rounds)
+        for flow in flows
+        for ttl in range(1, max_ttl + 1)
+    ]
+    if proofs:
         for flow in flows:
-            for ttl in range(1, max_ttl + 1):
-                answer = rule(flow, ttl, rnd) if rule else "clean"
-                if answer == "clean":
-                    answer = clean(flow, ttl, rnd)
-                sent = 1_000_000_000 * rnd + 1000 * ttl
-                if answer is None:
-                    out.append(
-                        Outcome(target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl,
-                                sent_ns=sent, kind=ReplyKind.TIMEOUT)
-                    )  # fmt: skip
-                    continue
-                assert not isinstance(answer, str)
-                kind, responder = answer
-                quoted = changed if kind is ReplyKind.TIME_EXCEEDED and ttl > 2 else ()
-                out.append(
-                    Outcome(
-                        target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl, sent_ns=sent,
-                        kind=kind, responder=responder, recv_ns=sent + 100_000 * ttl + rnd,
-                        quote_changed=quoted,
-                    )
-                )  # fmt: skip
+            mine = [o for o in out if o.flow == flow]
+            last = max((o.ttl for o in mine if o.responder), default=0)
+            routers = {
+                o.ttl
+                for o in out
+                if o.flow != flow and o.kind is ReplyKind.TIME_EXCEEDED and o.responder
+            }
+            if last < max_ttl and last + 1 in routers:
+                out.append(outcome(flow, last + 1, rounds, proof=True))
     return out
 
 
