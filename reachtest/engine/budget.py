@@ -8,18 +8,21 @@ tracer asks this module before each probe that expires at a known router:
 * A router is presumed unlimited until it shows *competing misses*: probes of flows known
   to get past it went unanswered while it answered other probes sent within a second of
   them. Two such misses and it is ``limited``.
-* A limited router gets a token-bucket model. Each miss says its bucket was empty then,
-  so the answers between two misses over the time between them is its rate; until two
-  misses are far enough apart, one per second (Linux's default). The model's tokens are
-  emptied at each miss. While probes are being held back, one routine probe every
-  ``TRY_NS`` goes without a token; when the router answers it, the rate was too low and
-  rises by a quarter until the next miss measures it again.
+* A limited router gets a token bucket fitted to what it did: every probe known to reach
+  it, answered or not, replayed through candidate buckets (rate x burst, on a log grid);
+  the bucket that explains the most of them wins (ties: the lower rate, then the smaller
+  burst: pacing below the true rate costs a few samples, above it costs misses). The fit is
+  redone when a miss or an answered try brings new evidence (at most every
+  ``REFIT_NS``), and the model's tokens are the fitted bucket's, refilled since.
+* While probes are being held back, a routine probe now and then goes without a token in
+  the model (the *try*), right after the model's bucket was spent, so that it takes no
+  token an urgent probe needs: if the router answers it and the refit finds a higher rate, the
+  next try comes a second later; else the tries space out (doubling, up to
+  ``TRY_MAX_NS``). Without tries, pacing below the true rate would never show it.
 * ``admit`` spends the modelled tokens: an urgent probe (the reference flow, a flow not yet
   shown to pass the hop, a proof) waits for a token; a routine one (a flow already shown to
   pass) goes only when tokens are to spare (or as the try), and is otherwise held back.
 * A miss is known early: when the router answers a probe sent after one still unanswered.
-* A proof probe waits like an urgent one, and is sent before anything else queued for
-  its router, so it meets a refilled budget.
 """
 
 from __future__ import annotations
@@ -30,29 +33,69 @@ from typing import Any
 from reachtest.model import HopBudget
 
 _S = 1_000_000_000
-#: The usual Linux budget, assumed for a router found limited before there is data.
+#: The usual Linux budget, assumed for a router found limited before a fit.
 PRIOR_RATE_PER_S = 1.0
 PRIOR_BURST = 6
-MIN_RATE_PER_S = 0.2
-MAX_RATE_PER_S = 1000.0
+#: The candidate buckets: rates 0.25/s .. 64/s in steps of 2^(1/4), and bursts.
+RATES_PER_S = tuple(0.25 * 2 ** (i / 4) for i in range(33))
+BURSTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 50)
+#: Probes (answered or missed) kept per router for the fit.
+HISTORY = 160
+REFIT_NS = _S // 2
 #: A miss counts as competing when the router answered a probe sent this close to it.
 COMPETE_NS = 1 * _S
 #: Competing misses within this window that make a router limited.
 LIMIT_MISSES = 2
 LIMIT_WINDOW_NS = 10 * _S
-RATE_UP = 1.25
-STEP_DOWN = 0.8
-#: How far apart two misses must be to measure the rate between them, and at most.
-MEASURE_MIN_NS = 3 * _S // 2
-MEASURE_MAX_NS = 60 * _S
-#: How often a routine probe may go without a token to find a higher rate.
-TRY_NS = 10 * _S
+#: How often a routine probe may go without a token to find a higher rate: at first, and
+#: at the most.
+TRY_MIN_NS = 1 * _S
+TRY_MAX_NS = 10 * _S
+TRY_BELOW = 0.25
 #: A routine probe needs this many tokens in the model, so urgent ones keep theirs.
 ROUTINE_RESERVE = 1.0
 
 SEND, SKIP, TRY = 0, -1, -2
-#: What a probe's ``had_token`` says: no model, a token in the model, sent as the try.
+#: What a probe's ``had_token`` says: no model, a token in the model, sent as the try, or
+#: not known to reach the router (it pays only if answered).
 NO_MODEL, TOKEN, TRIED, LAZY = 0, 1, 2, 3
+
+
+def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int]:
+    """The token bucket that explains most of ``events`` ((sent ns, answered), in time
+    order): (rate per s, burst, its tokens after the last event, that event's ns)."""
+    best: tuple[int, float, int] | None = None
+    first = events[0][0]
+    for burst in BURSTS:
+        for rate in RATES_PER_S:
+            per_ns = rate / _S
+            tokens, last, wrong = float(burst), first, 0
+            for sent, answered in events:
+                tokens = min(burst, tokens + per_ns * (sent - last))
+                last = sent
+                if tokens >= 1.0:
+                    if answered:
+                        tokens -= 1.0
+                    else:
+                        wrong += 1  # refused with a token: loss, or a smaller bucket
+                elif answered:
+                    wrong += 1  # answered with none: a larger bucket
+                    tokens = 0.0
+            if best is None or (wrong, rate, burst) < best:
+                best = (wrong, rate, burst)
+    assert best is not None
+    _, rate, burst = best
+    # Replay the winner once more for its tokens now.
+    per_ns = rate / _S
+    tokens, last = float(burst), first
+    for sent, answered in events:
+        tokens = min(burst, tokens + per_ns * (sent - last))
+        last = sent
+        if answered:
+            tokens = max(0.0, tokens - 1.0)
+        elif tokens >= 1.0:
+            tokens = 0.0  # it said no: take its word that the bucket was empty
+    return rate, burst, tokens, last
 
 
 class Budget:
@@ -61,48 +104,45 @@ class Budget:
     __slots__ = (
         "address",
         "answered",
-        "answered_at_miss",
         "answered_sent",
-        "answers_before_limit",
         "burst",
-        "first_miss_ns",
-        "first_sent_ns",
+        "events",
+        "fitted_ns",
         "held",
-        "held_at_miss",
-        "held_since_up",
+        "held_since_try",
         "last_ns",
         "limited",
-        "measure_from_ns",
         "misses",
         "next_try_ns",
         "pending",
         "rate",
         "recent_misses",
-        "sent",
+        "stale",
         "tokens",
+        "try_gap_ns",
+        "tried_ok",
     )
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.sent = 0
         self.answered = 0
         self.misses = 0
         self.held = 0
-        self.held_since_up = 0
+        self.held_since_try = 0
         self.limited = False
         self.rate = 0.0
-        self.burst = 0.0
+        self.burst = 0
         self.tokens = 0.0
         self.last_ns = 0
         self.next_try_ns = 0
-        self.first_sent_ns = -1
-        self.first_miss_ns = -1
-        self.answers_before_limit = 0
-        self.measure_from_ns = -1
-        self.answered_at_miss = 0
-        self.held_at_miss = 0
+        self.try_gap_ns = TRY_MIN_NS
+        self.tried_ok = False
+        self.fitted_ns = 0
+        self.stale = False
         self.answered_sent: deque[int] = deque(maxlen=32)
         self.recent_misses: deque[int] = deque(maxlen=LIMIT_MISSES)
+        #: (sent ns, answered) of probes known to reach the router, for the fit.
+        self.events: deque[tuple[int, bool]] = deque(maxlen=HISTORY)
         #: Probes sent against this budget, oldest first (the tracer's SentProbe objects).
         self.pending: deque[Any] = deque(maxlen=256)
 
@@ -110,32 +150,46 @@ class Budget:
 
     def _refill(self, now_ns: int) -> None:
         if now_ns > self.last_ns:
-            cap = max(self.burst, 1.0)
-            self.tokens = min(cap, self.tokens + self.rate * (now_ns - self.last_ns) / _S)
+            self.tokens = min(
+                float(self.burst), self.tokens + self.rate * (now_ns - self.last_ns) / _S
+            )
             self.last_ns = now_ns
 
+    def _refit(self, now_ns: int) -> None:
+        if not self.limited or not self.stale or now_ns - self.fitted_ns < REFIT_NS:
+            return
+        self.stale = False
+        self.fitted_ns = now_ns
+        rate, burst, tokens, last = fit(sorted(self.events))
+        if self.tried_ok:  # a try was answered: keep trying soon only if it raised the rate
+            self.tried_ok = False
+            up = rate > self.rate
+            self.try_gap_ns = TRY_MIN_NS if up else min(TRY_MAX_NS, 2 * self.try_gap_ns)
+        self.rate, self.burst, self.tokens, self.last_ns = rate, burst, tokens, last
+        self._refill(now_ns)
+
     def admit(self, now_ns: int, urgent: bool) -> int:
-        """SEND, SKIP, or how many ns an urgent probe should wait before asking again."""
+        """SEND, SKIP, TRY, or how many ns an urgent probe should wait before asking again."""
         if not self.limited:
             return SEND
+        self._refit(now_ns)
         self._refill(now_ns)
         need = 1.0 if urgent else 1.0 + ROUTINE_RESERVE
         if self.tokens >= need:
             return SEND
         if not urgent:
-            if self.held_since_up and now_ns >= self.next_try_ns:
-                self.next_try_ns = now_ns + TRY_NS
+            # Try only when the model's bucket was just spent: an answer then is proof of
+            # a larger budget, and a refusal takes no token an urgent probe would need.
+            if self.tokens < TRY_BELOW and self.held_since_try and now_ns >= self.next_try_ns:
+                self.next_try_ns = now_ns + self.try_gap_ns
+                self.held_since_try = 0
                 return TRY
             return SKIP
-        return max(1, int((need - self.tokens) / self.rate * _S))
+        return max(1, int((need - self.tokens) / self.rate * _S) + 1)
 
     def on_send(self, now_ns: int, tried: bool, reaches: bool) -> int:
-        """Spend a token; what the probe had (NO_MODEL, TOKEN or TRIED). A probe not known
-        to reach the router (``reaches`` false: beyond its flow's last answer) pays only
-        if it is answered."""
-        self.sent += 1
-        if self.first_sent_ns < 0:
-            self.first_sent_ns = now_ns
+        """Spend a token; what the probe had (NO_MODEL, TOKEN, TRIED or LAZY). A probe not
+        known to reach the router (beyond its flow's last answer) pays only if answered."""
         if not self.limited:
             return NO_MODEL
         if not reaches:
@@ -146,81 +200,55 @@ class Budget:
 
     def on_hold(self) -> None:
         self.held += 1
-        self.held_since_up += 1
+        self.held_since_try += 1
 
     def on_answer(self, sent_ns: int, had_token: int) -> None:
-        if self.first_sent_ns < 0:
-            self.first_sent_ns = sent_ns
         self.answered += 1
         self.answered_sent.append(sent_ns)
+        self.events.append((sent_ns, True))
         if had_token == LAZY:
             self.tokens -= 1.0
-        if self.limited and had_token == TRIED:  # it had a token the model did not
-            self.rate = min(MAX_RATE_PER_S, self.rate * RATE_UP)
-            self.held_since_up = 0
+        elif had_token == TRIED:  # it had a token the model did not: refit
+            self.tried_ok = True
+            self.stale = True
 
     def on_miss(self, sent_ns: int, now_ns: int, had_token: int) -> None:
         """A probe of a flow known to get past this router went unanswered."""
         if not any(abs(s - sent_ns) <= COMPETE_NS for s in self.answered_sent):
             return  # the router answered nothing around it: loss, or a filter, not a budget
         self.misses += 1
-        self._measure(sent_ns)
+        self.events.append((sent_ns, False))
+        self.stale = True
         if self.limited:
+            if had_token == TRIED:
+                self.try_gap_ns = min(TRY_MAX_NS, 2 * self.try_gap_ns)
             self.tokens = min(self.tokens, 0.0)  # its bucket was empty
             self.last_ns = max(self.last_ns, now_ns)
             return
         self.recent_misses.append(sent_ns)
-        if self.first_miss_ns < 0:
-            self.first_miss_ns = sent_ns
-            self.answers_before_limit = self.answered
         if (
             len(self.recent_misses) == LIMIT_MISSES
             and self.recent_misses[-1] - self.recent_misses[0] <= LIMIT_WINDOW_NS
         ):
-            self._limit(now_ns)
+            self.limited = True
+            self.rate, self.burst = PRIOR_RATE_PER_S, PRIOR_BURST
+            self.tokens, self.last_ns = 0.0, now_ns
+            self.next_try_ns = now_ns + TRY_MIN_NS
+            self._refit(now_ns)
 
-    def _measure(self, sent_ns: int) -> None:
-        """A miss at ``sent_ns``: the bucket was empty; measure the rate since the last
-        such moment far enough back."""
-        if self.measure_from_ns < 0 or sent_ns - self.measure_from_ns > MEASURE_MAX_NS:
-            self.measure_from_ns, self.answered_at_miss = sent_ns, self.answered
-            self.held_at_miss = self.held
-            return
-        span_ns = sent_ns - self.measure_from_ns
-        # Only a span in which probes were held back (we asked for more than it gave)
-        # measures the router, not our own pace; a lower figure is taken in steps.
-        if span_ns >= MEASURE_MIN_NS and self.limited and self.held > self.held_at_miss:
-            measured = (self.answered - self.answered_at_miss) * _S / span_ns
-            rate = measured if measured >= self.rate else max(measured, self.rate * STEP_DOWN)
-            self.rate = min(MAX_RATE_PER_S, max(MIN_RATE_PER_S, rate))
+    def settle(self) -> None:
+        """Fit the last evidence in (at the end of a run)."""
+        if self.limited and self.stale:
+            self.fitted_ns = -REFIT_NS
+            self._refit(self.last_ns)
 
-    def _limit(self, now_ns: int) -> None:
-        self.limited = True
-        self.rate = PRIOR_RATE_PER_S
-        self.burst = float(PRIOR_BURST)
-        self.tokens = 0.0
-        self.last_ns = now_ns
-        self.next_try_ns = now_ns + TRY_NS
-
-    def record(self, now_ns: int) -> HopBudget:
-        """What was learned, for the run result."""
-        rate: float | None = None
-        burst: int | None = None
-        if self.limited:
-            # Answers per second since the first miss (the router's pace once its burst was
-            # spent), when there are two seconds of it; else the model's rate.
-            rate = self.rate
-            span_s = (now_ns - self.first_miss_ns) / _S
-            after = self.answered - self.answers_before_limit
-            if span_s >= 2.0 and after > 0:
-                rate = after / span_s
-            before_s = max(0.0, (self.first_miss_ns - self.first_sent_ns) / _S)
-            burst = max(1, round(self.answers_before_limit - rate * before_s))
+    def record(self) -> HopBudget:
+        """What was learned, for the run result (reads only: the live view calls it)."""
         return HopBudget(
             address=self.address,
             limited=self.limited,
-            rate_per_s=None if rate is None else round(rate, 3),
-            burst=burst,
+            rate_per_s=round(self.rate, 3) if self.limited else None,
+            burst=self.burst if self.limited else None,
             answered=self.answered,
             missed=self.misses,
             held=self.held,

@@ -108,7 +108,7 @@ class _Sweep:
     """TTLs ``next_ttl``..``stop_ttl`` of one flow in one round (one TTL for a probe that
     waits for its router's budget, or a proof)."""
 
-    __slots__ = ("entry", "next_ttl", "proof", "round", "stop_ttl")
+    __slots__ = ("entry", "next_ttl", "proof", "round", "stop_ttl", "wait_until")
 
     def __init__(
         self,
@@ -123,6 +123,7 @@ class _Sweep:
         self.next_ttl = first_ttl
         self.stop_ttl = stop_ttl
         self.proof = proof
+        self.wait_until = 0  # a probe waiting for its router's budget: when to give up
 
 
 def validate(params: TraceParams) -> None:
@@ -225,9 +226,8 @@ class Tracer:
 
     def budgets(self) -> tuple[HopBudget, ...]:
         """What has been learned of each router's budget so far, in address order."""
-        now = self.transport.now_ns()
         known = list(self._budgets.values())  # one C-level copy: the live view reads this
-        return tuple(b.record(now) for b in sorted(known, key=lambda b: b.address))
+        return tuple(b.record() for b in sorted(known, key=lambda b: b.address))
 
     def _budget(self, address: str) -> Budget:
         budget = self._budgets.get(address)
@@ -330,13 +330,17 @@ class Tracer:
                             sweep.next_ttl = ttl + 1
                             if sweep.next_ttl > min(max_ttl, sweep.stop_ttl):
                                 runnable.popleft()
-                            if wait == SKIP or (wait > interval_ns and not proof):
+                            # A probe waits for its router's token at most a round (a
+                            # proof as long as it takes): then the next round's probe
+                            # of that cell is due.
+                            until = sweep.wait_until or now + interval_ns
+                            if wait == SKIP or (now + wait > until and not proof):
                                 budget.on_hold()
                                 self.held += 1
                             else:
-                                self._schedule(
-                                    now + wait, _Sweep(entry, sweep.round, ttl, ttl, proof)
-                                )
+                                later = _Sweep(entry, sweep.round, ttl, ttl, proof)
+                                later.wait_until = until
+                                self._schedule(now + wait, later)
                             continue
                     k = entry.next_k
                     entry.next_k = (k + 1) % SPACE
@@ -406,6 +410,8 @@ class Tracer:
                         del by_k[probe.k]
         finally:
             finished = clock()
+            for budget in self._budgets.values():
+                budget.settle()
         return RunResult(
             params=params,
             targets=tuple(t.address for t in self._targets),

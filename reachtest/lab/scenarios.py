@@ -287,6 +287,25 @@ def _ratelimited(hops: int, s: Services) -> Scenario:
     )
 
 
+def _ratelimited_path(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), tcp(443)
+    nodes = [f"r{i}" for i in range(1, hops + 1)] + ["server"]
+    return Scenario(
+        name="ratelimited-path",
+        description=f"every router and the server keep the kernel's ICMP rate limits (about "
+        f"1 error/s after a burst of 6, v4 and v6) like real paths; r{m} silently drops tcp/443",
+        hops=hops,
+        rules=(
+            *(RateLimit(node=node) for node in nodes),
+            Filter(node=f"r{m}", action=Action.DROP, flow=flow),
+        ),
+        truth=replace(
+            clean_truth(hops, s).with_flow(flow, **_silenced(ServiceState.FILTERED, m)),
+            ratelimited_hops=tuple(range(1, hops + 1)),
+        ),
+    )
+
+
 def _silent(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -376,6 +395,7 @@ SCENARIOS: dict[str, Builder] = {
     "icmp-blocked": _icmp_blocked,
     "udp-drop": _udp_drop,
     "ratelimited-hop": _ratelimited,
+    "ratelimited-path": _ratelimited_path,
     "silent-hop": _silent,
     "lossy-link": _lossy,
     "ecmp": _ecmp,
