@@ -119,8 +119,8 @@ class Budget:
         "recent_misses",
         "stale",
         "tokens",
-        "try_gap_ns",
         "tried_ok",
+        "try_gap_ns",
     )
 
     def __init__(self, address: str) -> None:
