@@ -7,11 +7,14 @@ tracer asks this module before each probe that expires at a known router:
 
 * A router is presumed unlimited until it shows *competing misses*: probes of flows known
   to get past it went unanswered while it answered other probes sent within a second of
-  them. Two such misses and it is ``limited``.
+  them. Three such misses, and a token bucket (below) that explains at least three
+  quarters of the misses, and it is ``limited``: random loss on the way misses at random, not when a
+  bucket runs dry.
 * A limited router gets a token bucket fitted to what it did: every probe known to reach
   it, answered or not, replayed through candidate buckets (rate x burst, on a log grid);
-  the bucket that explains the most of them wins (ties: the lower rate, then the smaller
-  burst: pacing below the true rate costs a few samples, above it costs misses). The fit is
+  the bucket that explains the most of them wins (ties: the rate nearest Linux's one per
+  second, then the smaller burst: data that does not pin the rate down keeps the usual
+  one). The fit is
   redone when a miss or an answered try brings new evidence (at most every
   ``REFIT_NS``), and the model's tokens are the fitted bucket's, refilled since.
 * While probes are being held back, a routine probe now and then goes without a token in
@@ -22,11 +25,14 @@ tracer asks this module before each probe that expires at a known router:
 * ``admit`` spends the modelled tokens: an urgent probe (the reference flow, a flow not yet
   shown to pass the hop, a proof) waits for a token; a routine one (a flow already shown to
   pass) goes only when tokens are to spare (or as the try), and is otherwise held back.
-* A miss is known early: when the router answers a probe sent after one still unanswered.
+* A miss is known early: when the router answers a probe sent after one still unanswered,
+  or when another probe is about to go to it and one is unanswered for four times its
+  slowest answer.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -42,10 +48,12 @@ BURSTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 50)
 #: Probes (answered or missed) kept per router for the fit.
 HISTORY = 160
 REFIT_NS = _S // 2
+#: A probe unanswered this long (at least; see late_ns) is a miss before its timeout.
+LATE_MIN_NS = 20_000_000
 #: A miss counts as competing when the router answered a probe sent this close to it.
 COMPETE_NS = 1 * _S
 #: Competing misses within this window that make a router limited.
-LIMIT_MISSES = 2
+LIMIT_MISSES = 3
 LIMIT_WINDOW_NS = 10 * _S
 #: How often a routine probe may go without a token to find a higher rate: at first, and
 #: at the most.
@@ -61,10 +69,11 @@ SEND, SKIP, TRY = 0, -1, -2
 NO_MODEL, TOKEN, TRIED, LAZY = 0, 1, 2, 3
 
 
-def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int]:
+def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int, int]:
     """The token bucket that explains most of ``events`` ((sent ns, answered), in time
-    order): (rate per s, burst, its tokens after the last event, that event's ns)."""
-    best: tuple[int, float, int] | None = None
+    order): (rate per s, burst, its tokens after the last event, that event's ns, how
+    many events it does not explain)."""
+    best: tuple[tuple[int, float, int], float, int] | None = None
     first = events[0][0]
     for burst in BURSTS:
         for rate in RATES_PER_S:
@@ -81,10 +90,11 @@ def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int]:
                 elif answered:
                     wrong += 1  # answered with none: a larger bucket
                     tokens = 0.0
-            if best is None or (wrong, rate, burst) < best:
-                best = (wrong, rate, burst)
+            key = (wrong, abs(math.log(rate / PRIOR_RATE_PER_S)), burst)
+            if best is None or key < best[0]:
+                best = (key, rate, burst)
     assert best is not None
-    _, rate, burst = best
+    (wrong, _, _), rate, burst = best
     # Replay the winner once more for its tokens now.
     per_ns = rate / _S
     tokens, last = float(burst), first
@@ -95,7 +105,7 @@ def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int]:
             tokens = max(0.0, tokens - 1.0)
         elif tokens >= 1.0:
             tokens = 0.0  # it said no: take its word that the bucket was empty
-    return rate, burst, tokens, last
+    return rate, burst, tokens, last, wrong
 
 
 class Budget:
@@ -117,6 +127,7 @@ class Budget:
         "pending",
         "rate",
         "recent_misses",
+        "slowest_ns",
         "stale",
         "tokens",
         "tried_ok",
@@ -139,6 +150,7 @@ class Budget:
         self.tried_ok = False
         self.fitted_ns = 0
         self.stale = False
+        self.slowest_ns = 0
         self.answered_sent: deque[int] = deque(maxlen=32)
         self.recent_misses: deque[int] = deque(maxlen=LIMIT_MISSES)
         #: (sent ns, answered) of probes known to reach the router, for the fit.
@@ -160,7 +172,7 @@ class Budget:
             return
         self.stale = False
         self.fitted_ns = now_ns
-        rate, burst, tokens, last = fit(sorted(self.events))
+        rate, burst, tokens, last, _ = fit(sorted(self.events))
         if self.tried_ok:  # a try was answered: keep trying soon only if it raised the rate
             self.tried_ok = False
             up = rate > self.rate
@@ -202,7 +214,13 @@ class Budget:
         self.held += 1
         self.held_since_try += 1
 
-    def on_answer(self, sent_ns: int, had_token: int) -> None:
+    def late_ns(self) -> int:
+        """How long after its sending a probe to this router counts as missed, before its
+        timeout: four times the slowest answer it gave, and at least ``LATE_MIN_NS``."""
+        return max(LATE_MIN_NS, 4 * self.slowest_ns)
+
+    def on_answer(self, sent_ns: int, had_token: int, rtt_ns: int) -> None:
+        self.slowest_ns = max(self.slowest_ns, rtt_ns)
         self.answered += 1
         self.answered_sent.append(sent_ns)
         self.events.append((sent_ns, True))
@@ -229,12 +247,20 @@ class Budget:
         if (
             len(self.recent_misses) == LIMIT_MISSES
             and self.recent_misses[-1] - self.recent_misses[0] <= LIMIT_WINDOW_NS
+            and self._bucket_explains()
         ):
             self.limited = True
             self.rate, self.burst = PRIOR_RATE_PER_S, PRIOR_BURST
             self.tokens, self.last_ns = 0.0, now_ns
             self.next_try_ns = now_ns + TRY_MIN_NS
             self._refit(now_ns)
+
+    def _bucket_explains(self) -> bool:
+        """Do the misses come when a bucket runs dry (a rate limit), or at random (loss on
+        the way, which a bucket cannot explain)? A bucket must explain most of them."""
+        misses = sum(1 for _, answered in self.events if not answered)
+        _, _, _, _, wrong = fit(sorted(self.events))
+        return wrong * 4 <= misses
 
     def settle(self) -> None:
         """Fit the last evidence in (at the end of a run)."""

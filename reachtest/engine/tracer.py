@@ -13,12 +13,13 @@ Scheduling, in short:
   stops), a flow whose own router at a hop is not yet known, and every ``REFRESH_ROUNDS``
   a flow's probe at each hop (ECMP may route it differently).
 * Proof: when a flow is silent at the TTL after its last answer while another flow got an
-  ICMP error from a router there, the silent flow is probed there once more, alone, when
+  ICMP error from a router there, the silent flow is probed there once more, alone, a
+  token's worth of refill later (a second when the router is not known to limit) and when
   that router's budget allows. A filter stays silent; a rate limit answers.
 * In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
-  lowest TTL that got a final answer (the target, or a reject), the highest TTL that
-  answered plus ``gap_limit``, and, for a flow that is silent, the distance at which
-  another flow reached the target. A sweep that hits its horizon while probes are in
+  lowest TTL that got a final answer (the target, or a reject); else the distance at
+  which another flow reached the target, or before any did, the highest TTL that
+  answered plus ``gap_limit``. A sweep that hits its horizon while probes are in
   flight waits for them: their answers may move the horizon.
 * ``fast`` mode sends every TTL of every flow at once, in one round.
 * A global ``rate_pps`` cap and ``max_in_flight`` bound what is on the wire.
@@ -83,6 +84,8 @@ _TERMINAL_FROM_ANYONE = frozenset(
 _FROM_TARGET_KINDS = frozenset(
     {ReplyKind.ECHO_REPLY, ReplyKind.TCP_SYN_ACK, ReplyKind.TCP_RST, ReplyKind.UDP_REPLY}
 )
+#: A proof waits this long for a router not known to limit (Linux refills a token a second).
+PROOF_WAIT_NS = 1_000_000_000
 #: A flow's probe at a hop it is shown to pass is urgent again after this many rounds.
 REFRESH_ROUNDS = 10
 
@@ -263,11 +266,14 @@ class Tracer:
         params = self.params
         if params.fast:
             return params.max_ttl
-        horizon = min(params.max_ttl, entry.terminal_ttl, entry.max_answered + params.gap_limit)
+        horizon = min(params.max_ttl, entry.terminal_ttl)
         if entry.terminal_ttl == UNSET_TTL:
+            # Up to where another flow reached the target (so the end-to-end probe runs
+            # every round, even when rate-limited routers keep this flow's TTLs silent);
+            # before any did, up to the gap limit past this flow's last answer.
             target: _Target = entry.target_state
-            if target.reach_ttl and target.reach_ttl < horizon:
-                horizon = target.reach_ttl
+            reach = target.reach_ttl or entry.max_answered + params.gap_limit
+            horizon = min(horizon, reach)
         return horizon
 
     def run(self) -> RunResult:
@@ -324,6 +330,8 @@ class Tracer:
                         continue
                     budget = self._budget_for(entry, ttl)
                     if budget is not None:
+                        # Probes to it long past its slowest answer: misses, known now.
+                        self._overdue(budget, now - budget.late_ns(), now)
                         proof = sweep.proof
                         wait = budget.admit(now, proof or self._urgent(entry, ttl, sweep.round))
                         if wait not in (SEND, TRY):
@@ -437,7 +445,12 @@ class Tracer:
         target: _Target = entry.target_state
         if ttl in target.router_at and not self._stop:
             entry.proved.add(ttl)  # at most one proof per flow and TTL
-            self._schedule(now, _Sweep(entry, probe.round, ttl, ttl, proof=True))
+            # After a token's worth of refill: the learned rate's, or a second (Linux's).
+            budget = self._budget_for(entry, ttl)
+            refill_ns = PROOF_WAIT_NS
+            if budget is not None and budget.limited:
+                refill_ns = int(1e9 / budget.rate)
+            self._schedule(now + refill_ns, _Sweep(entry, probe.round, ttl, ttl, proof=True))
 
     def _resolved(self, entry: FlowEntry) -> None:
         entry.outstanding -= 1
@@ -467,32 +480,45 @@ class Tracer:
             probe.state = ANSWERED
             self.matched += 1
             entry = probe.entry
-            self._learn(entry, probe, parsed, outcome.responder)
+            self._learn(entry, probe, parsed, outcome.responder, recv_ns)
             self._emit(outcome)
             self._resolved(entry)
             return
         extra = Extra.DUPLICATE if probe.state == ANSWERED else Extra.LATE
         self.extras.append(_with_extra(outcome, extra))
 
+    def _overdue(self, budget: Budget, before_ns: int, now_ns: int) -> None:
+        """Count as misses the probes to ``budget``'s router sent before ``before_ns`` and
+        still unanswered (a later probe was answered, or they are far past its RTT)."""
+        pending = budget.pending
+        while pending and (pending[0].state != OUTSTANDING or pending[0].sent_ns < before_ns):
+            early = pending.popleft()
+            if early.state == OUTSTANDING and early.entry.max_answered >= early.ttl:
+                early.missed = True
+                budget.on_miss(early.sent_ns, now_ns, early.had_token)
+
     def _learn(
-        self, entry: FlowEntry, probe: SentProbe, parsed: Parsed, responder: str | None
+        self,
+        entry: FlowEntry,
+        probe: SentProbe,
+        parsed: Parsed,
+        responder: str | None,
+        recv_ns: int,
     ) -> None:
         ttl = probe.ttl
         entry.max_answered = max(entry.max_answered, ttl)
         if parsed.icmp_type >= 0 and parsed.kind not in _FROM_TARGET_KINDS and responder:
-            # An ICMP error from a router: its budget paid for it.
+            # An ICMP error: its sender's budget paid for it. Other flows' probes at this
+            # TTL meet the same budget only when a router sent it (the target's port
+            # unreachable is no concern of a TCP probe).
             entry.hop_at[ttl] = responder
-            target_: _Target = entry.target_state
-            target_.router_at[ttl] = responder
+            if parsed.kind is ReplyKind.TIME_EXCEEDED:
+                target_: _Target = entry.target_state
+                target_.router_at[ttl] = responder
             budget = self._budget(responder)
-            budget.on_answer(probe.sent_ns, probe.had_token)
-            pending = budget.pending
+            budget.on_answer(probe.sent_ns, probe.had_token, recv_ns - probe.sent_ns)
             # Probes to this router sent before this one and still unanswered: misses now.
-            while pending and pending[0].sent_ns < probe.sent_ns:
-                early = pending.popleft()
-                if early.state == OUTSTANDING and early.entry.max_answered >= early.ttl:
-                    early.missed = True
-                    budget.on_miss(early.sent_ns, probe.sent_ns, early.had_token)
+            self._overdue(budget, probe.sent_ns, probe.sent_ns)
         if parsed.kind in _TERMINAL_FROM_ANYONE and ttl < entry.terminal_ttl:
             entry.terminal_ttl = ttl
             target: _Target = entry.target_state

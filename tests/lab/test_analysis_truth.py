@@ -4,17 +4,20 @@ For every built-in scenario, IPv4 and IPv6 in one run: per flow the verdict (sta
 reason, the hop that gave it, reached or not) and the last hop that answered equal the
 truth; the findings are exactly the ones the truth implies, at the right hops: the
 silent drop after its router, the rejecting router, the forging router, ping blocked
-at the target, the silent hop, the rate-limited hop as rate limiting, the lossy link as
-forwarding loss from its hop, the ECMP hop.
+at the target, the silent hop, the rate-limited hops as rate limiting (one finding per
+router), the lossy link as forwarding loss from its hop, the ECMP hop. And no cell of a
+flow that gets past a hop shows more than 20% non-answers that no finding explains.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
 from reachtest.analysis.analyse import TargetAnalysis, analyse
 from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
-from reachtest.model import FindingKind, FlowSpec, Protocol, Reason, TraceParams, tcp
+from reachtest.model import FindingKind, FlowSpec, Outcome, Protocol, Reason, TraceParams, tcp
 from tests.lab.conftest import MakeLab, run_engine
 
 Expected = set[tuple[FindingKind, str | None, int | None]]
@@ -77,7 +80,7 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
         max_ttl=truth.server_hop + 3,
     )
     result = run_engine(lab, [lab.server(False), lab.server(True)], flows, params)
-    analysis = analyse(result.outcomes, result.params)
+    analysis = analyse(result.outcomes, result.params, result.budgets)
     problems: list[str] = []
     for target in analysis.targets:
         assert target.host.reachable and target.host.distance == truth.server_hop
@@ -90,7 +93,40 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
                 f"want {sorted(map(str, want))}"
             )
         problems += check_loss(target, truth)
+        problems += unexplained_cells(target, result.outcomes)
     assert not problems, "\n".join(problems)
+
+
+def unexplained_cells(target: TargetAnalysis, outcomes: tuple[Outcome, ...]) -> list[str]:
+    """Cells (flow, TTL) before the target where the flow gets past the hop (an answer
+    there or beyond) yet more than 20% of its probes went unanswered, and no finding
+    (rate limiting, forwarding loss, a silent hop) covers that hop."""
+    sent: Counter[tuple[str, int]] = Counter()
+    lost: Counter[tuple[str, int]] = Counter()
+    reach: dict[str, int] = {}
+    for o in outcomes:
+        if o.target != target.target or o.extra is not None:
+            continue
+        sent[(o.flow.label, o.ttl)] += 1
+        if o.responder is None:
+            lost[(o.flow.label, o.ttl)] += 1
+        else:
+            reach[o.flow.label] = max(reach.get(o.flow.label, 0), o.ttl)
+    covered: set[int] = set()
+    for f in target.findings:
+        if f.kind in (FindingKind.RATE_LIMITING, FindingKind.SILENT_HOP) and f.first_hop:
+            covered.add(f.first_hop)
+        if f.kind is FindingKind.FORWARDING_LOSS and f.last_hop:
+            covered |= set(range(f.last_hop, 256))
+    distance = target.host.distance or 0
+    return [
+        f"{target.target} {flow} at TTL {ttl}: {lost[flow, ttl]}/{n} unanswered, unexplained"
+        for (flow, ttl), n in sorted(sent.items())
+        if ttl < distance
+        and ttl <= reach.get(flow, 0)
+        and lost[flow, ttl] > 0.2 * n
+        and ttl not in covered
+    ]
 
 
 def check_loss(target: TargetAnalysis, truth: GroundTruth) -> list[str]:
@@ -102,9 +138,12 @@ def check_loss(target: TargetAnalysis, truth: GroundTruth) -> list[str]:
     }
     problems = []
     if truth.ratelimited_hops:
-        hop = truth.ratelimited_hops[0]
-        if not rate or {h for _, h in rate} != {hop}:
-            problems.append(f"{target.target}: rate limiting found at {rate}, want hop {hop}")
+        want_hops = set(truth.ratelimited_hops)
+        if {h for _, h in rate} != want_hops or any(flow != "None" for flow, _ in rate):
+            problems.append(
+                f"{target.target}: rate limiting found at {rate}, want one finding per hop "
+                f"(for every flow) at {sorted(want_hops)}"
+            )
     elif rate:
         problems.append(f"{target.target}: rate limiting found where there is none: {rate}")
     if truth.lossy_from_hop is not None:
