@@ -86,6 +86,8 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
         else:
             return None  # nothing beyond this point answers anything: host-not-reached says it
     silent, of = _silent_rounds(obs, label, nxt)
+    if not silent:
+        return None  # its probes there are still in flight: no silence seen yet
     proof: list[Evidence] = []
     if k:
         proof += evidence(obs, label, k)

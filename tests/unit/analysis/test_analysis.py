@@ -18,6 +18,7 @@ from reachtest.model import (
     Extra,
     FindingKind,
     FlowSpec,
+    HopBudget,
     Outcome,
     Reason,
     ReplyKind,
@@ -90,16 +91,16 @@ def run(
         for ttl in range(1, max_ttl + 1)
     ]
     if proofs:
+        routers = {o.ttl for o in out if o.kind is ReplyKind.TIME_EXCEEDED and o.responder}
         for flow in flows:
-            mine = [o for o in out if o.flow == flow]
-            last = max((o.ttl for o in mine if o.responder), default=0)
-            routers = {
-                o.ttl
-                for o in out
-                if o.flow != flow and o.kind is ReplyKind.TIME_EXCEEDED and o.responder
-            }
-            if last < max_ttl and last + 1 in routers:
-                out.append(outcome(flow, last + 1, rounds, proof=True))
+            proved: set[int] = set()
+            while True:  # an answered proof moves the flow's last answer: maybe another
+                last = max((o.ttl for o in out if o.flow == flow and o.responder), default=0)
+                ttl = last + 1
+                if ttl > max_ttl or ttl not in routers or ttl in proved:
+                    break
+                proved.add(ttl)
+                out.append(outcome(flow, ttl, rounds, proof=True))
     return out
 
 
@@ -431,3 +432,85 @@ def test_summary_says_it_in_words() -> None:
 def test_an_empty_run_analyses_to_nothing() -> None:
     analysis = analyse([])
     assert analysis.targets == () and analysis.findings == () and analysis.hops.empty
+
+
+# -- proof and rate limiting ---------------------------------------------------------------
+
+
+def test_a_silence_no_proof_probe_confirmed_is_a_warning_that_says_so() -> None:
+    t = only(run(dropped_after(3), proofs=False))
+    [block] = [f for f in t.findings if f.flow == tcp(443)]
+    assert block.kind is FindingKind.BLOCKED_SILENTLY and block.severity is Severity.WARNING
+    assert "not proven" in block.note
+
+
+def test_a_proof_probe_that_answers_means_no_block() -> None:
+    # tcp/443 gets nothing beyond hop 3 in the rounds (a starved budget), but its proof
+    # probe at TTL 4, sent alone, is answered: the router forwards it.
+    # (The target ignores tcp/443, so nothing else shows that the routers forward it.)
+    def starved(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if f == WEB and (ttl > HOPS or (ttl > 3 and rnd < 10)):
+            return None
+        return "clean"
+
+    budgets = [
+        HopBudget(address=router(h), limited=True, rate_per_s=1.0, burst=6, answered=20,
+                  missed=10, held=10)
+        for h in (4, 5)
+    ]  # fmt: skip
+    [t] = analyse(run(starved), TraceParams(max_ttl=HOPS + 1), budgets).targets
+    assert not [f for f in t.findings if f.kind is FindingKind.BLOCKED_SILENTLY]
+    assert not [f for f in t.findings if f.kind is FindingKind.FORWARDING_LOSS]
+    [quiet] = [f for f in t.findings if f.flow == WEB]
+    assert (quiet.kind, quiet.first_hop) == (FindingKind.NO_ANSWER_AT_TARGET, HOPS)
+    # Without the proofs the same rounds read as a block after hop 3, unproven.
+    [guess] = [f for f in only(run(starved, proofs=False)).findings if f.flow == WEB]
+    assert (guess.kind, guess.first_hop, guess.severity) == (
+        FindingKind.BLOCKED_SILENTLY,
+        3,
+        Severity.WARNING,
+    )
+
+
+def test_no_block_is_called_before_any_silence_is_seen() -> None:
+    # The probes beyond hop 3 are still in flight: nothing has timed out yet.
+    outcomes = [o for o in run() if not (o.flow == WEB and o.ttl > 3)]
+    t = only(outcomes)
+    assert not [f for f in t.findings if f.kind is FindingKind.BLOCKED_SILENTLY]
+
+
+def limiting(hop: int, every: int) -> Rule:
+    """Router ``hop`` answers a service flow's probe only every ``every`` rounds; ICMP
+    (the engine's reference flow, paced first) always."""
+
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if ttl == hop and f != ICMP_FLOW and rnd % every:
+            return None
+        return "clean"
+
+    return rule
+
+
+def test_a_router_the_engine_found_limited_is_one_finding_for_every_flow() -> None:
+    budget = HopBudget(
+        address=router(2), limited=True, rate_per_s=1.0, burst=6, answered=14, missed=9, held=12
+    )
+    outcomes = run(limiting(2, 3))
+    analysis = analyse(outcomes, TraceParams(max_ttl=HOPS + 1), [budget])
+    [t] = analysis.targets
+    [rate] = [f for f in t.findings if f.kind is FindingKind.RATE_LIMITING]
+    assert (rate.flow, rate.first_hop, rate.responder) == (None, 2, router(2))
+    assert "about 1 answer/s after a burst of 6" in rate.note and "12 probes held back" in rate.note
+    assert {e.flow for e in rate.evidence} == {ICMP_FLOW, tcp(443), tcp(80)}
+    assert t.limited == {("tcp/443", 2): 6, ("tcp/80", 2): 6}
+    assert not [f for f in t.findings if f.kind is FindingKind.FORWARDING_LOSS]
+    assert "rate-limits its ICMP errors" in render_text(analysis)
+
+
+def test_rate_limiting_without_the_engines_word_is_found_from_the_numbers() -> None:
+    # No budget record (an older run): loss at one hop that later hops do not show, on
+    # most flows, is still one finding for the router.
+    t = only(run(limiting(2, 3), flows=(ICMP_FLOW, tcp(443), tcp(80), udp(53)), rounds=30))
+    rate = [f for f in t.findings if f.kind is FindingKind.RATE_LIMITING]
+    assert [(f.flow, f.first_hop) for f in rate] == [(None, 2)]
+    assert ("udp/53", 2) in t.limited

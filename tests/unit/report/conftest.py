@@ -31,12 +31,14 @@ def sim_record(
     rounds: int = 5,
     target: str = TARGET,
     names: dict[str, str] | None = None,
+    interval_s: float = 0.1,
+    timeout_s: float = 0.5,
 ) -> Record:
     """The record of a real engine run over a simulated 5-router path."""
     special = special or {}
     hops = tuple(special.get(i, router(i)) for i in range(1, 6))
     net = SimulatedNetwork(paths=(SimPath(target=target, hops=hops, open=open_, closed=closed),))
-    params = TraceParams(rounds=rounds, interval_s=0.1, timeout_s=0.5, max_ttl=10)
+    params = TraceParams(rounds=rounds, interval_s=interval_s, timeout_s=timeout_s, max_ttl=10)
     result = Tracer(net, [target], flows, params).run()
     meta = RunMeta(
         command=("reachtest", "trace", "server"),
@@ -45,4 +47,4 @@ def sim_record(
         hosts={target: "server"},
         names=names if names is not None else {"198.18.1.2": "r1.lab.test", TARGET: "srv.lab.test"},
     )
-    return build_record(result, analyse(result.outcomes, result.params), meta)
+    return build_record(result, analyse(result.outcomes, result.params, result.budgets), meta)
