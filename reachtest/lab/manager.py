@@ -18,7 +18,7 @@ from pathlib import Path
 
 from reachtest.errors import LabError, UsageError
 from reachtest.lab import netns
-from reachtest.lab.plan import LabPlan, build_plan
+from reachtest.lab.plan import DELAY_SYSCTLS, LabPlan, build_plan
 from reachtest.lab.scenarios import CLOSED_PORT, Services, scenario, with_extra_rules
 from reachtest.lab.topology import NETNS_PREFIX, check_lab_id
 
@@ -233,6 +233,14 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         ],
         "client": ["--bind", "127.0.0.1", "--dns", "53", "--zone", zone],
     }
+    spaces = {node: topo.netns(node) for node in wanted}
+    for delay in plan.delays:
+        name = f"delay-{delay.node}"
+        spaces[name] = delay.netns
+        wanted[name] = [
+            "--delay",
+            f"{delay.client_side},{delay.server_side},{delay.ms:g},{delay.jitter_ms:g}",
+        ]
     ip = netns.require_program("ip", "iproute2")
     started: dict[str, subprocess.Popen[bytes]] = {}
     for node, args in wanted.items():
@@ -243,7 +251,7 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
             ip,
             "netns",
             "exec",
-            topo.netns(node),
+            spaces[node],
             sys.executable,
             "-m",
             SERVICES_MODULE,
@@ -333,14 +341,18 @@ def _check_ports(services: Services) -> None:
 
 
 def _build(plan: LabPlan, progress: Progress) -> None:
-    progress(f"creating {len(plan.nodes)} namespaces")
-    netns.add_netns([n.netns for n in plan.nodes])
+    progress(f"creating {len(plan.namespaces)} namespaces")
+    netns.add_netns(list(plan.namespaces))
     for node in plan.nodes:
         netns.write_sysctls(node.netns, node.sysctls)
+    for delay in plan.delays:
+        netns.write_sysctls(delay.netns, DELAY_SYSCTLS)
     progress(f"linking them ({len(plan.links)} veth pairs)")
     netns.ip_batch(plan.links, what="creating links")
     for node in plan.nodes:
         netns.ip_batch(node.addresses, netns=node.netns, what=f"addresses of {node.node}")
+    for delay in plan.delays:
+        netns.ip_batch(delay.addresses, netns=delay.netns, what=f"the link into {delay.node}")
     progress("routing")
     for node in plan.nodes:
         netns.ip_batch(node.routes, netns=node.netns, what=f"routes of {node.node}")
@@ -369,7 +381,7 @@ def status(lab_id: str) -> LabStatus:
     state = read_state(lab_id)
     spaces = tuple(_namespaces_of(lab_id))
     plan = state.plan() if state else None
-    expected = {n.netns for n in plan.nodes} if plan else set()
+    expected = set(plan.namespaces) if plan else set()
     alive = {
         node: _is_our_service(pid, lab_id) for node, pid in (state.pids if state else {}).items()
     }

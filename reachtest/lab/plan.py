@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from reachtest.errors import UsageError
 from reachtest.lab.scenarios import (
     Action,
+    Delay,
     Filter,
     LinkLoss,
     RateLimit,
@@ -59,6 +60,27 @@ class NodePlan:
     nft: str | None  # an nft ruleset, or None when the node has no rules
 
 
+#: A delay namespace's kernel stays out of the way: no IPv6 (no router solicitations).
+DELAY_SYSCTLS = (
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DelayPlan:
+    """A delayed link: in namespace ``netns``, a forwarder copies frames between
+    ``client_side`` and ``server_side`` (veths to the link's two nodes) ``ms`` later."""
+
+    node: str  # the node the delayed link leads into
+    netns: str
+    client_side: str
+    server_side: str
+    ms: float
+    jitter_ms: float
+    addresses: tuple[str, ...]  # ip -batch lines in ``netns``: interfaces up
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabPlan:
     """A whole lab: the topology, the scenario on it, and each node's plan."""
@@ -68,6 +90,12 @@ class LabPlan:
     services: Services
     links: tuple[str, ...]  # ip -batch lines in the root namespace: veth pairs
     nodes: tuple[NodePlan, ...]
+    delays: tuple[DelayPlan, ...] = ()
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace of the lab: its nodes' and its delayed links'."""
+        return tuple(n.netns for n in self.nodes) + tuple(d.netns for d in self.delays)
 
     def node(self, name: str) -> NodePlan:
         for plan in self.nodes:
@@ -170,12 +198,49 @@ def build_plan(
         if rule.node not in known:
             raise UsageError(f"scenario {scenario.name}: the lab has no node {rule.node}")
 
-    links = tuple(
-        f"link add {link.left.name} address {link.left.mac} netns {topo.netns(link.left.node)} "
-        f"type veth peer name {link.right.name} address {link.right.mac} "
-        f"netns {topo.netns(link.right.node)}"
-        for link in topo.links
-    )
+    delayed: dict[str, Delay] = {r.node: r for r in scenario.rules if isinstance(r, Delay)}
+    links: list[str] = []
+    delays: list[DelayPlan] = []
+    for link in topo.links:
+        left, right = link.left, link.right
+        nsl, nsr = topo.netns(left.node), topo.netns(right.node)
+        slow = delayed.get(right.node)
+        if slow is None:
+            links.append(
+                f"link add {left.name} address {left.mac} netns {nsl} "
+                f"type veth peer name {right.name} address {right.mac} netns {nsr}"
+            )
+            continue
+        # Two veth pairs through the delay namespace; the forwarder there copies frames
+        # unchanged, so the two nodes see one link (their static neighbours included).
+        nsd = topo.netns(f"d{link.number}")
+        a, b = f"d{link.number}-{left.node}", f"d{link.number}-{right.node}"
+        links += [
+            f"link add {left.name} address {left.mac} netns {nsl} type veth peer name {a} "
+            f"netns {nsd}",
+            f"link add {b} netns {nsd} type veth peer name {right.name} address {right.mac} "
+            f"netns {nsr}",
+        ]
+        delays.append(
+            DelayPlan(
+                node=right.node,
+                netns=nsd,
+                client_side=a,
+                server_side=b,
+                ms=slow.ms,
+                jitter_ms=slow.jitter_ms,
+                addresses=(
+                    "link set lo up",
+                    f"link set {a} up promisc on",
+                    f"link set {b} up promisc on",
+                ),
+            )
+        )
+    missing = set(delayed) - {d.node for d in delays}
+    if missing:
+        raise UsageError(f"scenario {scenario.name}: no link leads into {sorted(missing)[0]}")
+    if len(delays) != len(delayed):
+        raise UsageError(f"scenario {scenario.name}: a delay needs a node with one link in")
     nodes: list[NodePlan] = []
     v4s, v6s = topo.extra_targets()
     for node in topo.nodes:
@@ -215,5 +280,10 @@ def build_plan(
             )
         )
     return LabPlan(
-        topology=topo, scenario=scenario, services=services, links=links, nodes=tuple(nodes)
+        topology=topo,
+        scenario=scenario,
+        services=services,
+        links=tuple(links),
+        nodes=tuple(nodes),
+        delays=tuple(delays),
     )

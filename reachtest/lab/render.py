@@ -68,12 +68,17 @@ def render_status(status: LabStatus, out: Console) -> None:
     for name, pid in state.pids.items():
         alive = status.alive.get(name, False)
         mark = "[green]running[/green]" if alive else "[red]not running[/red]"
-        what = (
-            f"tcp {','.join(map(str, plan.services.tcp_ports))}, udp {plan.services.dns_port} "
-            f"(DNS), udp {plan.services.ntp_port} (NTP)"
-            if name == "server"
-            else "DNS for lab names on 127.0.0.1:53"
-        )
+        delays = {f"delay-{d.node}": d for d in plan.delays}
+        if name == "server":
+            what = (
+                f"tcp {','.join(map(str, plan.services.tcp_ports))}, udp "
+                f"{plan.services.dns_port} (DNS), udp {plan.services.ntp_port} (NTP)"
+            )
+        elif name in delays:
+            d = delays[name]
+            what = f"forwards the link into {d.node} {d.ms:g} ms later ({d.netns})"
+        else:
+            what = "DNS for lab names on 127.0.0.1:53"
         out.print(f"  {name}: pid {pid} {mark}: {what}")
 
     truth = Table(

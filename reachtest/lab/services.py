@@ -1,4 +1,5 @@
-"""The lab's server process: TCP listeners, a DNS responder and an NTP responder in one loop.
+"""The lab's server process: TCP listeners, a DNS responder and an NTP responder in one loop
+(or, with ``--delay``, the forwarder of a delayed link: ``reachtest.lab.delay``).
 
 Run inside a lab namespace as ``python -m reachtest.lab.services``; ``reachtest lab up``
 starts it and ``lab down`` stops it by PID. The DNS responder answers A, AAAA and PTR
@@ -200,6 +201,24 @@ def _ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p.strip()]
 
 
+def _delay(args: argparse.Namespace) -> int:
+    from reachtest.lab.delay import forward
+
+    side_a, side_b, ms, jitter_ms = args.delay.split(",")
+
+    def ready() -> None:
+        if args.ready:
+            args.ready.write_text(f"{os.getpid()}\n")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    forward(side_a, side_b, float(ms) / 1000, float(jitter_ms) / 1000, ready=ready)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reachtest.lab.services", description=__doc__)
     parser.add_argument("--lab", required=True, help="the lab id (marks the process as ours)")
@@ -209,8 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ntp", type=int, default=None, help="UDP port of the NTP responder")
     parser.add_argument("--zone", type=Path, default=None, help="JSON file: name -> addresses")
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
+    parser.add_argument(
+        "--delay",
+        default=None,
+        metavar="IF_A,IF_B,MS,JITTER_MS",
+        help="instead: forward frames between two interfaces, MS (+- JITTER_MS) later",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.delay is not None:
+            return _delay(args)
         serve(args)
     except OSError as exc:
         print(f"reachtest.lab.services: {exc}", file=sys.stderr)

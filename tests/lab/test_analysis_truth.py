@@ -72,7 +72,11 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
     flows: list[FlowSpec] = [f.flow for f in truth.flows]
     if truth.ecmp_hop is not None:
         flows += [tcp(p) for p in range(1000, 1008)]  # enough flows to use both routers
-    noisy = truth.lossy_from_hop is not None or bool(truth.ratelimited_hops)
+    noisy = (
+        truth.lossy_from_hop is not None
+        or truth.light_loss_from_hop is not None
+        or bool(truth.ratelimited_hops)
+    )
     params = TraceParams(
         rounds=40 if noisy else 8,
         interval_s=0.05 if noisy else 0.1,
@@ -152,6 +156,10 @@ def check_loss(target: TargetAnalysis, truth: GroundTruth) -> list[str]:
             problems.append(
                 f"{target.target}: forwarding loss at {sorted(forwarding)}, want {sorted(want)}"
             )
+    elif truth.light_loss_from_hop is not None:
+        early = {(flow, hop) for flow, hop in forwarding if hop < truth.light_loss_from_hop}
+        if early:
+            problems.append(f"{target.target}: forwarding loss before the lossy link: {early}")
     elif forwarding:
         problems.append(f"{target.target}: forwarding loss found where there is none: {forwarding}")
     return problems

@@ -34,13 +34,16 @@ def allowed(
             answers = {(kind, a) for a in lab.hop(flow.reason_hop, v6)}
         else:
             answers = {(kind, server)}
+        if truth.ratelimited_server and kind == "port-unreachable":
+            answers.add(TIMEOUT)  # the server rate-limits its ICMP errors too
     elif ttl <= flow.last_hop and ttl not in truth.silent_hops:
         answers = {("time-exceeded", a) for a in lab.hop(ttl, v6)}
         if ttl in truth.ratelimited_hops:
             answers.add(TIMEOUT)
     else:
         return {TIMEOUT}
-    if truth.lossy_from_hop is not None and ttl >= truth.lossy_from_hop:
+    lossy = truth.lossy_from_hop or truth.light_loss_from_hop
+    if lossy is not None and ttl >= lossy:
         answers.add(TIMEOUT)  # the probe or nothing crossed the lossy link
     return answers
 
@@ -69,11 +72,12 @@ def trace(lab: Lab, rounds: int) -> RunResult:
 def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
-    rounds = 6 if truth.lossy_from_hop is not None else 4
+    lossy = truth.lossy_from_hop is not None or truth.light_loss_from_hop is not None
+    rounds = 6 if lossy else 4
     result = trace(lab, rounds)
     assert result.stray_counts == (), f"unmatched replies: {result.strays[:5]}"
     extras = list(result.extras)
-    if truth.lossy_from_hop is not None:
+    if lossy:
         # The lossy link also eats the client kernel's RST to a SYN-ACK, so the server
         # sends its SYN-ACK again a second later: a real duplicate, and recorded as one.
         extras = [

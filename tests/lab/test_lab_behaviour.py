@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -162,3 +163,31 @@ def test_icmp_limits_are_lifted_except_where_the_scenario_keeps_them(make_lab: M
     }
     assert values.pop(limited) == "1000"
     assert set(values.values()) == {"0"}
+
+
+def _rtt_ms(dst: str, tries: int = 3) -> float:
+    """The best of a few echo round trips to ``dst``, in ms (answered ones only)."""
+    best = float("inf")
+    for _ in range(tries):
+        start = time.monotonic()
+        answer = netprobe.echo_probe(dst, timeout_s=1.0)
+        if answer.kind == "echo-reply":
+            best = min(best, (time.monotonic() - start) * 1000)
+    return best
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_wan_links_delay_like_a_wan_and_deliver_whole_frames(make_lab: MakeLab, v6: bool) -> None:
+    lab = make_lab("wan")
+    [r1] = lab.hop(1, v6)
+    [r3] = lab.hop(3, v6)
+    with netns.entered(lab.client):
+        near, middle_, far = _rtt_ms(r1), _rtt_ms(r3), _rtt_ms(lab.server(v6))
+        # A kernel completes TCP handshakes through both forwarders: the server's
+        # offloaded checksums are filled in on the way (or the client would drop them).
+        handshakes = [netprobe.tcp_probe(lab.server(v6), 80, timeout_s=1.0) for _ in range(5)]
+    assert near < 10, near  # no delayed link before r1
+    assert 38 <= middle_ < 60, middle_  # 2 x 20 ms (+- 1 ms jitter)
+    assert 96 <= far < 130, far  # 2 x (20 + 30) ms (+- 3 ms jitter)
+    answered = sum(a.kind == "tcp-syn-ack" for a in handshakes)
+    assert answered >= 4, handshakes  # 3% loss on one link may take one

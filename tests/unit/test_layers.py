@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"errors", "model"},
     "report": {"errors", "model", "analysis"},
     "history": {"errors", "model"},
-    "lab": {"errors", "model"},
+    "lab": {"errors", "model", "packet"},
     "spec": {"errors", "model"},
     "names": {"errors", "model"},
     "__init__": set(),

@@ -10,6 +10,7 @@ from reachtest.lab.scenarios import (
     CLOSED_PORT,
     SCENARIOS,
     Action,
+    Delay,
     Filter,
     LinkLoss,
     RateLimit,
@@ -25,11 +26,30 @@ from reachtest.lab.scenarios import (
 from reachtest.model import ICMP_FLOW, Reason, ServiceState, tcp, udp
 
 
+def test_a_delayed_link_runs_through_a_namespace_of_its_own() -> None:
+    plan = build_plan("x", scenario("wan", 5))
+    assert [(d.node, d.ms, d.jitter_ms) for d in plan.delays] == [("r2", 20, 1), ("r4", 30, 2)]
+    d2 = plan.delays[0]
+    assert d2.netns == "rt-x-d2" and d2.netns in plan.namespaces
+    assert (d2.client_side, d2.server_side) == ("d2-r1", "d2-r2")
+    # r1's to-r2 and r2's to-r1 keep their MACs (the static neighbours) and meet the
+    # forwarder's two interfaces instead of each other.
+    into = [line for line in plan.links if "rt-x-d2" in line]
+    assert len(into) == 2
+    assert "to-r2 address 02:72:74:00:02:01 netns rt-x-r1" in into[0] and "d2-r1" in into[0]
+    assert "d2-r2 netns rt-x-d2" in into[1] and "to-r1 address 02:72:74:00:02:02" in into[1]
+    assert not any("peer name to-r1" in line and "rt-x-r1 " in line for line in plan.links)
+    assert len(plan.links) == len(plan.topology.links) + 2
+    with pytest.raises(UsageError, match="no node r9"):
+        build_plan("x", with_extra_rules(scenario("clean", 5), ("r9:delay:10",)))
+
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 @pytest.mark.parametrize("hops", [1, 3, 5, 20])
 def test_every_scenario_builds_with_a_consistent_truth(name: str, hops: int) -> None:
-    if name == "combo" and hops < 3:
-        with pytest.raises(UsageError, match="at least 3 hops"):
+    least = {"combo": 3, "wan": 4}.get(name, 1)
+    if hops < least:
+        with pytest.raises(UsageError, match=f"at least {least} hops"):
             scenario(name, hops)
         return
     sc = scenario(name, hops)
@@ -176,6 +196,8 @@ def test_unknown_scenario_lists_the_known_ones() -> None:
         ("r2:ratelimit:500", RateLimit(node="r2", ratelimit_ms=500)),
         ("r5:loss:10", LinkLoss(node="r5", towards="server", loss_pct=10)),
         ("r3:loss:10", LinkLoss(node="r3", towards="r4", loss_pct=10)),
+        ("r2:delay:20", Delay(node="r2", ms=20)),
+        ("server:delay:12.5:2", Delay(node="server", ms=12.5, jitter_ms=2)),
     ],
 )
 def test_rule_specs_parse(spec: str, rule: object) -> None:
@@ -195,6 +217,11 @@ def test_rule_specs_parse(spec: str, rule: object) -> None:
         "r9:loss:5",
         "r2:ratelimit:fast",
         "r1:silent:x",
+        "r2:delay",
+        "r2:delay:0",
+        "r2:delay:fast",
+        "r2:delay:20:20",
+        "r2:delay:5000",
     ],
 )
 def test_bad_rule_specs_are_usage_errors(spec: str) -> None:
