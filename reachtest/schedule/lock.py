@@ -18,6 +18,7 @@ from pathlib import Path
 from reachtest.errors import EnvironmentProblem
 
 #: How often a waiting run tries the lock again.
+HOLDER_TRIES = 10
 POLL_S = 0.2
 
 
@@ -29,6 +30,17 @@ def lock_path(history: Path | None, config: Path) -> Path:
     """The lock beside the history file, or beside the configuration without one."""
     base = history if history is not None else config
     return base.with_name(base.name + ".lock")
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock: its line, which the holder writes just after taking the lock
+    (so a run that lost the race by a hair gives it a moment to appear)."""
+    for _ in range(HOLDER_TRIES):
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(POLL_S)
+    return "unknown"
 
 
 @contextlib.contextmanager
@@ -47,7 +59,7 @@ def hold(path: Path, wait_s: float = 0.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    holder = _holder(fd)
                     waited = f"waited {wait_s:g} s; " if wait_s else ""
                     raise LockHeld(
                         f"another reachtest run holds {path} ({holder}); {waited}"
