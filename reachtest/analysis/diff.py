@@ -125,7 +125,10 @@ def _by_target(record: Record) -> dict[str, Mapping[str, Any]]:
 
 
 def _lost(hop: Mapping[str, Any]) -> tuple[int, int]:
-    return int(hop["snt"]) - int(hop["rcv"]), int(hop["snt"])
+    """(lost, sent) at a hop, leaving out the non-answers a router's ICMP rate limit
+    explains: they are its budget, not loss, and no change of loss is read from them."""
+    limited = int(hop.get("limited", 0))
+    return int(hop["snt"]) - int(hop["rcv"]) - limited, int(hop["snt"]) - limited
 
 
 def _rtts(hop: Mapping[str, Any]) -> list[float]:

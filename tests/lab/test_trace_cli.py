@@ -166,3 +166,81 @@ def test_unknown_host_and_out_dir(make_lab: MakeLab, tmp_path: Path) -> None:
     for stem in stems:
         assert {f"{stem}.json", f"{stem}.html", f"{stem}.md"} <= set(files)
         assert "<h1>reachtest report</h1>" in (saved / f"{stem}.html").read_text()
+
+
+def covered_hops(target: dict[str, Any]) -> set[int]:
+    """Hops whose non-answers a finding explains (rate limiting, a silent hop, or
+    forwarding loss from its hop on)."""
+    covered: set[int] = set()
+    for f in target["findings"]:
+        if f["kind"] in ("icmp-rate-limiting", "silent-hop"):
+            covered.add(f["first_hop"])
+        elif f["kind"] == "forwarding-loss":
+            covered |= set(range(f["last_hop"], 256))
+    return covered
+
+
+@pytest.mark.parametrize("name", ["ratelimited-path", "wan"])
+def test_default_trace_on_paths_that_rate_limit_like_real_ones(
+    make_lab: MakeLab, name: str, tmp_path: Path
+) -> None:
+    """The issue's acceptance, with default options (-c 10, -i 1), IPv4 and IPv6 in one run:
+    tcp/443 stops at the dropping router with a critical finding proven by a probe sent
+    alone; icmp, tcp/80 and udp/53 get through; the routers' rate limiting is one finding
+    per router, never forwarding loss; every cell of a flow that gets past a hop and lost
+    more than 20% there is explained (a `limited` mark, or a finding for the hop)."""
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    host_file = tmp_path / "hosts.txt"
+    host_file.write_text(f"{lab.server()}\n{lab.server(True)}\n")
+    record_file = tmp_path / "run.json"
+    done = trace_in(
+        lab, "-F", str(host_file), "-p", "tcp/443", "-p", "tcp/80", "-p", "udp/53",
+        "--report", "--json", str(record_file),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    record = json.loads(record_file.read_text())
+    validate_record(record)
+    problems: list[str] = []
+    for target in record["targets"]:
+        where = target["address"]
+        for label in ("icmp", "tcp/80", "udp/53"):
+            if not _flow(target, label)["verdict"]["reached"]:
+                problems.append(f"{where} {label} did not get through")
+        web = _flow(target, "tcp/443")
+        if (web["verdict"]["state"], web["path"]["last_hop"]) != ("filtered", 3):
+            problems.append(f"{where} tcp/443: {web['verdict']}, {web['path']}")
+        blocks = [f for f in target["findings"] if f["kind"] == "blocked-silently"]
+        if [(f["flow"], f["first_hop"], f["severity"]) for f in blocks] != [
+            ("tcp/443", 3, "critical")
+        ] or "proven" not in blocks[0]["note"]:
+            problems.append(f"{where} blocks: {blocks}")
+        lossy_from = truth.light_loss_from_hop or 256
+        early_loss = [
+            f
+            for f in target["findings"]
+            if f["kind"] == "forwarding-loss" and f["last_hop"] < lossy_from
+        ]
+        if early_loss:
+            problems.append(f"{where} forwarding loss where there is none: {early_loss}")
+        rate = [f for f in target["findings"] if f["kind"] == "icmp-rate-limiting"]
+        hops = [f["first_hop"] for f in rate]
+        if len(hops) != len(set(hops)) or any(f["flow"] is not None for f in rate):
+            problems.append(f"{where} rate limiting not one finding per router: {rate}")
+        if not set(hops) <= set(truth.ratelimited_hops):
+            problems.append(
+                f"{where} rate limiting at {hops}, want within {truth.ratelimited_hops}"
+            )
+        covered = covered_hops(target)
+        distance = target["distance"]
+        for flow in target["flows"]:
+            last = flow["path"]["last_hop"] or 0
+            for hop in flow["hops"]:
+                ttl, lost = hop["ttl"], hop["snt"] - hop["rcv"]
+                if ttl >= distance or ttl > last or lost <= 0.2 * hop["snt"]:
+                    continue
+                if lost > hop["limited"] and ttl not in covered:
+                    problems.append(f"{where} {flow['flow']} TTL {ttl}: {lost}/{hop['snt']} lost")
+    assert not problems, "\n".join(problems)
+    if any(h["limited"] for t in record["targets"] for f in t["flows"] for h in f["hops"]):
+        assert " limited" in done.stdout and "rate-limits its ICMP errors" in done.stdout

@@ -77,3 +77,13 @@ def test_a_new_responder_is_a_path_change_and_a_lost_probe_is_not_loss() -> None
     assert moved.path_changed and not moved.rtt_changed
     one = hop_change("t", "icmp", _hop([1.0] * 10), _hop([1.0] * 9, lost=1))
     assert not one.loss_changed and one.loss_after == (1, 10)
+
+
+def test_non_answers_a_rate_limit_explains_are_no_change_of_loss() -> None:
+    before = _hop([1.0] * 20)
+    limited = _hop([1.0] * 4, lost=16)
+    lossy = copy.deepcopy(limited)
+    limited["limited"] = 16  # the router's ICMP budget, as the analysis found
+    assert not hop_change("t", "icmp", before, limited).loss_changed
+    assert hop_change("t", "icmp", before, limited).loss_after == (0, 4)
+    assert hop_change("t", "icmp", before, lossy).loss_changed  # the same, unexplained
