@@ -47,7 +47,7 @@ RATES_PER_S = tuple(0.25 * 2 ** (i / 4) for i in range(33))
 BURSTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30, 50)
 #: Probes (answered or missed) kept per router for the fit.
 HISTORY = 160
-REFIT_NS = _S // 2
+REFIT_NS = 2 * _S
 #: A probe unanswered this long (at least; see late_ns) is a miss before its timeout.
 LATE_MIN_NS = 20_000_000
 #: A miss counts as competing when the router answered a probe sent this close to it.
