@@ -14,8 +14,8 @@ Scheduling, in short:
   a flow's probe at each hop (ECMP may route it differently).
 * Proof: when a flow is silent at the TTL after its last answer while another flow got an
   ICMP error from a router there, the silent flow is probed there once more, alone, a
-  token's worth of refill later (a second when the router is not known to limit) and when
-  that router's budget allows. A filter stays silent; a rate limit answers.
+  token's worth of refill after the silent probe (a second when the router is not known
+  to limit; the timeout has mostly passed that) and when that router's budget allows. A filter stays silent; a rate limit answers.
 * In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
   lowest TTL that got a final answer (the target, or a reject); else the distance at
   which another flow reached the target, or before any did, the highest TTL that
@@ -445,12 +445,14 @@ class Tracer:
         target: _Target = entry.target_state
         if ttl in target.router_at and not self._stop:
             entry.proved.add(ttl)  # at most one proof per flow and TTL
-            # After a token's worth of refill: the learned rate's, or a second (Linux's).
+            # A token's worth of refill after the silent probe (its timeout has usually
+            # passed that already): the learned rate's, or a second (Linux's).
             budget = self._budget_for(entry, ttl)
             refill_ns = PROOF_WAIT_NS
             if budget is not None and budget.limited:
                 refill_ns = int(1e9 / budget.rate)
-            self._schedule(now + refill_ns, _Sweep(entry, probe.round, ttl, ttl, proof=True))
+            at_ns = max(now, probe.sent_ns + refill_ns)
+            self._schedule(at_ns, _Sweep(entry, probe.round, ttl, ttl, proof=True))
 
     def _resolved(self, entry: FlowEntry) -> None:
         entry.outstanding -= 1
