@@ -15,7 +15,8 @@ Scheduling, in short:
 * Proof: when a flow is silent at the TTL after its last answer while another flow got an
   ICMP error from a router there, the silent flow is probed there once more, alone, a
   token's worth of refill after the silent probe (a second when the router is not known
-  to limit; the timeout has mostly passed that) and when that router's budget allows. A filter stays silent; a rate limit answers.
+  to limit; the timeout has mostly passed that) and when that router's budget allows.
+  A filter stays silent; a rate limit answers.
 * In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
   lowest TTL that got a final answer (the target, or a reject); else the distance at
   which another flow reached the target, or before any did, the highest TTL that
