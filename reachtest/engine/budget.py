@@ -7,9 +7,10 @@ tracer asks this module before each probe that expires at a known router:
 
 * A router is presumed unlimited until it shows *competing misses*: probes of flows known
   to get past it went unanswered while it answered other probes sent within a second of
-  them. Three such misses, and a token bucket (below) that explains at least three
-  quarters of the misses, and it is ``limited``: random loss on the way misses at random, not when a
-  bucket runs dry.
+  them. Three such misses, significantly more than the end-to-end loss explains
+  (binomial, p < 0.01), and a token bucket (below) that explains at least three quarters
+  of them, and it is ``limited``: loss on the way also takes end-to-end probes, and
+  misses at random, not when a bucket runs dry.
 * A limited router gets a token bucket fitted to what it did: every probe known to reach
   it, answered or not, replayed through candidate buckets (rate x burst, on a log grid);
   the bucket that explains the most of them wins (ties: the rate nearest Linux's one per
@@ -52,6 +53,9 @@ REFIT_NS = 2 * _S
 LATE_MIN_NS = 20_000_000
 #: A miss counts as competing when the router answered a probe sent this close to it.
 COMPETE_NS = 1 * _S
+#: A router's misses must be more than end-to-end loss explains, at this p-value (a
+#: lossy link loses probes at every hop beyond it and at the target alike).
+SIGNIFICANT = 0.01
 #: Competing misses within this window that make a router limited.
 LIMIT_MISSES = 3
 LIMIT_WINDOW_NS = 10 * _S
@@ -67,6 +71,15 @@ SEND, SKIP, TRY = 0, -1, -2
 #: What a probe's ``had_token`` says: no model, a token in the model, sent as the try, or
 #: not known to reach the router (it pays only if answered).
 NO_MODEL, TOKEN, TRIED, LAZY = 0, 1, 2, 3
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
 def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int, int]:
@@ -230,8 +243,9 @@ class Budget:
             self.tried_ok = True
             self.stale = True
 
-    def on_miss(self, sent_ns: int, now_ns: int, had_token: int) -> None:
-        """A probe of a flow known to get past this router went unanswered."""
+    def on_miss(self, sent_ns: int, now_ns: int, had_token: int, path_loss: float = 0.0) -> None:
+        """A probe of a flow known to get past this router went unanswered; ``path_loss``
+        is the share of end-to-end probes lost so far (loss on the way, not budgets)."""
         if not any(abs(s - sent_ns) <= COMPETE_NS for s in self.answered_sent):
             return  # the router answered nothing around it: loss, or a filter, not a budget
         self.misses += 1
@@ -247,6 +261,7 @@ class Budget:
         if (
             len(self.recent_misses) == LIMIT_MISSES
             and self.recent_misses[-1] - self.recent_misses[0] <= LIMIT_WINDOW_NS
+            and binomial_tail(self.misses, self.misses + self.answered, path_loss) < SIGNIFICANT
             and self._bucket_explains()
         ):
             self.limited = True

@@ -199,6 +199,11 @@ class Tracer:
         self._heap: list[tuple[int, int, _Sweep]] = []
         self._counter = itertools.count()
         self._timeout_ns = int(params.timeout_s * 1e9)
+        # End-to-end probes (at or past their flow's final answer): lost ones; answered
+        # ones, by sending time until they are as old as a timeout, then counted.
+        self._e2e_lost = 0
+        self._e2e_answered: deque[int] = deque()
+        self._e2e_old = 0
         for address in dict.fromkeys(targets):
             target = _Target(address, transport.source_address(address))
             self._targets.append(target)
@@ -436,11 +441,23 @@ class Tracer:
             budgets=self.budgets(),
         )
 
+    def _path_loss(self, now: int) -> float:
+        """The share of end-to-end probes (at or past a flow's final answer) lost, over
+        those old enough to have timed out (answered and lost alike: no early bias),
+        with one lost and one answered added (an estimate that never says 0 on no data)."""
+        answered = self._e2e_answered
+        while answered and answered[0] <= now - self._timeout_ns:
+            answered.popleft()
+            self._e2e_old += 1
+        return (self._e2e_lost + 1) / (self._e2e_lost + self._e2e_old + 2)
+
     def _missed(self, probe: SentProbe, now: int) -> None:
         """A probe timed out: a budget miss, and maybe a proof to send."""
         entry, ttl = probe.entry, probe.ttl
+        if ttl >= entry.terminal_ttl:
+            self._e2e_lost += 1
         if probe.budget is not None and entry.max_answered >= ttl and not probe.missed:
-            probe.budget.on_miss(probe.sent_ns, now, probe.had_token)
+            probe.budget.on_miss(probe.sent_ns, now, probe.had_token, self._path_loss(now))
         if ttl != entry.max_answered + 1 or ttl in entry.proved or ttl in entry.hop_at:
             return
         target: _Target = entry.target_state
@@ -484,6 +501,9 @@ class Tracer:
             self.matched += 1
             entry = probe.entry
             self._learn(entry, probe, parsed, outcome.responder, recv_ns)
+            if probe.ttl >= entry.terminal_ttl:
+                self._e2e_answered.append(probe.sent_ns)
+                self._path_loss(recv_ns)  # ages the answered ones: the deque stays short
             self._emit(outcome)
             self._resolved(entry)
             return
@@ -498,7 +518,9 @@ class Tracer:
             early = pending.popleft()
             if early.state == OUTSTANDING and early.entry.max_answered >= early.ttl:
                 early.missed = True
-                budget.on_miss(early.sent_ns, now_ns, early.had_token)
+                budget.on_miss(
+                    early.sent_ns, now_ns, early.had_token, self._path_loss(self.transport.now_ns())
+                )
 
     def _learn(
         self,
