@@ -71,7 +71,7 @@ def latency_svg(view: TargetView, salt: str) -> str:
         for j, flow in enumerate(view.flows):
             colour = flow_colour(j)
             shift = (j - (n - 1) / 2) * min(0.12, 0.6 / n)
-            xs, avg, best, worst, loss = [], [], [], [], []
+            xs, avg, best, worst, loss, limited = [], [], [], [], [], []
             for row in view.rows:
                 cell = row.cells[j]
                 if cell is None:
@@ -80,22 +80,31 @@ def latency_svg(view: TargetView, salt: str) -> str:
                 avg.append(_value(cell.avg_ms))
                 best.append(_value(cell.best_ms))
                 worst.append(_value(cell.wrst_ms))
-                loss.append(cell.loss_pct)
+                # Non-answers a router's rate limit explains are not loss: drawn apart.
+                share = 100 * cell.limited / cell.snt if cell.snt else 0.0
+                limited.append(share)
+                loss.append(max(0.0, cell.loss_pct - share))
             top.fill_between(xs, best, worst, color=colour, alpha=0.18, linewidth=0)
             top.plot(xs, avg, marker="o", markersize=3.5, linewidth=1.4, color=colour, label=flow)
             width = 0.8 / n
-            bottom.bar(
-                [x - shift + (j - (n - 1) / 2) * width for x in xs],
-                loss,
-                width=width,
-                color=colour,
-                label=flow,
-            )
+            places = [x - shift + (j - (n - 1) / 2) * width for x in xs]
+            bottom.bar(places, loss, width=width, color=colour, label=flow)
+            if any(limited):
+                bottom.bar(
+                    places,
+                    limited,
+                    bottom=loss,
+                    width=width,
+                    color="none",
+                    edgecolor=colour,
+                    hatch="///",
+                    linewidth=0.6,
+                )
         top.set_ylabel("RTT ms (avg, best to worst)")
         top.set_ylim(bottom=0)
         top.grid(True, alpha=0.25)
         top.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=min(n, 4), fontsize=8)
-        bottom.set_ylabel("loss %")
+        bottom.set_ylabel("loss %\n(hatched:\nrate limit)", fontsize=7)
         bottom.set_ylim(0, 105)
         bottom.set_yticks([0, 50, 100])
         bottom.grid(True, axis="y", alpha=0.25)

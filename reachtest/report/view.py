@@ -73,6 +73,7 @@ class Cell:
     javg_ms: float | None
     mark: Mark
     responder: str | None  # who answered this flow here most often
+    limited: int = 0  # non-answers the router's ICMP rate limit explains (not loss)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,6 +176,7 @@ def cell_of(hop: Record, path: Record) -> Cell:
         responder=max(hop["responders"], key=lambda r: r["count"])["address"]
         if hop["responders"]
         else None,
+        limited=hop.get("limited", 0),
     )
 
 
