@@ -9,9 +9,10 @@ Scheduling, in short:
 * Each router's ICMP-error budget is learned and spent by ``budget``: before a probe that
   expires at a known router is sent, the router's budget admits it, makes it wait, or
   holds it back (a routine probe of a flow already shown to pass that hop). Urgent are
-  the reference flow (ICMP), a flow at TTLs it is not yet shown to pass (around where it
-  stops), a flow whose own router at a hop is not yet known, and every ``REFRESH_ROUNDS``
-  a flow's probe at each hop (ECMP may route it differently).
+  the reference flow (ICMP, or the first flow without it), a flow at TTLs it is not yet
+  shown to pass (around where it stops), a flow whose own router at a hop is not yet
+  known, and every ``REFRESH_ROUNDS`` a flow's probe at each hop (ECMP may route it
+  differently).
 * Proof: when a flow is silent at the TTL after its last answer while another flow got an
   ICMP error from a router there, the silent flow is probed there once more, alone, a
   token's worth of refill after the silent probe (a second when the router is not known
@@ -177,6 +178,9 @@ class Tracer:
         self.transport = transport
         self.params = params
         self.flows = tuple(flows)
+        # The flow that keeps full per-hop statistics at rate-limited routers: ICMP, or
+        # without it the first flow.
+        self._reference = next((f for f in self.flows if f.protocol is Protocol.ICMP), flows[0])
         self.udp_payload = udp_payload
         self.on_outcome = on_outcome
         self.on_reply = on_reply
@@ -253,7 +257,7 @@ class Tracer:
         return None if address is None else self._budgets.get(address)
 
     def _urgent(self, entry: FlowEntry, ttl: int, round_: int) -> bool:
-        if entry.flow.protocol is Protocol.ICMP or ttl > entry.max_answered:
+        if entry.flow == self._reference or ttl > entry.max_answered:
             return True
         if ttl not in entry.hop_at:
             return True
