@@ -187,3 +187,12 @@ def test_fit_finds_the_bucket_that_explains_the_answers() -> None:
         events.append((t, ok))
     rate, burst, _, _, wrong = fit(events)
     assert (rate, burst, wrong) == (1.0, 6, 0)
+
+
+def test_without_icmp_the_first_flow_keeps_the_per_hop_statistics() -> None:
+    net = network((LINUX,) * 5)
+    result = trace(net, flows=(tcp(80), udp(53), tcp(443)))
+    sent, answered = cells(result)
+    for ttl in range(1, 6):
+        assert answered[("tcp/80", ttl)] >= 7, (ttl, sent["tcp/80", ttl])
+        assert answered[("udp/53", ttl)] >= 1 and answered[("tcp/443", ttl)] >= 1
