@@ -263,7 +263,11 @@ def lab_exec(lab_id: str | None, node: str, command: tuple[str, ...]) -> None:
 
 
 def _say(message: str) -> None:
-    click.echo(f"reachtest: error: {message}", err=True)
+    """The one error line: whatever it quotes (a host, a record's value) is shown, its
+    control characters and newlines written out, never sent to the terminal."""
+    from reachtest.report.escape import for_terminal
+
+    click.echo(f"reachtest: error: {for_terminal(message)}", err=True)
 
 
 # -- probe ------------------------------------------------------------------------
@@ -1200,6 +1204,11 @@ def diff_command(
         before, after = loaded
     else:
         raise UsageError("give two runs to compare (BEFORE AFTER) or --last N TARGET")
+    # Records come from files and the network: their strings are shown, never sent.
+    from reachtest.report.escape import clean, for_terminal
+
+    before, after = (clean(r, skip=frozenset({"samples"})) for r in (before, after))
+    names = [for_terminal(n) for n in names]
     diff = diff_runs(before, after, before_name=names[0], after_name=names[1], target=target)
     text = DIFF_RENDER[fmt](diff)
     if output is None:

@@ -7,6 +7,7 @@ import csv
 import io
 
 from reachtest.analysis.stats import MS_COLUMNS
+from reachtest.report.escape import clean
 from reachtest.report.record import Record
 from reachtest.report.view import cell_of
 
@@ -35,7 +36,9 @@ NUMBERS = ("snt", "rcv", "loss_pct", *MS_COLUMNS)
 
 
 def render_csv(record: Record) -> str:
-    """The record's hop statistics as CSV text with a header row."""
+    """The record's hop statistics as CSV text with a header row (its strings made safe
+    for a terminal: a CSV file is read with ``cat`` too)."""
+    record = clean(record, skip=frozenset({"samples"}))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

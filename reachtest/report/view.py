@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from reachtest.analysis.summary import evidence_words
+from reachtest.report.escape import clean
 from reachtest.report.record import Record, flow_fields, run_ok, service_ok
 
 
@@ -322,7 +323,10 @@ def _param(value: Any) -> str:
 
 
 def build_view(record: Record) -> RunView:
-    """The view of a run record (validated or just built)."""
+    """The view of a run record (validated or just built). Every string in it is made
+    safe for a terminal first (names and records come from the network or a file); the
+    per-probe samples, which no view shows, are left as they are."""
+    record = clean(record, skip=frozenset({"samples"}))
     names: dict[str, Any] = record["names"]
     first = record["params"]["first_ttl"]
     return RunView(
