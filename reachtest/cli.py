@@ -1026,8 +1026,8 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
     from reachtest.schedule.run import run_batch, summary
     from reachtest.spec import resolve_target
 
-    if wait < 0:
-        raise UsageError(f"--wait must not be negative, not {wait:g}")
+    if not 0 <= wait <= 86_400:  # NaN fails this too
+        raise UsageError(f"--wait must be 0 to 86400 seconds, not {wait:g}")
     config = load_config(config_file)
     if config.reports is not None:
         check_out_dir(str(config.reports))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import secrets
 import socket
 import struct
@@ -131,18 +132,32 @@ class _Sweep:
         self.wait_until = 0  # a probe waiting for its router's budget: when to give up
 
 
+#: Bounds that keep every time an integer of nanoseconds: 31 years of rounds, a day a wait.
+MAX_ROUNDS = 1_000_000_000
+MAX_SECONDS = 86_400.0
+
+
 def validate(params: TraceParams) -> None:
     """Raise ValueError naming the first parameter out of range."""
     if not 1 <= params.first_ttl <= 255:
         raise ValueError(f"first TTL must be 1..255, not {params.first_ttl}")
     if not params.first_ttl <= params.max_ttl <= 255:
         raise ValueError(f"max TTL must be {params.first_ttl}..255, not {params.max_ttl}")
-    if params.rounds < 1:
-        raise ValueError(f"rounds must be at least 1, not {params.rounds}")
-    if params.interval_s < 0:
-        raise ValueError(f"interval must not be negative, not {params.interval_s}")
-    if params.timeout_s <= 0:
-        raise ValueError(f"timeout must be positive, not {params.timeout_s}")
+    if not 1 <= params.rounds <= MAX_ROUNDS:
+        raise ValueError(f"rounds must be 1..{MAX_ROUNDS}, not {params.rounds}")
+    for name, value in (
+        ("interval", params.interval_s),
+        ("timeout", params.timeout_s),
+        ("rate", params.rate_pps),
+    ):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, not {value}")
+    if not 0 <= params.interval_s <= MAX_SECONDS:
+        raise ValueError(f"interval must be 0..{MAX_SECONDS:g} seconds, not {params.interval_s}")
+    if not 0 < params.timeout_s <= MAX_SECONDS:
+        raise ValueError(
+            f"timeout must be positive, at most {MAX_SECONDS:g} s, not {params.timeout_s}"
+        )
     if params.max_in_flight < 1:
         raise ValueError(f"max in flight must be at least 1, not {params.max_in_flight}")
     if params.rate_pps < 0:

@@ -65,7 +65,7 @@ def test_python_dash_m_runs_the_cli() -> None:
         (["probe", "198.18.6.2", "-p", "tcp/nope"], 2, "neither a port number nor a service"),
         (["probe", "198.18.6.2", "-m", "0"], 2, "max TTL must be"),
         (["probe", "198.18.6.2", "-f", "9", "-m", "3"], 2, "max TTL must be 9..255"),
-        (["probe", "198.18.6.2", "-i", "-1"], 2, "interval must not be negative"),
+        (["probe", "198.18.6.2", "-i", "-1"], 2, "interval must be 0..86400 seconds"),
         (["probe", "198.18.6.2", "--timeout", "0"], 2, "timeout must be positive"),
         (["probe", "198.18.6.2", "--payload", "zz"], 2, "--payload must be hex"),
         (["probe", "198.18.6.2", "--no-icmp"], 2, "nothing to trace"),
@@ -74,7 +74,15 @@ def test_python_dash_m_runs_the_cli() -> None:
         (["trace", "198.18.6.2", "-p", "http,ftp,nonsense"], 2, "'nonsense' is neither"),
         (["trace", "198.18.6.2", "-p", "tcp/1-100"], 2, "at most 64 per run"),
         (["trace", "198.18.6.2", "-m", "0"], 2, "max TTL must be"),
-        (["trace", "198.18.6.2", "-i", "-0.5"], 2, "interval must not be negative"),
+        (["trace", "198.18.6.2", "-i", "-0.5"], 2, "interval must be 0..86400 seconds"),
+        (["trace", "198.18.6.2", "-i", "nan"], 2, "interval must be a finite number"),
+        (["trace", "198.18.6.2", "-i", "inf"], 2, "interval must be a finite number"),
+        (["trace", "198.18.6.2", "-i", "1e300"], 2, "interval must be 0..86400 seconds"),
+        (["trace", "198.18.6.2", "--timeout", "nan"], 2, "timeout must be a finite number"),
+        (["trace", "198.18.6.2", "--rate", "nan"], 2, "rate must be a finite number"),
+        (["probe", "198.18.6.2", "--rate", "inf"], 2, "rate must be a finite number"),
+        (["trace", "198.18.6.2", "-c", "99999999999999999999"], 2, "rounds must be 1..1000000000"),
+        (["demo", "-i", "nan"], 2, "interval must be a finite number"),
         (["trace", "198.18.6.2", "-c", "0"], 2, "rounds must be"),
         (["trace", "198.18.6.2", "--timeout", "-1"], 2, "timeout must be positive"),
         (["trace", "198.18.6.2", "--no-icmp"], 2, "nothing to trace"),
@@ -342,8 +350,11 @@ def test_run_with_a_missing_config_and_a_bad_wait(
 ) -> None:
     assert main(["run", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml: no such file" in capsys.readouterr().err
-    assert main(["run", "--config", str(tmp_path / "nope.toml"), "--wait", "-1"]) == 2
-    assert "--wait must not be negative" in capsys.readouterr().err
+    for wait in ("-1", "nan", "inf", "1e9"):
+        assert main(["run", "--config", str(tmp_path / "nope.toml"), "--wait", wait]) == 2
+        assert f"--wait must be 0 to 86400 seconds, not {wait.lstrip('+')}" in (
+            capsys.readouterr().err.replace("1e+09", "1e9")
+        )
 
 
 def test_diff_of_two_files_and_its_exit_codes(
