@@ -4,6 +4,9 @@
   for each other instead of failing at once.
 * The schema is versioned (``PRAGMA user_version``) and moved forward by the numbered
   migrations below, each in its own transaction; a file from a newer reachtest is refused.
+* It is marked as reachtest's (``PRAGMA application_id``); another application's SQLite
+  file, or any other file, is refused without a byte changed, and a damaged history
+  (``PRAGMA quick_check``) is refused with how to move it aside.
 * A run is stored in one transaction: the whole run record (JSON) and one row per target
   and flow for queries. A process killed mid-way loses only the run it was writing.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,29 +62,79 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 KINDS = ("check", "trace")
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 30_000
+#: ``PRAGMA application_id`` of a reachtest history ("RTHS"): another application's
+#: SQLite file is refused untouched.
+APPLICATION_ID = 0x52544853
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class HistoryError(UsageError):
     """The history file cannot be used (exit 2 with one line)."""
 
 
+def foreign(path: Path) -> str | None:
+    """Why the file at ``path`` is not a history of ours to open (None: it is one, or it
+    is new or empty). Looks without changing a byte: the header, then a read-only open."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(100)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return None
+    if not head.startswith(SQLITE_MAGIC):
+        return "is not a SQLite database (it holds something else)"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        return f"cannot be read as SQLite ({exc})"
+    if app == APPLICATION_ID or (app == 0 and not tables):
+        return None
+    if app == 0 and version >= 1 and {"runs", "services"} <= tables:
+        return None  # a reachtest history from before the application id
+    if app:
+        return f"is another application's SQLite database (application_id {app:#010x})"
+    names = ", ".join(sorted(tables)[:4])
+    return f"is another application's SQLite database (it has tables {names})"
+
+
 class HistoryStore:
-    """Runs kept in one SQLite file."""
+    """Runs kept in one SQLite file, which must be reachtest's (``PRAGMA application_id``)
+    and sound (``PRAGMA quick_check``) before anything is written to it."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        why = foreign(self.path)
+        if why is not None:
+            raise HistoryError(
+                f"history {self.path} {why}: refusing to change it; name another file"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise HistoryError(f"history {self.path}: {reason}") from None
+        try:
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(str(check).splitlines()[0])
             self._db.execute("PRAGMA foreign_keys = ON")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise HistoryError(f"history {self.path}: cannot use WAL mode (got {mode})")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise HistoryError(f"history {self.path}: {exc}") from None
-        except OSError as exc:
-            raise HistoryError(f"history {self.path}: {exc.strerror or exc}") from None
+            self._db.close()
+            raise HistoryError(
+                f"history {self.path} is damaged ({str(exc).splitlines()[0][:120]}): "
+                f"move it aside (mv {self.path} {self.path}.damaged) and run again"
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -123,6 +176,9 @@ class HistoryStore:
                 for statement in MIGRATIONS[step]:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {step + 1}")
+        if self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            with self._transaction() as db:  # new, or a history from before the id
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     def add_run(self, record: Mapping[str, Any], kind: str = "trace") -> int:
         """Store a run record (a batch of its own); its id."""

@@ -4,17 +4,19 @@ schema versions, two writers at once, and a writer killed with SIGKILL mid-way."
 from __future__ import annotations
 
 import copy
+import hashlib
 import multiprocessing
 import os
 import signal
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reachtest.history.store import SCHEMA_VERSION, HistoryError, HistoryStore
+from reachtest.history.store import APPLICATION_ID, SCHEMA_VERSION, HistoryError, HistoryStore
 from tests.unit.report.conftest import router, sim_record
 
 DROP = {"special": {3: router(3, drop=frozenset({"tcp/443"}))}}
@@ -66,8 +68,71 @@ def test_a_file_that_is_no_database_is_one_clear_error(tmp_path: Path) -> None:
     path.write_text("these are my notes, not a database\n" * 100)
     with pytest.raises(HistoryError) as caught:
         HistoryStore(path)
-    assert str(caught.value).startswith(f"history {path}: ") and "\n" not in str(caught.value)
-    assert path.read_text().startswith("these are my notes")  # left as it was
+    message = str(caught.value)
+    assert message.startswith(f"history {path} is not a SQLite database") and "\n" not in message
+    assert path.read_text() == "these are my notes, not a database\n" * 100  # untouched
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_another_applications_database_is_refused_byte_for_byte_untouched(
+    tmp_path: Path,
+) -> None:
+    tables = tmp_path / "app.sqlite"
+    with closing(sqlite3.connect(tables)) as db, db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        db.executemany("INSERT INTO notes (text) VALUES (?)", [("a",), ("b",)])
+    marked = tmp_path / "marked.sqlite"
+    with closing(sqlite3.connect(marked)) as db:
+        db.execute("PRAGMA application_id = 1234")
+        db.execute("CREATE TABLE runs (x)")
+        db.commit()
+    for path, why in ((tables, "it has tables notes"), (marked, "application_id 0x000004d2")):
+        before, files = _digest(path), sorted(tmp_path.iterdir())
+        with pytest.raises(HistoryError) as caught:
+            HistoryStore(path)
+        assert "another application's SQLite database" in str(caught.value)
+        assert why in str(caught.value) and "\n" not in str(caught.value)
+        assert _digest(path) == before and sorted(tmp_path.iterdir()) == files  # no -wal either
+
+
+def test_a_history_is_marked_as_ours_and_an_older_one_is_adopted(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as store:
+        first = store.add_run(records[0])
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        db.execute("PRAGMA application_id = 0")  # as reachtest before the mark wrote it
+        db.commit()
+    with HistoryStore(path) as store:
+        assert store.latest() == [first]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_a_damaged_history_is_refused_with_how_to_move_it_aside(
+    tmp_path: Path, records: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    path = tmp_path / "h.sqlite"
+    with HistoryStore(path) as store:
+        for _ in range(40):
+            store.add_run(records[1])
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    assert len(data) > 4 * page
+    data[2 * page : 3 * page] = b"\xa5" * page  # a page of garbage in the middle
+    path.write_bytes(bytes(data))
+    with pytest.raises(HistoryError) as caught:
+        HistoryStore(path)
+    message = str(caught.value)
+    assert "is damaged" in message and f"mv {path} {path}.damaged" in message
+    assert "\n" not in message and len(message) < 400
 
 
 def _writer(path: str, record: dict[str, Any], count: int) -> None:
