@@ -469,11 +469,36 @@ def check_output(path: str | None, what: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write {what} to {path}: it is a directory")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        kind = "a symbolic link" if target.is_symlink() else "not a regular file"
+        raise UsageError(f"cannot write {what} to {path}: it is {kind}, left as it is")
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write {what} to {path}: no directory {str(folder)!r}")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise UsageError(f"cannot write {what} to {path}: permission denied")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard links and bind mounts too
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_distinct(outputs: dict[str, str | None], inputs: dict[str, str | Path | None]) -> None:
+    """No two outputs the same file, and no output that is an input (a record, the
+    history, the configuration): one of them would be lost. Keys say what each is."""
+    named = [(what, Path(p)) for what, p in outputs.items() if p is not None and p != "-"]
+    for i, (what, path) in enumerate(named):
+        for other, other_path in named[i + 1 :]:
+            if _same(path, other_path):
+                raise UsageError(f"{what} and {other} would be the same file {path}")
+        for source, source_path in inputs.items():
+            if source_path is None or str(source_path) == "-":
+                continue
+            if _same(path, Path(source_path)):
+                raise UsageError(f"cannot write {what} to {path}: it is {source}")
 
 
 WHAT = {
@@ -517,6 +542,8 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
     ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
     import tempfile
 
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -771,6 +798,10 @@ def trace_command(
     if pcap_path == "-":
         raise UsageError("--pcap needs a FILE (a pcap is no text for stdout)")
     check_output(pcap_path, "the pcap file")
+    check_distinct(
+        {**{WHAT[k]: v for k, v in outputs.items()}, "the pcap file": pcap_path},
+        {"the host file": host_file},
+    )
     if save or out_dir is not None:
         out_dir = out_dir or DEFAULT_OUT_DIR
     check_out_dir(out_dir)
@@ -939,6 +970,10 @@ def show_command(
     extra = {"csv": csv_path, "markdown": markdown_path, "html": html_path}
     check_outputs(extra)
     check_output(output, WHAT[fmt])
+    check_distinct(
+        {f"-o ({WHAT[fmt]})": output, **{WHAT[k]: v for k, v in extra.items()}},
+        {"the run record read": record_file},
+    )
     extra_on_stdout = "-" in extra.values()
     if output is None and fmt != "text" and extra_on_stdout:
         raise UsageError(f"--format {fmt} already writes to stdout: give it -o FILE")
@@ -1033,6 +1068,10 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
         check_out_dir(str(config.reports))
     if config.prometheus is not None:
         check_output(str(config.prometheus), "the metrics")
+        check_distinct(
+            {"prometheus (the metrics)": str(config.prometheus)},
+            {"the history": config.history, "the configuration": config.path},
+        )
     require_raw_capability()
     with hold(lock_path(config.history, config.path), wait):
         history = None
@@ -1170,6 +1209,14 @@ def diff_command(
     from reachtest.report.record import load_record
 
     check_output(output, "the diff")
+    sources: dict[str, str | Path | None] = {
+        f"the run record {r}": r for r in runs if not r.isdigit()
+    }
+    sources |= {"the configuration": config_file, "the history": history}
+    if config_file is not None and history is None and output is not None:
+        with contextlib.suppress(UsageError):
+            sources["the history"] = _history_file(None, config_file)
+    check_distinct({"the diff": output}, sources)
     target = None
     if last is not None:
         if runs:
@@ -1240,6 +1287,11 @@ def history_command(
     from reachtest.analysis.timeline import availability, changes, per_run
 
     check_output(html_path, "the history page")
+    if html_path is not None and html_path != "-":
+        check_distinct(
+            {"the history page": html_path},
+            {"the history": _history_file(history, config_file), "the configuration": config_file},
+        )
     moment = _since(since)
     with _open_history(history, config_file) as store:
         runs = per_run(store.services(target, moment))

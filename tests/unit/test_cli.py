@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -424,3 +426,53 @@ def test_history_shows_changes_per_service(
     assert "no runs of 'elsewhere'" in capsys.readouterr().err
     assert main(["diff", "1", "2", "--history", str(path)]) == 0
     assert "open -> filtered" in capsys.readouterr().out
+
+
+def _record_file(tmp_path: Path, name: str = "a.json") -> Path:
+    source = Path(__file__).parents[2] / "reports" / "example" / "combo.json"
+    path = tmp_path / name
+    path.write_bytes(source.read_bytes())
+    return path
+
+
+def test_outputs_never_replace_an_input_each_other_or_what_is_no_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = _record_file(tmp_path), _record_file(tmp_path, "b.json")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.json"
+    link.symlink_to(a)
+    cases = [
+        (["show", str(a), "--csv", str(tmp_path / "x"), "-o", str(tmp_path / "x")], "same file"),
+        (["show", str(a), "-o", str(a)], "it is the run record read"),
+        (["diff", str(a), str(b), "-o", str(b)], f"it is the run record {b}"),
+        (["show", str(a), "-o", str(fifo)], "not a regular file, left as it is"),
+        (["show", str(a), "-o", str(link)], "a symbolic link, left as it is"),
+    ]
+    if os.geteuid() == 0:  # a real character device, made where only this test sees it
+        device = tmp_path / "null"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        cases.append((["show", str(a), "--format", "json", "-o", str(device)], "not a regular"))
+    before = {p: p.read_bytes() for p in (a, b)}
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+    assert {p: p.read_bytes() for p in (a, b)} == before
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+    if os.geteuid() == 0:
+        assert stat.S_ISCHR((tmp_path / "null").lstat().st_mode)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_metrics_never_replace_the_history_or_the_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for metrics, what in (("h.sqlite", "it is the history"), ("c.toml", "it is the configuration")):
+        config = tmp_path / "c.toml"
+        text = f'history = "h.sqlite"\nprometheus = "{metrics}"\n[[target]]\nhost = "198.18.6.2"\n'
+        config.write_text(text)
+        assert main(["run", "--config", str(config)]) == 2
+        assert what in capsys.readouterr().err
+        assert config.read_text() == text and not (tmp_path / "h.sqlite").exists()
