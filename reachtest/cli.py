@@ -6,6 +6,7 @@ Imports of the heavy layers happen inside the commands, so ``reachtest --help`` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import shlex
@@ -544,8 +545,11 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
 
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a folder that takes no new file (/proc), a full disk, ...
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(text.encode() if isinstance(text, str) else text)
@@ -1345,7 +1349,10 @@ def _since(text: str | None) -> str | None:
     span = re.fullmatch(r"(\d+)\s*([dhm])", text.strip())
     if span:
         unit = {"d": "days", "h": "hours", "m": "minutes"}[span.group(2)]
-        moment = datetime.now(UTC) - timedelta(**{unit: int(span.group(1))})
+        try:
+            moment = datetime.now(UTC) - timedelta(**{unit: int(span.group(1))})
+        except OverflowError:
+            raise UsageError(f"--since {text}: that is before the year 1") from None
         return moment.isoformat().replace("+00:00", "Z")
     try:
         parsed = datetime.fromisoformat(text.strip())
@@ -1509,13 +1516,23 @@ def demo_command(out_dir: str, rounds: int, interval: float) -> int:
     return EXIT_OK
 
 
+#: Errors of writing to standard output or error that are the user's, not a bug: a full
+#: device (> /dev/full), a closed stream (>&-), a reader gone (| head), an I/O error.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; the one place that turns errors into one line and an exit code."""
+    if sys.stdout is None or sys.stderr is None:  # started with stdout or stderr closed
+        if sys.stderr is not None:
+            sys.stderr.write("reachtest: error: standard output is closed (>&-)\n")
+        return EXIT_USAGE
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         result: Any = cli.main(
             args=args, prog_name="reachtest", standalone_mode=False, obj={"argv": tuple(args)}
         )
+        sys.stdout.flush()  # a full or closed output fails here, where it is reported
     except ReachtestError as exc:
         _say(str(exc))
         return exc.exit_code
@@ -1532,6 +1549,10 @@ def main(argv: list[str] | None = None) -> int:
         _say("interrupted")
         return 130
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+            with contextlib.suppress(OSError):
+                _say(f"cannot write the output: {exc.strerror or exc}")
+            return EXIT_USAGE
         if os.environ.get("REACHTEST_DEBUG"):
             raise
         _say(f"internal error: {type(exc).__name__}: {exc} (REACHTEST_DEBUG=1 shows a traceback)")

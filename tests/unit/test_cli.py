@@ -476,3 +476,28 @@ def test_the_metrics_never_replace_the_history_or_the_configuration(
         assert main(["run", "--config", str(config)]) == 2
         assert what in capsys.readouterr().err
         assert config.read_text() == text and not (tmp_path / "h.sqlite").exists()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A full device, a closed stdout, a folder that takes no new file, a date before the
+    year 1: the user's situation, not a bug (these were exit 4)."""
+    record = _record_file(tmp_path)
+    cli = [sys.executable, "-m", "reachtest"]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*cli, "show", str(record)], stdout=full, stderr=subprocess.PIPE,
+                              text=True, check=False)  # fmt: skip
+    assert done.returncode == 2 and done.stderr == (
+        "reachtest: error: cannot write the output: No space left on device\n"
+    )
+    closed = subprocess.run(
+        f"{' '.join(cli)} show {record} >&-", shell=True, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr
+    for argv, message in (
+        (["show", str(record), "-o", "/proc/version"], "/proc/version"),
+        (["history", "--since", "99999999d", "--history", str(record)], "before the year 1"),
+    ):
+        done = subprocess.run([*cli, *argv], capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1
