@@ -82,43 +82,39 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
-def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int, int]:
-    """The token bucket that explains most of ``events`` ((sent ns, answered), in time
-    order): (rate per s, burst, its tokens after the last event, that event's ns, how
-    many events it does not explain)."""
-    best: tuple[tuple[int, float, int], float, int] | None = None
-    first = events[0][0]
-    for burst in BURSTS:
-        for rate in RATES_PER_S:
-            per_ns = rate / _S
-            tokens, last, wrong = float(burst), first, 0
-            for sent, answered in events:
-                tokens = min(burst, tokens + per_ns * (sent - last))
-                last = sent
-                if tokens >= 1.0:
-                    if answered:
-                        tokens -= 1.0
-                    else:
-                        wrong += 1  # refused with a token: loss, or a smaller bucket
-                elif answered:
-                    wrong += 1  # answered with none: a larger bucket
-                    tokens = 0.0
-            key = (wrong, abs(math.log(rate / PRIOR_RATE_PER_S)), burst)
-            if best is None or key < best[0]:
-                best = (key, rate, burst)
-    assert best is not None
-    (wrong, _, _), rate, burst = best
-    # Replay the winner once more for its tokens now.
+def _replay(events: list[tuple[int, bool]], rate: float, burst: int) -> tuple[int, float]:
+    """Run ``events`` ((sent ns, answered), in time order) through a bucket of ``rate``
+    tokens a second up to ``burst``, full at the first: (how many events it does not
+    explain, its tokens after the last). Where the router contradicts the bucket, the
+    router is believed: its bucket was empty then."""
     per_ns = rate / _S
-    tokens, last = float(burst), first
+    tokens, last, wrong = float(burst), events[0][0], 0
     for sent, answered in events:
         tokens = min(burst, tokens + per_ns * (sent - last))
         last = sent
-        if answered:
-            tokens = max(0.0, tokens - 1.0)
-        elif tokens >= 1.0:
-            tokens = 0.0  # it said no: take its word that the bucket was empty
-    return rate, burst, tokens, last, wrong
+        if answered and tokens >= 1.0:
+            tokens -= 1.0
+        elif answered or tokens >= 1.0:
+            wrong += 1  # answered with no token, or refused with one
+            tokens = 0.0
+    return wrong, tokens
+
+
+def fit(events: list[tuple[int, bool]]) -> tuple[float, int, float, int, int]:
+    """The token bucket that explains most of ``events`` ((sent ns, answered), in time
+    order): (rate per s, burst, its tokens after the last event, that event's ns, how
+    many events it does not explain). Ties go to the rate nearest Linux's, then the
+    smaller burst."""
+    best: tuple[tuple[int, float, int], float, int, float] | None = None
+    for burst in BURSTS:
+        for rate in RATES_PER_S:
+            wrong, tokens = _replay(events, rate, burst)
+            key = (wrong, abs(math.log(rate / PRIOR_RATE_PER_S)), burst)
+            if best is None or key < best[0]:
+                best = (key, rate, burst, tokens)
+    assert best is not None
+    (wrong, _, _), rate, burst, tokens = best
+    return rate, burst, tokens, events[-1][0], wrong
 
 
 class Budget:
@@ -261,7 +257,7 @@ class Budget:
         if (
             len(self.recent_misses) == LIMIT_MISSES
             and self.recent_misses[-1] - self.recent_misses[0] <= LIMIT_WINDOW_NS
-            and binomial_tail(self.misses, self.misses + self.answered, path_loss) < SIGNIFICANT
+            and self._beyond_path_loss(path_loss)
             and self._bucket_explains()
         ):
             self.limited = True
@@ -269,6 +265,12 @@ class Budget:
             self.tokens, self.last_ns = 0.0, now_ns
             self.next_try_ns = now_ns + TRY_MIN_NS
             self._refit(now_ns)
+
+    def _beyond_path_loss(self, path_loss: float) -> bool:
+        """More misses among the recent probes than the end-to-end loss explains? (Over
+        the kept history only: bounded work, and recent.)"""
+        misses = sum(1 for _, answered in self.events if not answered)
+        return binomial_tail(misses, len(self.events), path_loss) < SIGNIFICANT
 
     def _bucket_explains(self) -> bool:
         """Do the misses come when a bucket runs dry (a rate limit), or at random (loss on

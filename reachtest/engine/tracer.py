@@ -272,11 +272,12 @@ class Tracer:
         return None if address is None else self._budgets.get(address)
 
     def _urgent(self, entry: FlowEntry, ttl: int, round_: int) -> bool:
-        if entry.flow == self._reference or ttl > entry.max_answered:
-            return True
-        if ttl not in entry.hop_at:
-            return True
-        return round_ - entry.probed_round.get(ttl, -REFRESH_ROUNDS) >= REFRESH_ROUNDS
+        return (
+            entry.flow == self._reference
+            or ttl > entry.max_answered
+            or ttl not in entry.hop_at
+            or round_ - entry.probed_round.get(ttl, -REFRESH_ROUNDS) >= REFRESH_ROUNDS
+        )
 
     def _schedule(self, at_ns: int, sweep: _Sweep) -> None:
         heapq.heappush(self._heap, (at_ns, next(self._counter), sweep))
@@ -537,9 +538,7 @@ class Tracer:
             early = pending.popleft()
             if early.state == OUTSTANDING and early.entry.max_answered >= early.ttl:
                 early.missed = True
-                budget.on_miss(
-                    early.sent_ns, now_ns, early.had_token, self._path_loss(self.transport.now_ns())
-                )
+                budget.on_miss(early.sent_ns, now_ns, early.had_token, self._path_loss(now_ns))
 
     def _learn(
         self,
@@ -562,7 +561,7 @@ class Tracer:
             budget = self._budget(responder)
             budget.on_answer(probe.sent_ns, probe.had_token, recv_ns - probe.sent_ns)
             # Probes to this router sent before this one and still unanswered: misses now.
-            self._overdue(budget, probe.sent_ns, probe.sent_ns)
+            self._overdue(budget, probe.sent_ns, recv_ns)
         if parsed.kind in _TERMINAL_FROM_ANYONE and ttl < entry.terminal_ttl:
             entry.terminal_ttl = ttl
             target: _Target = entry.target_state
