@@ -102,7 +102,8 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
         for ref in refs
         for r in obs.at(ref, last if last is not None else nxt)
     )
-    proven = not router_answered or any(not ok for ok in obs.proofs[label].get(nxt, []))
+    silent_proofs = sum(1 for ok in obs.proofs[label].get(nxt, []) if not ok)
+    proven = not router_answered or silent_proofs > 0
     if path.flow.protocol is Protocol.ICMP:
         kind, severity = FindingKind.PING_BLOCKED, Severity.WARNING
     elif last is not None and last == reached.distance:
@@ -118,8 +119,7 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
         severity = Severity.WARNING
     if router_answered:
         if proven:
-            n = sum(1 for ok in obs.proofs[label].get(nxt, []) if not ok)
-            probes = "a probe" if n == 1 else f"{n} probes"
+            probes = "a probe" if silent_proofs == 1 else f"{silent_proofs} probes"
             proof_note = (
                 f"proven: {probes} sent alone at TTL {nxt} after the router's ICMP budget "
                 "refilled stayed silent too"
