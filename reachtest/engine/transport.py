@@ -86,7 +86,8 @@ def require_raw_capability() -> None:
     who = "not root" if os.geteuid() != 0 else "root without capabilities"
     raise PrivilegeError(
         f"raw sockets need root or CAP_NET_RAW ({who}, CAP_NET_RAW missing): "
-        "run with sudo, or grant it: sudo setcap cap_net_raw+ep $(readlink -f $(which python3))"
+        "run with sudo, or from a systemd unit with AmbientCapabilities=CAP_NET_RAW "
+        "(never setcap the shared python3: every script would get raw sockets)"
     )
 
 
