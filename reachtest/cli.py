@@ -28,6 +28,7 @@ from reachtest.errors import (
     ReachtestError,
     UsageError,
 )
+from reachtest.interrupts import terminate_as_interrupt
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -518,17 +519,23 @@ def check_outputs(outputs: dict[str, str | None]) -> None:
         check_output(path, WHAT[name])
 
 
-def check_out_dir(path: str | None) -> None:
+def check_out_dir(path: str | None, what: str = "--out-dir") -> None:
+    """Fail before any work when the folder ``path`` (named ``what`` in the message: the
+    option or the config key the user gave) cannot take new files."""
     if path is None:
         return
     folder = Path(path)
+    if folder.is_symlink() and not folder.exists():
+        raise UsageError(f"{what} {path}: a symbolic link to nothing")
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--out-dir {path}: not a directory")
+        raise UsageError(f"{what} {path}: not a directory")
     probe = folder
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{what} {path}: {probe} is not a directory")
     if not os.access(probe, os.W_OK):
-        raise UsageError(f"--out-dir {path}: permission denied")
+        raise UsageError(f"{what} {path}: permission denied")
 
 
 def _umask() -> int:
@@ -1007,6 +1014,7 @@ def config_check(config_file: str) -> int:
     from reachtest.schedule.config import load_config
 
     config = load_config(config_file)
+    check_config_paths(config)
     out = _console()
     count = len(config.targets)
     out.print(f"{config_file}: OK, {count} target{'s' if count != 1 else ''}", highlight=False)
@@ -1025,6 +1033,28 @@ def config_check(config_file: str) -> int:
         if path is not None:
             out.print(f"  {what}: {path}", highlight=False, markup=False)
     return EXIT_OK
+
+
+def check_config_paths(config: Any) -> None:
+    """Every path a run of ``config`` writes, checked before anything is sent; a problem
+    names the config key."""
+    where = str(config.path)
+    if config.reports is not None:
+        check_out_dir(str(config.reports), f"{where}: reports")
+    if config.history is not None:
+        history = config.history
+        if history.is_dir():
+            raise UsageError(f"{where}: history {history}: it is a directory")
+        if not history.parent.is_dir():
+            raise UsageError(f"{where}: history {history}: no directory {str(history.parent)!r}")
+        if not history.exists() and not os.access(history.parent, os.W_OK):
+            raise UsageError(f"{where}: history {history}: permission denied")
+    if config.prometheus is not None:
+        check_output(str(config.prometheus), f"the metrics ({where}: prometheus)")
+        check_distinct(
+            {f"prometheus {config.prometheus}": str(config.prometheus)},
+            {"the history": config.history, "the configuration": config.path},
+        )
 
 
 RUN_EXIT_HELP = """\b
@@ -1059,44 +1089,47 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
     Needs root or CAP_NET_RAW.
     """
     from reachtest.engine.transport import require_raw_capability
+    from reachtest.interrupts import Interrupted, interrupts
     from reachtest.schedule import metrics
     from reachtest.schedule.config import load_config
     from reachtest.schedule.lock import hold, lock_path
-    from reachtest.schedule.run import run_batch, summary
+    from reachtest.schedule.run import run_batch, store_batch, summary
     from reachtest.spec import resolve_target
 
     if not 0 <= wait <= 86_400:  # NaN fails this too
         raise UsageError(f"--wait must be 0 to 86400 seconds, not {wait:g}")
     config = load_config(config_file)
-    if config.reports is not None:
-        check_out_dir(str(config.reports))
-    if config.prometheus is not None:
-        check_output(str(config.prometheus), "the metrics")
-        check_distinct(
-            {"prometheus (the metrics)": str(config.prometheus)},
-            {"the history": config.history, "the configuration": config.path},
-        )
+    check_config_paths(config)
     require_raw_capability()
-    with hold(lock_path(config.history, config.path), wait):
+    with interrupts() as guard, hold(lock_path(config.history, config.path), wait):
         history = None
         if config.history is not None:
             from reachtest.history.store import HistoryStore
 
             history = HistoryStore(config.history)
         try:
-            with _run_progress() as progress:
-                batch = run_batch(
-                    config,
-                    history=history,
-                    save_reports=save_reports,
-                    progress=progress,
-                    resolve=resolve_target,
-                )
+            try:
+                with _run_progress() as progress:
+                    batch = run_batch(
+                        config, history=history, progress=progress, resolve=resolve_target
+                    )
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    "interrupted before the run was stored: nothing written"
+                ) from None
+            # From here on the run's results are written whole: an interrupt waits.
+            with guard.held():
+                batch = store_batch(batch, config, history, save_reports)
+                if config.prometheus is not None:
+                    write_file(config.prometheus, metrics.render(batch))
         finally:
             if history is not None:
                 history.close()
-        if config.prometheus is not None:
-            metrics.write(batch, config.prometheus)
+        stored = f"run {batch.run_id} in {config.history}" if batch.run_id else "nothing"
+        wrote = "metrics written" if config.prometheus else "no metrics"
+        guard.raise_pending(
+            f"the run was stored ({stored}; {len(batch.reports)} report files, {wrote})"
+        )
     if verbose or not batch.ok or _stdout_is_terminal():
         lines = summary(batch, None if config.history is None else str(config.history))
         click.echo("\n".join(lines if verbose or not batch.ok else lines[:1]))
@@ -1395,8 +1428,12 @@ def schedule_install(
     systemctl daemon-reload && systemctl enable --now reachtest-NAME.timer
     """
     from reachtest.schedule.config import load_config
-    from reachtest.schedule.install import cron_file, systemd_units, unit_name
+    from reachtest.schedule.install import cron_file, mail_address, systemd_units, unit_name
 
+    if mail_to is not None:
+        if systemd:
+            raise UsageError("--mail-to is for cron; a systemd unit's output goes to the journal")
+        mail_address(mail_to)
     config = Path(config_file).resolve()
     load_config(config)
     executable = (
@@ -1415,7 +1452,13 @@ def schedule_install(
         for file_name, text in files.items():
             click.echo(f"# {folder / file_name}\n{text}")
         return EXIT_OK
-    check_out_dir(str(folder))
+    check_out_dir(str(folder), "--dest")
+    for file_name in files:  # replace only what an earlier install of this config wrote
+        target = folder / file_name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise UsageError(f"{target} exists and is not a regular file: left as it is")
+        if target.exists() and not _written_by_install(target):
+            raise UsageError(f"{target} exists and is not reachtest's: left as it is")
     for file_name, text in files.items():
         click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
     if systemd:
@@ -1423,6 +1466,16 @@ def schedule_install(
             f"Enable it: systemctl daemon-reload && systemctl enable --now {name}.timer", err=True
         )
     return EXIT_OK
+
+
+def _written_by_install(path: Path) -> bool:
+    """Does ``path`` start as `schedule install` starts its files?"""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(64)
+    except OSError:
+        return False
+    return head.startswith((b"# reachtest: ", b"[Unit]\nDescription=reachtest "))
 
 
 DEMO_LAB = "demo"
@@ -1527,6 +1580,8 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stderr is not None:
             sys.stderr.write("reachtest: error: standard output is closed (>&-)\n")
         return EXIT_USAGE
+    with contextlib.suppress(ValueError):  # not in the main thread (an embedding program)
+        terminate_as_interrupt()
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         result: Any = cli.main(

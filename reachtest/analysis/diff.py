@@ -75,8 +75,15 @@ class RunDiff:
         return any(s.change != "same" for s in self.services) or bool(self.hops)
 
 
+#: The word of every flow of a target whose name did not resolve: nothing was sent.
+UNRESOLVED = "unresolved"
+
+
 def word(flow: Mapping[str, Any]) -> str:
-    """A flow's state; for ICMP whether the host answered."""
+    """A flow's state; for ICMP whether the host answered; ``unresolved`` for a flow of
+    a target whose name did not resolve."""
+    if flow.get("unresolved"):
+        return UNRESOLVED
     verdict = flow["verdict"]
     if flow["protocol"] == "icmp":
         return "reachable" if verdict and verdict["reached"] else "unreachable"
@@ -121,7 +128,18 @@ def classify(before: str | None, after: str | None, stop_before: str, stop_after
 
 
 def _by_target(record: Record) -> dict[str, Mapping[str, Any]]:
-    return {t["host"]: t for t in record["targets"]}
+    """host -> target entry; a target that did not resolve has flows that say so."""
+    found: dict[str, Mapping[str, Any]] = {t["host"]: t for t in record["targets"]}
+    for gone in record.get("unresolved", ()):
+        flows = [unresolved_flow(label) for label in gone["flows"]]
+        found.setdefault(gone["host"], {"host": gone["host"], "flows": flows})
+    return found
+
+
+def unresolved_flow(label: str) -> dict[str, Any]:
+    """A flow of a target that did not resolve, as the record's flows are read here."""
+    return {"flow": label, "protocol": label.partition("/")[0], "verdict": None,
+            "path": None, "hops": [], "unresolved": True}  # fmt: skip
 
 
 def _lost(hop: Mapping[str, Any]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 THROUGH = ("open", "reachable")
+UNRESOLVED = "unresolved"  # the state of a flow whose target did not resolve
 
 
 def per_run(services: pd.DataFrame) -> pd.DataFrame:
@@ -17,7 +18,8 @@ def per_run(services: pd.DataFrame) -> pd.DataFrame:
     state, or for ICMP reachable/unreachable. Oldest first."""
     frame = services.copy()
     icmp = frame["flow"] == "icmp"
-    frame["word"] = frame["state"].where(~icmp, frame["reached"].map(_echo)).fillna("filtered")
+    echo = icmp & (frame["state"] != UNRESOLVED)  # unresolved stays unresolved for icmp
+    frame["word"] = frame["state"].where(~echo, frame["reached"].map(_echo)).fillna("filtered")
     frame["rank"] = (frame["kind"] == "trace").astype(int)
     # A check probes at one far TTL only: its hop numbers are no hop counts.
     frame["reason_hop"] = frame["reason_hop"].where(frame["kind"] == "trace")

@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest.errors import UsageError
 
+#: The state stored for the flows of a target whose name did not resolve.
+UNRESOLVED = "unresolved"
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -227,6 +230,13 @@ class HistoryStore:
             )
             for target in record["targets"]
             for flow in target["flows"]
+        ]
+        # A target whose name did not resolve: its flows are stored as unresolved (no
+        # address), so a DNS outage shows in `history` and `diff` like any other state.
+        rows += [
+            (run_id, gone["host"], "", label, UNRESOLVED, False, UNRESOLVED, None, None)
+            for gone in record.get("unresolved", ())
+            for label in gone["flows"]
         ]
         db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         return run_id

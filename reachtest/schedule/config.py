@@ -33,6 +33,17 @@ TARGET_KEYS = ("host", "name", "services", "expect", "labels", *RUN_KEYS)
 DEFAULT_KEYS = ("services", "labels", *RUN_KEYS)
 TOP_KEYS = ("defaults", "target", "reports", "history", "prometheus")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Label names reachtest's metrics set themselves.
+OWN_LABELS = ("target", "protocol", "port", "expected")
+#: A target's name: it is printed, stored, and part of report file names and metrics.
+_NAME = re.compile(r"[^\W_.-][\w.:@+-]{0,252}")
+#: A host name (any script: IDNA) or an address, as the resolver takes it.
+_HOST = re.compile(r"[\w.:%\[\]-]{1,253}")
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, its control characters written out: safe in a one-line message."""
+    return repr(text)
 
 
 class ConfigError(UsageError):
@@ -96,6 +107,12 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
     if parts and parts[0] in ("target", "defaults"):
         header = r"\[\[\s*target\s*\]\]" if parts[0] == "target" else r"\[\s*defaults\s*\]"
         headers = [i for i, line in enumerate(lines) if re.match(rf"\s*{header}", line)]
+        if parts[0] == "target" and len(parts) == 1:  # `target = ...` or a `[target]`
+            found = next(
+                (i + 1 for i, line in enumerate(lines) if re.match(r"\s*\[\s*target\s*\]", line)),
+                None,
+            )
+            return found or _top_key(lines, "target")
         index, parts = (parts[1], parts[2:]) if parts[0] == "target" else (0, parts[1:])
         if not headers:
             return None
@@ -110,6 +127,12 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
                 start, found = i, i + 1
                 break
     return found
+
+
+def _top_key(lines: list[str], key: str) -> int | None:
+    pattern = re.compile(rf"^\s*{_key_pattern(key)}\s*=")
+    end = _section_end(lines, -1)
+    return next((i + 1 for i in range(end) if pattern.search(lines[i])), None)
 
 
 def _fail(where: str, text: str, path: Sequence[str | int], message: str) -> ConfigError:
@@ -132,7 +155,7 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(f"{where}: cannot read: {reason}") from None
-    config = parse_config(text, where)
+    config = parse_config(text.removeprefix("\ufeff"), where)  # a BOM some editors add
     here = Path(path).parent  # relative paths in the file are relative to the file
 
     def beside(value: Path | None) -> Path | None:
@@ -237,7 +260,15 @@ def _target(
     host = _typed(table["host"], str, [*path, "host"], fail).strip()
     if not host:
         raise fail([*path, "host"], "must not be empty")
+    if not _HOST.fullmatch(host):
+        raise fail([*path, "host"], f"{_shown(host)} is not a host name or address")
     name = _typed(table.get("name", host), str, [*path, "name"], fail)
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise fail(
+            [*path, "name" if "name" in table else "host"],
+            f"{_shown(name)} cannot name a target: use 1 to 253 letters, digits and . _ - : @ +"
+            " (not starting with . or -; it names report files and metrics)",
+        )
 
     flows: list[FlowSpec] = []
     icmp, icmp_at = _setting(table, defaults, "icmp", path)
@@ -271,6 +302,8 @@ def _target(
             raise fail(
                 at, f"{word!r} is not an expectation for {flow.label} (one of: {_words(allowed)})"
             )
+        if flow.label in expect:
+            raise fail(at, f"a second expectation for {flow.label} (one per flow)")
         expect[flow.label] = word
         if flow not in flows:
             flows.append(flow)  # an expectation is traced even when not listed in services
@@ -302,10 +335,18 @@ def _target(
     ):
         if not isinstance(source, dict):
             raise fail(at, 'must be a table: labels = { site = "dc1" }')
-        for key, value in source.items():
-            if not _LABEL.match(key):
-                raise fail([*at, key], "a label name is letters, digits and _ (not first)")
-            labels[key] = str(_typed(value, str, [*at, key], fail))
+        for key, raw in source.items():
+            if not _LABEL.match(key) or key.startswith("__"):
+                raise fail(
+                    [*at, key],
+                    "a label name is ASCII letters, digits and _ (no digit first, not __)",
+                )
+            if key in OWN_LABELS:
+                raise fail([*at, key], f"reachtest sets the label {key} itself; pick another name")
+            value = _typed(raw, str, [*at, key], fail)
+            if not value.isprintable():
+                raise fail([*at, key], f"{_shown(value)} holds a control character")
+            labels[key] = value
     return TargetConfig(
         host=host,
         name=name,

@@ -2,10 +2,17 @@
 
 Texts only; the CLI writes them. The interval is given as ``15m`` or ``2h``, and must
 divide the hour or the day, so both cron and systemd can say it exactly.
+
+The texts cannot be abused: the mail address is one address; a path with a control
+character or a backslash is refused (a newline would start a new cron line, a backslash
+is an escape to systemd); ``%`` is escaped for cron (``\\%``: cron turns a bare ``%`` into
+a newline) and for systemd (``%%``: a specifier), ``$`` for systemd (``$$``: a variable).
+The name of the files is unique per configuration: it carries a hash of its resolved path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from pathlib import Path
@@ -28,14 +35,54 @@ def every(text: str) -> tuple[int, str]:
     )
 
 
+#: One mail address (``ops@example.org``) or a local user (``root``): nothing cron or a
+#: mailer could read as more than that.
+_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+(@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def mail_address(text: str) -> str:
+    """``text`` when it is one address; a clear error otherwise."""
+    if not _ADDRESS.fullmatch(text) or text.startswith("-"):
+        shown = text.encode("unicode_escape").decode("ascii")
+        raise UsageError(
+            f"--mail-to takes one address (ops@example.org) or a local user (root), not '{shown}'"
+        )
+    return text
+
+
+def safe_path(path: str | Path, what: str) -> str:
+    """``path`` as text, refused when it holds a control character or a backslash."""
+    text = str(path)
+    if _UNSAFE.search(text):
+        shown = text.encode("unicode_escape").decode("ascii")
+        raise UsageError(
+            f"{what} {shown}: a path with a control character or a backslash cannot be "
+            "scheduled; rename it"
+        )
+    return text
+
+
 def unit_name(config: Path) -> str:
-    """``reachtest-<config stem>``, safe for a file and a unit name."""
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", config.stem).strip("-") or "config"
-    return f"reachtest-{stem}"
+    """``reachtest-<config stem>-<hash of its resolved path>``: safe for a cron.d file and
+    a unit name, and not the same for two configurations named alike in two folders."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", config.stem).strip("-")[:40] or "config"
+    digest = hashlib.sha256(str(config.resolve()).encode("utf-8", "surrogateescape"))
+    return f"reachtest-{stem}-{digest.hexdigest()[:8]}"
 
 
 def _command(executable: str, config: Path) -> str:
-    return shlex.join([executable, "run", "--config", str(config)])
+    return shlex.join(
+        [safe_path(executable, "the program"), "run", "--config", safe_path(config, "config")]
+    )
+
+
+def _cron(text: str) -> str:
+    return text.replace("%", "\\%")
+
+
+def _systemd(text: str) -> str:
+    return text.replace("%", "%%")
 
 
 def cron_file(executable: str, config: Path, interval: str, mail_to: str | None) -> str:
@@ -45,11 +92,11 @@ def cron_file(executable: str, config: Path, interval: str, mail_to: str | None)
         when = f"*/{amount} * * * *" if amount > 1 else "* * * * *"
     else:
         when = "0 0 * * *" if amount == 24 else f"0 */{amount} * * *"
-    mail = f"MAILTO={mail_to}\n" if mail_to else ""
+    mail = f"MAILTO={mail_address(mail_to)}\n" if mail_to is not None else ""
     return (
-        f"# reachtest: scheduled run of {config} every {interval.strip()}\n"
+        f"# reachtest: scheduled run of {safe_path(config, 'config')} every {amount}{unit}\n"
         f"SHELL=/bin/sh\n{mail}"
-        f"{when} root {_command(executable, config)}\n"
+        f"{when} root {_cron(_command(executable, config))}\n"
     )
 
 
@@ -59,17 +106,18 @@ def systemd_units(executable: str, config: Path, interval: str) -> dict[str, str
     hourly = "daily" if amount == 24 else f"0/{amount}:00"
     calendar = f"*:0/{amount}" if unit == "m" else hourly
     name = unit_name(config)
+    shown = _systemd(safe_path(config, "config"))
     service = (
         "[Unit]\n"
-        f"Description=reachtest scheduled run of {config}\n"
+        f"Description=reachtest scheduled run of {shown}\n"
         "Wants=network-online.target\nAfter=network-online.target\n\n"
         "[Service]\nType=oneshot\n"
-        f"ExecStart={_command(executable, config)}\n"
+        f"ExecStart={_systemd(_command(executable, config)).replace('$', '$$')}\n"
         "# exit 1 means an expectation failed: the unit shows as failed, on purpose.\n"
     )
     timer = (
         "[Unit]\n"
-        f"Description=reachtest every {interval.strip()} ({config})\n\n"
+        f"Description=reachtest every {amount}{unit} ({shown})\n\n"
         "[Timer]\n"
         f"OnCalendar={calendar}\nPersistent=true\nRandomizedDelaySec=20\n\n"
         "[Install]\nWantedBy=timers.target\n"

@@ -1,17 +1,17 @@
 """The Prometheus textfile of a scheduled run, for node_exporter's textfile collector.
 
-Written with prometheus_client (``write_to_textfile`` writes a temporary file and renames
-it, so node_exporter never reads half a file). The names and labels are documented in
-the README, with an example alert rule.
+Rendered with prometheus_client; the CLI writes it with reachtest's one writer (a
+temporary file renamed into place, so node_exporter never reads half a file, and removed
+on every exit path, signals included). The names and labels are documented in the README,
+with an example alert rule. Each target's ``labels`` from the configuration are added to
+every series of that target (a target without one of them gets it empty, which
+Prometheus reads as absent).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from reachtest.errors import UsageError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from reachtest.schedule.run import Batch, Judged
 
 FLOW_LABELS = ("target", "protocol", "port")
+#: Label names reachtest sets itself: a configuration's labels may not take them.
+OWN_LABELS = (*FLOW_LABELS, "expected")
 
 
-def _flow(j: Judged) -> tuple[str, str, str]:
+def _flow(j: Judged, extra: Sequence[str]) -> tuple[str, ...]:
     protocol, _, port = j.flow.partition("/")
-    return j.target, protocol, port
+    return j.target, protocol, port, *(j.labels.get(k, "") for k in extra)
 
 
 def blocked_at(j: Judged) -> int:
@@ -38,9 +40,10 @@ def registry(batch: Batch) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry, Gauge
 
     reg = CollectorRegistry()
+    extra = sorted({k for j in batch.judged for k in j.labels})
 
     def gauge(name: str, doc: str, labels: Sequence[str] = FLOW_LABELS) -> Gauge:
-        return Gauge(name, doc, list(labels), registry=reg)
+        return Gauge(name, doc, [*labels, *extra], registry=reg)
 
     success = gauge("probe_success", "1 when the flow reached the target (TCP/UDP: open)")
     met = gauge(
@@ -59,25 +62,31 @@ def registry(batch: Batch) -> CollectorRegistry:
         "probe_duration_seconds", "Seconds spent checking (and tracing) the target", ["target"]
     )
     traced = gauge("reachtest_traced", "1 when the target got a full trace in this run", ["target"])
+    resolved = gauge(
+        "reachtest_resolved",
+        "1 when the target's name resolved; 0: nothing was sent (its flows are unresolved)",
+        ["target"],
+    )
     last = Gauge(
         "reachtest_last_run_timestamp_seconds", "When the run finished (Unix time)", registry=reg
     )
     for j in batch.judged:
-        labels = _flow(j)
+        labels = _flow(j, extra)
         through = j.got in ("open", "reachable")
         success.labels(*labels).set(1 if through else 0)
         if j.expected is not None:
-            met.labels(*labels, j.expected).set(1 if j.met else 0)
+            met.labels(*labels[:3], j.expected, *labels[3:]).set(1 if j.met else 0)
         if j.distance is not None:
             hops.labels(*labels).set(j.distance)
         if j.traced:
             blocked.labels(*labels).set(0 if through else blocked_at(j))
         if j.loss_ratio is not None:
             loss.labels(*labels).set(j.loss_ratio)
-    names = dict.fromkeys(j.target for j in batch.judged)
-    for name in names:
-        duration.labels(name).set(round(batch.durations_s.get(name, 0.0), 6))
-        traced.labels(name).set(1 if name in batch.traced else 0)
+    names = {j.target: [j.labels.get(k, "") for k in extra] for j in batch.judged}
+    for name, more in names.items():
+        duration.labels(name, *more).set(round(batch.durations_s.get(name, 0.0), 6))
+        traced.labels(name, *more).set(1 if name in batch.traced else 0)
+        resolved.labels(name, *more).set(0 if name in batch.unresolved else 1)
     last.set(batch.finished.timestamp())
     return reg
 
@@ -87,16 +96,6 @@ def render(batch: Batch) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(registry(batch)).decode()
-
-
-def write(batch: Batch, path: Path) -> None:
-    """Write the textfile whole (temporary file, then rename)."""
-    from prometheus_client import write_to_textfile
-
-    try:
-        write_to_textfile(str(path), registry(batch))
-    except OSError as exc:
-        raise UsageError(f"cannot write the metrics {path}: {exc.strerror or exc}") from None
 
 
 def parse(text: str) -> Mapping[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reachtest.analysis.diff import word
+from reachtest.analysis.diff import UNRESOLVED, word
 from reachtest.errors import PrivilegeError, ReachtestError
 from reachtest.model import (
     ICMP_FLOW,
@@ -86,7 +86,8 @@ class Batch:
     reports: tuple[Path, ...]
     changes: tuple[tuple[str, str, str, str], ...]  # (target, flow, before, after)
     durations_s: Mapping[str, float]  # target name -> seconds spent on it (check + trace)
-    run_id: int | None  # the batch id in the history
+    run_id: int | None  # the batch id in the history (None: not stored, or no history)
+    unresolved: Mapping[str, str] = field(default_factory=dict)  # name -> why not
 
     @property
     def ok(self) -> bool:
@@ -103,7 +104,7 @@ class Batch:
 def meets(expected: str, got: str) -> bool:
     """Does ``got`` satisfy the expectation word ``expected``? Nothing is known of a host
     that did not resolve, so it satisfies none."""
-    if got == "unresolved":
+    if got == UNRESOLVED:
         return False
     if expected == "blocked":
         return got not in ("open", "reachable")
@@ -155,16 +156,20 @@ def _final_stats(flow: Mapping[str, Any]) -> tuple[float | None, float | None]:
 
 
 def judge(
-    config: TargetConfig, target: Mapping[str, Any] | None, address: str | None, traced: bool
+    config: TargetConfig,
+    target: Mapping[str, Any] | None,
+    address: str | None,
+    traced: bool,
+    why_not: str = "unresolved",
 ) -> list[Judged]:
     """Every flow of ``config`` judged against the run record's ``target`` entry (None:
-    the host did not resolve, so nothing was sent)."""
+    the host did not resolve, so nothing was sent; ``why_not`` says why)."""
     flows = {f["flow"]: f for f in target["flows"]} if target else {}
     judged = []
     for spec in config.flows:
         flow = flows.get(spec.label)
         expected = config.expect.get(spec.label)
-        got = word(flow) if flow is not None else "unresolved"
+        got = word(flow) if flow is not None else UNRESOLVED
         path = flow["path"] if flow is not None and traced else None
         loss, rtt = _final_stats(flow) if flow is not None else (None, None)
         judged.append(
@@ -175,7 +180,9 @@ def judge(
                 flow=spec.label,
                 expected=expected,
                 got=got,
-                reason=flow["verdict"]["reason"] if flow and flow["verdict"] else "no-probe",
+                reason=(flow["verdict"]["reason"] if flow["verdict"] else "no-probe")
+                if flow
+                else why_not,
                 met=None if expected is None else meets(expected, got),
                 traced=traced,
                 stop_hop=path["stop_hop"] if path else None,
@@ -376,7 +383,7 @@ def _previous(history: HistoryStore | None, names: Sequence[str]) -> dict[str, d
     return {
         name: {
             flow: ("reachable" if reached else "unreachable")
-            if flow == str(Protocol.ICMP)
+            if flow == str(Protocol.ICMP) and state != UNRESOLVED
             else (state or "filtered")
             for flow, (state, reached) in flows.items()
         }
@@ -388,30 +395,38 @@ def run_batch(
     config: Config,
     *,
     history: HistoryStore | None,
-    save_reports: SaveReports,
     progress: Progress,
     resolve: Callable[[str, int | None], str],
 ) -> Batch:
-    """One pass over ``config``'s targets (see the module's docstring)."""
+    """One pass over ``config``'s targets (see the module's docstring); it writes
+    nothing (``store_batch`` does; the history is only read here)."""
     started = datetime.now(UTC)
     members: list[tuple[TargetConfig, str]] = []
-    unresolved: list[TargetConfig] = []
+    unresolved: list[tuple[TargetConfig, str]] = []
     for t in config.targets:
         try:
             members.append((t, resolve(t.host, t.family)))
-        except ReachtestError:
-            unresolved.append(t)
+        except ReachtestError as exc:
+            unresolved.append((t, str(exc)))
     service_groups = len({tuple(f for f in t.flows if f != ICMP_FLOW) for t, _ in members})
     steps = 1 + service_groups + len({_trace_key(t) for t, _ in members})
     check_record, spent = check(members, progress, steps)
     by_address = {t["address"]: t for t in check_record["targets"]}
 
+    check_record["unresolved"] = [
+        {"host": t.name, "query": t.host, "flows": [f.label for f in t.flows], "error": error}
+        for t, error in unresolved
+    ]
     traced: dict[str, str] = {}
     changes: list[tuple[str, str, str, str]] = []
-    previous = _previous(history, [t.name for t, _ in members])
+    previous = _previous(history, [t.name for t in config.targets])
+    for t, _ in unresolved:
+        before = previous.get(t.name)
+        if before is not None:
+            changes += [(t.name, f, w, UNRESOLVED) for f, w in before.items() if w != UNRESOLVED]
     for t, address in members:
         now = states(by_address[address])
-        failing = any(not meets(w, now.get(f, "unresolved")) for f, w in t.expect.items())
+        failing = any(not meets(w, now.get(f, UNRESOLVED)) for f, w in t.expect.items())
         before = previous.get(t.name)
         if before is not None:
             changes += [(t.name, f, before[f], w) for f, w in now.items() if before.get(f, w) != w]
@@ -432,25 +447,36 @@ def run_batch(
     for t in config.targets:
         found = addresses.get(t.name)
         entry = final.get(found) if found is not None else None
-        judged += judge(t, entry, found, t.name in traced)
+        why = next((error for u, error in unresolved if u.name == t.name), "unresolved")
+        judged += judge(t, entry, found, t.name in traced, why)
 
-    reports: list[Path] = []
-    if config.reports is not None:
-        for record in trace_records:
-            reports += save_reports(record, str(config.reports))
     records = (("check", check_record), *(("trace", r) for r in trace_records))
-    run_id = history.add_batch(list(records))[0] if history is not None else None
     return Batch(
         started=started,
         finished=datetime.now(UTC),
         judged=tuple(judged),
         records=records,
         traced=traced,
-        reports=tuple(reports),
+        reports=(),
         changes=tuple(changes),
         durations_s=spent,
-        run_id=run_id,
+        run_id=None,
+        unresolved={t.name: why for t, why in unresolved},
     )
+
+
+def store_batch(
+    batch: Batch, config: Config, history: HistoryStore | None, save_reports: SaveReports
+) -> Batch:
+    """Write what ``batch`` found: the traces' reports, then the batch in the history (one
+    transaction). The batch with its reports and run id. Nothing before this writes."""
+    reports: list[Path] = []
+    if config.reports is not None:
+        for kind, record in batch.records:
+            if kind == "trace":
+                reports += save_reports(record, str(config.reports))
+    run_id = history.add_batch(list(batch.records))[0] if history is not None else None
+    return replace(batch, reports=tuple(reports), run_id=run_id)
 
 
 # -- the summary ----------------------------------------------------------------------------
@@ -481,8 +507,9 @@ def summary(batch: Batch, history: str | None = None) -> list[str]:
         if not failed
         else f"{len(failed)} of {len(expectations)} expectations not met"
     )
+    lost = f", {len(batch.unresolved)} not resolved" if batch.unresolved else ""
     lines = [
-        f"reachtest run: {head} · {targets} targets ({len(batch.traced)} traced) · "
+        f"reachtest run: {head} · {targets} targets ({len(batch.traced)} traced{lost}) · "
         f"{stamp} · {seconds:.1f} s"
     ]
     for j in failed:
@@ -494,6 +521,12 @@ def summary(batch: Batch, history: str | None = None) -> list[str]:
         )
         if j.finding:
             lines.append(f"    {j.finding}")
+    shown = {j.target for j in failed}
+    lines += [
+        f"  {name}: not resolved, nothing sent ({why})"
+        for name, why in batch.unresolved.items()
+        if name not in shown
+    ]
     if batch.changes:
         lines.append("changed since the last run:")
         lines += [f"  {t} {f}: {a} -> {b}" for t, f, a, b in batch.changes]

@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "lab": {"errors", "model", "packet"},
     "spec": {"errors", "model"},
     "names": {"errors", "model"},
+    "interrupts": {"errors"},
     "__init__": set(),
     "__main__": {"cli"},
 }

@@ -128,15 +128,13 @@ def test_a_clean_run_sums_up_in_one_line() -> None:
     assert summary(fine)[0].startswith("reachtest run: all 2 expectations met · 1 targets")
 
 
-def test_the_metrics_file_parses_with_the_values_of_the_run(
-    drop: dict[str, Any], tmp_path: Path
+def test_the_metrics_parse_with_the_values_of_the_run_and_the_config_labels(
+    drop: dict[str, Any],
 ) -> None:
-    path = tmp_path / "reachtest.prom"
-    metrics.write(_batch(drop), path)
-    got = metrics.parse(path.read_text())
+    got = metrics.parse(metrics.render(_batch(drop)))
 
     def value(name: str, flow: str | None = None, **extra: str) -> float:
-        labels: dict[str, str] = {"target": "web", **extra}
+        labels: dict[str, str] = {"target": "web", "site": "lab", **extra}
         if flow is not None:
             protocol, _, port = flow.partition("/")
             labels |= {"protocol": protocol, "port": port}
@@ -151,7 +149,28 @@ def test_the_metrics_file_parses_with_the_values_of_the_run(
     assert value("reachtest_hop_count", "icmp") == 6
     assert value("reachtest_loss_ratio", "tcp/443") == 1.0
     assert value("probe_duration_seconds") == 2.25 and value("reachtest_traced") == 1
-    assert not list(tmp_path.glob("*.tmp*"))  # written whole: no temporary file left
+    assert value("reachtest_resolved") == 1
+
+
+def test_an_unresolved_target_shows_in_the_metrics_and_labels_differ_per_target(
+    drop: dict[str, Any],
+) -> None:
+    dns = replace(WEB, name="dns", host="nx.invalid", labels={"team": "net"})
+    batch = _batch(drop)
+    batch = replace(
+        batch,
+        judged=batch.judged + tuple(judge(dns, None, None, traced=False, why_not="no such name")),
+        unresolved={"dns": "no such name"},
+    )
+    got = metrics.parse(metrics.render(batch))
+    assert got[("reachtest_resolved", (("site", ""), ("target", "dns"), ("team", "net")))] == 0
+    assert got[("reachtest_resolved", (("site", "lab"), ("target", "web"), ("team", "")))] == 1
+    key = (("port", "443"), ("protocol", "tcp"), ("site", ""), ("target", "dns"), ("team", "net"))
+    assert got[("probe_success", key)] == 0
+    assert got[("reachtest_expectation_met", (("expected", "open"), *key))] == 0
+    lines = summary(batch)
+    assert "1 not resolved" in lines[0]
+    assert any("dns tcp/443: expected open, got unresolved (no such name)" in x for x in lines)
 
 
 def _hold_for(path: str, seconds: float, ready: Any) -> None:
