@@ -93,7 +93,7 @@ def test_a_firewall_change_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) ->
 
     def value(name: str, flow: str, **extra: str) -> float:
         protocol, _, port = flow.partition("/")
-        labels = {"target": "web", "protocol": protocol, "port": port, **extra}
+        labels = {"target": "web", "protocol": protocol, "port": port, "site": "lab", **extra}
         return got[(name, tuple(sorted(labels.items())))]
 
     assert value("probe_success", "tcp/443") == 0 and value("probe_success", "tcp/80") == 1
@@ -186,3 +186,134 @@ def test_a_run_killed_mid_way_loses_only_itself(make_lab: MakeLab, tmp_path: Pat
     after = in_lab(lab, "run", "--config", str(config))  # the lock died with its holder
     assert after.returncode == 0, after.stderr
     assert len(stored_runs(history)) == len(before) + 1
+
+
+def _long_config(config: Path) -> Path:
+    """The same history, reports and metrics; a trace of 400 rounds, always."""
+    long = config.with_name("long.toml")
+    long.write_text(
+        config.read_text().replace("rounds = 4", "rounds = 400") + 'policy = "always"\n'
+    )
+    return long
+
+
+def _start(lab: Lab, config: Path) -> subprocess.Popen[str]:
+    argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
+    return subprocess.Popen(
+        [*argv, "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_an_interrupt_before_the_writes_stores_nothing(make_lab: MakeLab, tmp_path: Path) -> None:
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
+    history, prom = tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+    before, metrics_before = stored_runs(history), prom.read_bytes()
+    reports = sorted((tmp_path / "reports").iterdir())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        victim = _start(lab, _long_config(config))
+        try:
+            time.sleep(4)  # the check is done; the long trace is running
+            assert victim.poll() is None, "the run ended before it could be interrupted"
+            victim.send_signal(sig)
+            out, err = victim.communicate(timeout=30)
+        finally:
+            if victim.poll() is None:
+                victim.kill()
+                victim.wait(10)
+        assert victim.returncode == 130, err
+        assert err == "reachtest: error: interrupted before the run was stored: nothing written\n"
+        assert stored_runs(history) == before
+        assert prom.read_bytes() == metrics_before
+        assert sorted((tmp_path / "reports").iterdir()) == reports
+        assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["reachtest.prom"]
+
+
+def test_an_interrupt_during_the_writes_lets_them_finish_and_says_so(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
+    history, prom = tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+    before = stored_runs(history)
+    quick = config.with_name("always.toml")  # a short run that traces, so it saves reports
+    quick.write_text(config.read_text() + 'policy = "always"\n')
+    blocker = sqlite3.connect(history, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the history's write lock: the run's store waits
+        victim = _start(lab, quick)
+        deadline = time.monotonic() + 60
+        saved = len(list((tmp_path / "reports").glob("*.md")))
+        while len(list((tmp_path / "reports").glob("*.md"))) == saved:
+            assert time.monotonic() < deadline, "no report written"
+            assert victim.poll() is None, victim.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)  # the reports are written: it is waiting to store the batch
+        victim.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert victim.poll() is None, "the interrupt cut the writes short"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    out, err = victim.communicate(timeout=60)
+    assert victim.returncode == 130, err
+    after = stored_runs(history)
+    assert len({b for _, b, _ in after}) == len({b for _, b, _ in before}) + 1
+    batch = max(b for _, b, _ in after)
+    assert err == (
+        f"reachtest: error: interrupted (SIGINT) after the run was stored (run {batch} in "
+        f"{history}; 3 report files, metrics written)\n"
+    )
+    assert metrics.parse(prom.read_text())  # whole
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["reachtest.prom"]
+
+
+UNRESOLVED_CONFIG = """\
+history = "history.sqlite"
+prometheus = "reachtest.prom"
+
+[[target]]
+host = "{host}"
+name = "dns"
+services = ["tcp/443"]
+rounds = 2
+interval = 0.1
+timeout = 0.5
+expect = {{ "tcp/443" = "open" }}
+"""
+
+
+def test_a_target_that_does_not_resolve_is_recorded_compared_and_exported(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    lab = make_lab("clean")
+    config = tmp_path / "dns.toml"
+    config.write_text(UNRESOLVED_CONFIG.format(host=lab.server()))
+    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
+    config.write_text(UNRESOLVED_CONFIG.format(host="nothing-here.invalid"))
+    for _ in range(2):
+        failed = in_lab(lab, "run", "--config", str(config))
+        assert failed.returncode == 1, failed.stderr
+    assert "1 not resolved" in failed.stdout.splitlines()[0]
+    assert "dns tcp/443: expected open, got unresolved (unknown host" in failed.stdout
+    history = here("history", "dns", "--config", str(config))
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.startswith("3 runs from")
+    assert "unresolved" in history.stdout and "got through in 33% of 3 runs" in history.stdout
+    diff = here("diff", "--last", "3", "dns", "--config", str(config))
+    assert diff.returncode == 0, diff.stderr
+    line = next(x for x in diff.stdout.splitlines() if "tcp/443" in x)
+    assert "WORSE" in line and "open -> unresolved" in line
+    same = here("diff", "--last", "2", "dns", "--config", str(config), "--fail-on", "change")
+    assert same.returncode == 0, same.stdout
+    got = metrics.parse((tmp_path / "reachtest.prom").read_text())
+    assert got[("reachtest_resolved", (("target", "dns"),))] == 0
+    labels = (("port", "443"), ("protocol", "tcp"), ("target", "dns"))
+    assert got[("probe_success", labels)] == 0
