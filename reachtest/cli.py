@@ -272,6 +272,13 @@ def _say(message: str) -> None:
     click.echo(f"reachtest: error: {for_terminal(message)}", err=True)
 
 
+def _family(ipv4: bool, ipv6: bool) -> int | None:
+    """-4 and -6 together are a contradiction, not "the last one wins"."""
+    if ipv4 and ipv6:
+        raise UsageError("give -4 or -6, not both")
+    return 4 if ipv4 else 6 if ipv6 else None
+
+
 # -- probe ------------------------------------------------------------------------
 
 
@@ -358,8 +365,8 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     is_flag=True,
     help="Print verdicts and findings in plain text instead of JSON lines.",
 )
-@click.option("-4", "family", flag_value=4, help="IPv4 only.")
-@click.option("-6", "family", flag_value=6, help="IPv6 only.")
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 def probe_command(
     targets: tuple[str, ...],
     ports: tuple[str, ...],
@@ -375,7 +382,8 @@ def probe_command(
     fast: bool,
     payload: str,
     analyse_run: bool,
-    family: int | None,
+    ipv4: bool,
+    ipv6: bool,
 ) -> int:
     """Send probes to TARGETS and print every outcome as a JSON line (a debug view).
 
@@ -383,6 +391,8 @@ def probe_command(
     root or CAP_NET_RAW.
     """
     import json
+
+    family = _family(ipv4, ipv6)
 
     from reachtest.engine.tracer import Tracer
     from reachtest.engine.transport import RawTransport
@@ -468,6 +478,10 @@ def check_output(path: str | None, what: str) -> None:
     """Fail before any probe is sent when ``path`` cannot be written."""
     if path is None or path == "-":
         return
+    if not path.strip():
+        raise UsageError(f"cannot write {what} to {path!r}: give a file name (or - for stdout)")
+    if "\x00" in path:
+        raise UsageError(f"cannot write {what}: the file name holds a NUL byte")
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"cannot write {what} to {path}: it is a directory")
@@ -712,8 +726,8 @@ def write_outputs(record: dict[str, Any], outputs: dict[str, str | None]) -> lis
     "--rate", type=float, default=5000.0, show_default=True, help="Packets/s cap (0: none)."
 )
 @click.option("--fast", is_flag=True, help="Every TTL of every flow at once, one round.")
-@click.option("-4", "family", flag_value=4, help="IPv4 only.")
-@click.option("-6", "family", flag_value=6, help="IPv6 only.")
+@click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
+@click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 @click.option("-n", "--no-dns", is_flag=True, help="Do not look up names of the hops.")
 @click.option(
     "-r",
@@ -760,7 +774,8 @@ def trace_command(
     timeout: float,
     rate: float,
     fast: bool,
-    family: int | None,
+    ipv4: bool,
+    ipv6: bool,
     no_dns: bool,
     report: bool,
     json_path: str | None,
@@ -790,6 +805,7 @@ def trace_command(
     from reachtest.report.record import RunMeta, build_record
     from reachtest.spec import flow_list, read_host_file, resolve_target
 
+    family = _family(ipv4, ipv6)
     everything = list(hosts) + (read_host_file(host_file) if host_file else [])
     if not everything:
         raise UsageError("no host to trace: give HOST ... or -F FILE")
@@ -1011,13 +1027,18 @@ def config_group() -> None:
 def config_check(config_file: str) -> int:
     """Check FILE and show what each run would trace and expect; a problem is one line
     with the file, line and key (exit 2). Sends nothing."""
+    from reachtest.report.escape import for_terminal
     from reachtest.schedule.config import load_config
 
     config = load_config(config_file)
     check_config_paths(config)
     out = _console()
     count = len(config.targets)
-    out.print(f"{config_file}: OK, {count} target{'s' if count != 1 else ''}", highlight=False)
+    out.print(
+        for_terminal(f"{config_file}: OK, {count} target{'s' if count != 1 else ''}"),
+        highlight=False,
+        markup=False,
+    )
     for t in config.targets:
         flows = " ".join(f.label for f in t.flows)
         expect = ", ".join(f"{k} {v}" for k, v in t.expect.items()) or "nothing"
@@ -1031,7 +1052,7 @@ def config_check(config_file: str) -> int:
     for what, path in (("reports", config.reports), ("history", config.history),
                        ("prometheus", config.prometheus)):  # fmt: skip
         if path is not None:
-            out.print(f"  {what}: {path}", highlight=False, markup=False)
+            out.print(for_terminal(f"  {what}: {path}"), highlight=False, markup=False)
     return EXIT_OK
 
 
@@ -1090,6 +1111,7 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
     """
     from reachtest.engine.transport import require_raw_capability
     from reachtest.interrupts import Interrupted, interrupts
+    from reachtest.report.escape import for_terminal
     from reachtest.schedule import metrics
     from reachtest.schedule.config import load_config
     from reachtest.schedule.lock import hold, lock_path
@@ -1132,7 +1154,8 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
         )
     if verbose or not batch.ok or _stdout_is_terminal():
         lines = summary(batch, None if config.history is None else str(config.history))
-        click.echo("\n".join(lines if verbose or not batch.ok else lines[:1]))
+        shown = lines if verbose or not batch.ok else lines[:1]
+        click.echo("\n".join(for_terminal(line) for line in shown))
     return EXIT_OK if batch.ok else EXIT_NOT_REACHED
 
 
@@ -1322,6 +1345,7 @@ def history_command(
     """How each service of TARGET (or of every target) fared over the stored runs: the
     share of runs it got through, and every change of state, with when and why."""
     from reachtest.analysis.timeline import availability, changes, per_run
+    from reachtest.report.escape import for_terminal
 
     check_output(html_path, "the history page")
     if html_path is not None and html_path != "-":
@@ -1347,14 +1371,16 @@ def history_command(
     out = _console()
     batches = runs["batch"].nunique()
     out.print(
-        f"{batches} runs from {runs['when'].min()} to {runs['when'].max()} UTC",
+        for_terminal(f"{batches} runs from {runs['when'].min()} to {runs['when'].max()} UTC"),
         highlight=False,
         markup=False,
     )
     for row in table.to_dict("records"):
         out.print(
-            f"{row['target']} {row['flow']}: now {row['now']}, got through in "
-            f"{100 * row['through']:.0f}% of {row['runs']} runs",
+            for_terminal(
+                f"{row['target']} {row['flow']}: now {row['now']}, got through in "
+                f"{100 * row['through']:.0f}% of {row['runs']} runs"
+            ),
             highlight=False,
             markup=False,
         )
@@ -1365,7 +1391,9 @@ def history_command(
             if not at and c["kind"] == "trace" and last is not None and not math.isnan(last):
                 at = f", last answer at hop {int(last)}"
             out.print(
-                f"  {c['when']}  {c['word']:<13} {c['reason']}{at}  (run {c['run_id']})",
+                for_terminal(
+                    f"  {c['when']}  {c['word']:<13} {c['reason']}{at}  (run {c['run_id']})"
+                ),
                 highlight=False,
                 markup=False,
             )
@@ -1594,6 +1622,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _say("interrupted")
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare `reachtest` (or `lab`)
+        if exc.ctx is not None:
+            click.echo(exc.ctx.get_help())
+        return EXIT_USAGE
     except click.ClickException as exc:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:

@@ -4,6 +4,7 @@ ranges, ``icmp``; host names, addresses and host files."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -146,10 +147,36 @@ def read_host_file(path: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"cannot read host file {path!r}: {reason}") from None
+    if "\x00" in text:
+        raise UsageError(f"host file {path!r} holds a NUL byte: is it a text file of names?")
     hosts = [w for line in text.splitlines() for w in line.partition("#")[0].split()]
     if not hosts:
         raise UsageError(f"host file {path!r} names no host")
     return hosts
+
+
+_LOOKS_NUMERIC = re.compile(r"[0-9.]+|.*:.*")
+_LABEL = re.compile(r"[\w-]+")
+
+
+def host_name_problem(text: str) -> str | None:
+    """Why ``text`` (no address) cannot be a host name, before asking the resolver:
+    ``256.1.1.1`` and ``2001:db8::g`` are broken addresses, not names to look up."""
+    if _LOOKS_NUMERIC.fullmatch(text):
+        return "a broken IPv4 or IPv6 address"
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        return "a name is 1 to 253 characters"
+    for label in name.split("."):
+        if not _LABEL.fullmatch(label):
+            return "letters, digits, - and _ between the dots"
+        try:
+            encoded = label.encode("idna")
+        except UnicodeError:
+            return "a part between dots is at most 63 characters (in IDNA)"
+        if len(encoded) > 63:
+            return "a part between dots is at most 63 characters"
+    return None
 
 
 def resolve_target(text: str, family: int | None = None) -> str:
@@ -162,12 +189,16 @@ def resolve_target(text: str, family: int | None = None) -> str:
         if family is not None and address.version != family:
             raise UsageError(f"{text} is not an IPv{family} address")
         return str(address)
+    problem = host_name_problem(text)
+    if problem:
+        raise UsageError(f"{text!r} is not a host name or address: {problem}")
     af = {4: socket.AF_INET, 6: socket.AF_INET6}.get(family or 0, socket.AF_UNSPEC)
     try:
         infos = socket.getaddrinfo(text, None, af, socket.SOCK_RAW)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-        raise UsageError(f"unknown host {text!r}: {reason}") from None
+    except socket.gaierror as exc:
+        raise UsageError(f"unknown host {text!r}: {exc.strerror}") from None
+    except UnicodeError as exc:  # the IDNA codec refused the name
+        raise UsageError(f"{text!r} is not a host name: {exc}") from None
     if not infos:
         raise UsageError(f"unknown host {text!r}")
     return str(infos[0][4][0])

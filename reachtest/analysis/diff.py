@@ -7,6 +7,8 @@ Works on run records (the canonical JSON form); pure functions, no I/O.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +165,11 @@ def _median(values: Sequence[float]) -> float | None:
     return round((ordered[middle - 1] + ordered[middle]) / 2, 3)
 
 
+def _p(value: Any) -> float | None:
+    p = float(value)
+    return p if math.isfinite(p) else None
+
+
 def hop_change(target: str, flow: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> HopChange:
     """The same TTL of the same flow in two runs, compared."""
     import numpy as np
@@ -172,14 +179,20 @@ def hop_change(target: str, flow: str, a: Mapping[str, Any], b: Mapping[str, Any
     after = tuple(sorted(r["address"] for r in b["responders"]))
     rtt_a, rtt_b = _rtts(a), _rtts(b)
     rtt_p = None
-    if len(rtt_a) >= MIN_SAMPLES and len(rtt_b) >= MIN_SAMPLES:
-        rtt_p = float(mannwhitneyu(rtt_a, rtt_b, alternative="two-sided").pvalue)
-    med_a, med_b = _median(rtt_a), _median(rtt_b)
     loss_a, loss_b = _lost(a), _lost(b)
     loss_p = None
-    if loss_a[1] and loss_b[1]:
-        table = np.array([[loss_a[0], loss_a[1] - loss_a[0]], [loss_b[0], loss_b[1] - loss_b[0]]])
-        loss_p = float(fisher_exact(table, alternative="two-sided").pvalue)
+    # Odd samples (all equal, a few huge values from a crafted record) make scipy warn on
+    # stderr; the p-value then says "no evidence" by itself, NaN is read as no test.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if len(rtt_a) >= MIN_SAMPLES and len(rtt_b) >= MIN_SAMPLES:
+            rtt_p = _p(mannwhitneyu(rtt_a, rtt_b, alternative="two-sided").pvalue)
+        if all(0 <= lost <= sent and sent > 0 for lost, sent in (loss_a, loss_b)):
+            table = np.array(
+                [[loss_a[0], loss_a[1] - loss_a[0]], [loss_b[0], loss_b[1] - loss_b[0]]]
+            )
+            loss_p = _p(fisher_exact(table, alternative="two-sided").pvalue)
+    med_a, med_b = _median(rtt_a), _median(rtt_b)
     rtt_changed = (
         rtt_p is not None
         and rtt_p < SIGNIFICANT

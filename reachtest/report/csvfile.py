@@ -1,5 +1,6 @@
 """The CSV report: one row per (target, flow, hop), numeric columns numeric (empty when
-there is no value), for spreadsheets and pandas."""
+there is no value), for spreadsheets and pandas. A text cell that would start like a
+formula (a PTR name ``=cmd|...``) starts with an apostrophe instead."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import csv
 import io
 
 from reachtest.analysis.stats import MS_COLUMNS
-from reachtest.report.escape import clean
+from reachtest.report.escape import clean, for_spreadsheet
 from reachtest.report.record import Record
 from reachtest.report.view import cell_of
 
@@ -68,5 +69,11 @@ def render_csv(record: Record) -> str:
                     "stop": path["stop"],
                     "stop_hop": path["stop_hop"],
                 }
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+                writer.writerow({k: _cell(v) for k, v in row.items()})
     return buffer.getvalue()
+
+
+def _cell(value: object) -> object:
+    if value is None:
+        return ""
+    return for_spreadsheet(value) if isinstance(value, str) else value

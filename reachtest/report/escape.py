@@ -1,5 +1,5 @@
-"""Strings from the network or a record made harmless for a terminal: control characters
-shown, never sent."""
+"""Strings from the network or a record made harmless for a terminal (control characters
+shown, never sent) and for a spreadsheet (no cell read as a formula)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,13 @@ def clean(value: Any, skip: frozenset[str] = frozenset()) -> Any:
     if isinstance(value, list):
         return [clean(v, skip) for v in value]
     return value
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def for_spreadsheet(text: str) -> str:
+    """``text`` kept a text cell: one starting like a formula (``=HYPERLINK(...)`` in a
+    PTR name) gets a leading apostrophe, which spreadsheets show as text."""
+    return f"'{text}" if text.startswith(_FORMULA) else text

