@@ -208,6 +208,10 @@ def lab_list(hops: int) -> None:
     from rich.table import Table
 
     from reachtest.lab.scenarios import SCENARIOS, scenario
+    from reachtest.lab.topology import MAX_HOPS, MIN_HOPS
+
+    if not MIN_HOPS <= hops <= MAX_HOPS:
+        raise UsageError(f"--hops must be from {MIN_HOPS} to {MAX_HOPS}, not {hops}")
 
     table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     table.add_column("scenario")
@@ -1070,6 +1074,8 @@ def check_config_paths(config: Any) -> None:
             raise UsageError(f"{where}: history {history}: no directory {str(history.parent)!r}")
         if not history.exists() and not os.access(history.parent, os.W_OK):
             raise UsageError(f"{where}: history {history}: permission denied")
+        if history.exists() and _same(history, Path(config.path)):
+            raise UsageError(f"{where}: history {history}: it is the configuration itself")
     if config.prometheus is not None:
         check_output(str(config.prometheus), f"the metrics ({where}: prometheus)")
         check_distinct(
@@ -1612,9 +1618,11 @@ def main(argv: list[str] | None = None) -> int:
         terminate_as_interrupt()
     try:
         args = list(sys.argv[1:] if argv is None else argv)
-        result: Any = cli.main(
-            args=args, prog_name="reachtest", standalone_mode=False, obj={"argv": tuple(args)}
-        )
+        if any("\x00" in arg for arg in args):  # only a program can pass one, not a shell
+            raise UsageError("an argument holds a NUL byte")
+        # Not cli.main(): it would catch Ctrl-C itself and print an empty line first.
+        with cli.make_context("reachtest", args, obj={"argv": tuple(args)}) as ctx:
+            result: Any = cli.invoke(ctx)
         sys.stdout.flush()  # a full or closed output fails here, where it is reported
     except ReachtestError as exc:
         _say(str(exc))
@@ -1622,6 +1630,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _say("interrupted")
         return 130
+    except click.exceptions.Exit as exc:  # --help, --version
+        sys.stdout.flush()
+        return int(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare `reachtest` (or `lab`)
         if exc.ctx is not None:
             click.echo(exc.ctx.get_help())

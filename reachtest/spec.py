@@ -7,7 +7,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-from pathlib import Path
 
 from reachtest.errors import UsageError
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
@@ -140,13 +139,9 @@ def flow_list(specs: Iterable[str], icmp: bool = True) -> tuple[FlowSpec, ...]:
 def read_host_file(path: str) -> list[str]:
     """Host names from a file like mtr's ``-F``: whitespace-separated, ``#`` starts a
     comment; ``-`` reads standard input."""
-    import sys
+    from reachtest.inputs import MIB, read_text
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot read host file {path!r}: {reason}") from None
+    text = read_text(path, "host file", 64 * MIB)
     if "\x00" in text:
         raise UsageError(f"host file {path!r} holds a NUL byte: is it a text file of names?")
     hosts = [w for line in text.splitlines() for w in line.partition("#")[0].split()]

@@ -327,15 +327,13 @@ def validate_record(record: Any) -> None:
 
 def load_record(path: str) -> Record:
     """Read and validate a run record (``-`` is standard input)."""
-    import sys
-    from pathlib import Path
+    from reachtest.inputs import MIB, read_text
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot read run record {path!r}: {reason}") from None
-    return parse_record(text, repr(path))
+    return parse_record(read_text(path, "run record", MAX_RECORD_MIB * MIB), repr(path))
+
+
+#: A run record larger than this is refused (a day-long trace of 30 hops is ~50 MiB).
+MAX_RECORD_MIB = 1024
 
 
 #: No number in a run record is larger: a count or a port or a TTL beyond it is a forgery.

@@ -148,13 +148,14 @@ def _words(words: Sequence[str]) -> str:
 def load_config(path: str | Path) -> Config:
     """Read, parse and check the configuration file at ``path``."""
     where = str(path)
+    from reachtest.inputs import MIB, read_text
+
+    if not Path(path).exists():
+        raise ConfigError(f"{where}: no such file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(f"{where}: cannot read: {reason}") from None
+        text = read_text(path, "configuration", 4 * MIB)
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
     config = parse_config(text.removeprefix("\ufeff"), where)  # a BOM some editors add
     here = Path(path).parent  # relative paths in the file are relative to the file
 

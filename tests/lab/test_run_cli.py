@@ -221,7 +221,7 @@ def test_an_interrupt_before_the_writes_stores_nothing(make_lab: MakeLab, tmp_pa
             time.sleep(4)  # the check is done; the long trace is running
             assert victim.poll() is None, "the run ended before it could be interrupted"
             victim.send_signal(sig)
-            out, err = victim.communicate(timeout=30)
+            _, err = victim.communicate(timeout=30)
         finally:
             if victim.poll() is None:
                 victim.kill()
@@ -262,7 +262,7 @@ def test_an_interrupt_during_the_writes_lets_them_finish_and_says_so(
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    out, err = victim.communicate(timeout=60)
+    _, err = victim.communicate(timeout=60)
     assert victim.returncode == 130, err
     after = stored_runs(history)
     assert len({b for _, b, _ in after}) == len({b for _, b, _ in before}) + 1

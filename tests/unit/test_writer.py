@@ -1,0 +1,57 @@
+"""The one writer under real signals: SIGTERM or SIGINT while a file is written leaves
+neither its temporary file nor a half file, and exits 130 (a real child process, real
+signals, a file large enough to be caught mid-write)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHILD = """
+import sys
+from pathlib import Path
+from reachtest.cli import main
+import reachtest.cli as cli
+
+big = "x" * (768 * 2**20)
+def command():
+    cli.write_file(Path(sys.argv[1]), big)
+    return 0
+cli.cli.add_command(cli.click.command("bigwrite")(command))
+sys.exit(main(["bigwrite"]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_write_leaves_no_temporary_and_no_half_file(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    target = tmp_path / "out" / "metrics.prom"
+    target.parent.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(target)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(target.parent.iterdir()):  # the temporary file is there: writing
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the writer never started"
+            time.sleep(0.005)
+        os.kill(child.pid, sig)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    assert child.returncode == 130, err
+    assert err == "reachtest: error: interrupted\n"
+    assert list(target.parent.iterdir()) == []
