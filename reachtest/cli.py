@@ -1134,7 +1134,7 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
         if config.history is not None:
             from reachtest.history.store import HistoryStore
 
-            history = HistoryStore(config.history)
+            history = HistoryStore(config.history, on_wait=_say_wait)
         try:
             try:
                 with _run_progress() as progress:
@@ -1187,6 +1187,12 @@ def _run_progress() -> Any:
             bar.update(task, completed=done, total=total, description=what)
 
         yield update
+
+
+def _say_wait(message: str) -> None:
+    from reachtest.report.escape import for_terminal
+
+    click.echo(f"reachtest: {for_terminal(message)}", err=True)
 
 
 def _history_file(history: str | None, config_file: str | None) -> Path:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reachtest.errors import UsageError
+from reachtest.errors import EnvironmentProblem, UsageError
 
 #: The state stored for the flows of a target whose name did not resolve.
 UNRESOLVED = "unresolved"
@@ -75,6 +75,20 @@ class HistoryError(UsageError):
     """The history file cannot be used (exit 2 with one line)."""
 
 
+class HistoryLocked(EnvironmentProblem):
+    """Another process holds the history's write lock longer than the busy timeout (3)."""
+
+
+#: The first wait for a locked history, before saying so (then up to the busy timeout).
+QUIET_WAIT_MS = 1_000
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
 def foreign(path: Path) -> str | None:
     """Why the file at ``path`` is not a history of ours to open (None: it is one, or it
     is new or empty). Looks without changing a byte: the header, then a read-only open."""
@@ -110,8 +124,11 @@ class HistoryStore:
     """Runs kept in one SQLite file, which must be reachtest's (``PRAGMA application_id``)
     and sound (``PRAGMA quick_check``) before anything is written to it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, on_wait: Callable[[str], None] | None = None) -> None:
+        """``on_wait`` is told (a sentence) when another process holds the history's
+        write lock for more than a second: a run then waits up to 30 s, not silently."""
         self.path = Path(path)
+        self._on_wait = on_wait
         why = foreign(self.path)
         if why is not None:
             raise HistoryError(
@@ -134,6 +151,8 @@ class HistoryStore:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if _locked(exc):
+                raise self._held() from None
             raise HistoryError(
                 f"history {self.path} is damaged ({str(exc).splitlines()[0][:120]}): "
                 f"move it aside (mv {self.path} {self.path}.damaged) and run again"
@@ -148,10 +167,42 @@ class HistoryStore:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    def _held(self) -> HistoryLocked:
+        return HistoryLocked(
+            f"history {self.path} is locked by another process (waited "
+            f"{BUSY_TIMEOUT_MS // 1000} s); try again when it is done"
+        )
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE: a second writer waits, first quietly, then saying so."""
+        self._db.execute(f"PRAGMA busy_timeout = {QUIET_WAIT_MS}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc):
+                raise
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self._on_wait is not None:
+            self._on_wait(
+                f"waiting for the history {self.path}: another process is writing it "
+                f"(up to {(BUSY_TIMEOUT_MS - QUIET_WAIT_MS) // 1000} s more)"
+            )
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS - QUIET_WAIT_MS}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):
+                raise self._held() from None
+            raise
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at once (BEGIN IMMEDIATE): a second writer waits."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield self._db
         except BaseException:

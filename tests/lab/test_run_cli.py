@@ -267,9 +267,11 @@ def test_an_interrupt_during_the_writes_lets_them_finish_and_says_so(
     after = stored_runs(history)
     assert len({b for _, b, _ in after}) == len({b for _, b, _ in before}) + 1
     batch = max(b for _, b, _ in after)
-    assert err == (
+    waiting, interrupted = err.splitlines()
+    assert waiting.startswith(f"reachtest: waiting for the history {history}: another process")
+    assert interrupted == (
         f"reachtest: error: interrupted (SIGINT) after the run was stored (run {batch} in "
-        f"{history}; 3 report files, metrics written)\n"
+        f"{history}; 3 report files, metrics written)"
     )
     assert metrics.parse(prom.read_text())  # whole
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["reachtest.prom"]

@@ -240,3 +240,46 @@ def test_last_services_reads_the_newest_batch_of_each_target(
         assert got[host]["tcp/443"] == ("filtered", False)
         assert got[host]["icmp"] == (None, True)
         assert got["other"]["tcp/443"] == ("open", True)  # from an older batch
+
+
+def _hold_write_lock(path: Path, seconds: float, ready: Any) -> None:
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        ready.set()
+        time.sleep(seconds)
+        db.execute("ROLLBACK")
+
+
+def test_a_writer_waiting_for_the_lock_says_so_and_gives_up_as_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reachtest.history import store as module
+
+    path = tmp_path / "h.sqlite"
+    said: list[str] = []
+    with HistoryStore(path, on_wait=said.append) as history:
+        history.add_run(sim_record())
+        assert said == []  # no one else: no word
+        ready = multiprocessing.Event()
+        holder = multiprocessing.Process(target=_hold_write_lock, args=(path, 2.0, ready))
+        holder.start()
+        try:
+            assert ready.wait(10)
+            history.add_run(at(sim_record(), "2026-11-21T10:00:00Z"))  # waits ~2 s, then writes
+        finally:
+            holder.join(10)
+        assert len(said) == 1 and "another process is writing it" in said[0]
+        assert len(history.latest(count=5)) == 2
+        monkeypatch.setattr(module, "BUSY_TIMEOUT_MS", 1500)
+        monkeypatch.setattr(module, "QUIET_WAIT_MS", 300)
+        ready = multiprocessing.Event()
+        holder = multiprocessing.Process(target=_hold_write_lock, args=(path, 5.0, ready))
+        holder.start()
+        try:
+            assert ready.wait(10)
+            with pytest.raises(module.HistoryLocked, match=r"is locked by another process") as e:
+                history.add_run(at(sim_record(), "2026-11-21T11:00:00Z"))
+            assert e.value.exit_code == 3
+        finally:
+            holder.join(10)
+        assert len(history.latest(count=5)) == 2  # nothing half-written
