@@ -574,7 +574,10 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # a folder that takes no new file (/proc), a full disk, ...
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"cannot write {path}: its folder {str(path.parent)!r} takes no new file "
+            f"({exc.strerror or exc})"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(text.encode() if isinstance(text, str) else text)

@@ -72,6 +72,23 @@ def with_line(text: str, old: str, new: str) -> str:
         (("rounds = 3", 'rounds = "3"'), 5, "defaults.rounds", "must be an integer"),
         (('name = "server-v4"', 'name = "server"'), 18, "target[2].name", "used twice"),
         (("history = ", "histroy = "), 1, "histroy", "unknown key"),
+        (('"tcp/443" = "open",', '"tcp/443" = "open", https = "closed",'), 13,
+         "target[1].expect.https", "a second expectation for tcp/443"),
+        (('name = "server-v4"', 'name = ""'), 18, "target[2].name", "cannot name a target"),
+        (('name = "server-v4"', 'name = "../etc"'), 18, "target[2].name", "cannot name"),
+        (('name = "server-v4"', 'name = "a/b"'), 18, "target[2].name", "cannot name"),
+        (('name = "server-v4"', 'name = "a\\nb"'), 18, "target[2].name", "'a\\nb' cannot"),
+        (('name = "server-v4"', 'name = ".hidden"'), 18, "target[2].name", "cannot name"),
+        (('host = "server"', 'host = "server x"'), 11, "target[1].host", "not a host name"),
+        (('labels = { site = "dc1" }', 'labels = { target = "x" }'), 14,
+         "target[1].labels.target", "reachtest sets the label target itself"),
+        (('labels = { site = "dc1" }', 'labels = { __x = "x" }'), 14,
+         "target[1].labels.__x", "not __"),
+        (('labels = { site = "dc1" }', 'labels = { site = "a\\u001b[2J" }'), 14,
+         "target[1].labels.site", "control character"),
+        (("interval = 0.2", "interval = nan"), 6, "defaults.interval", "nan is out of range"),
+        (("interval = 0.2", "interval = inf"), 6, "defaults.interval", "inf is out of range"),
+        (("rounds = 3", "rounds = 99999999999999999999"), 5, "defaults.rounds", "out of range"),
     ],
 )  # fmt: skip
 def test_each_mistake_names_file_line_and_key(
@@ -117,3 +134,39 @@ def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
     assert "missing.toml: no such file" in capsys.readouterr().err
     assert load_config(good).targets[0].host == "server"
+
+
+@pytest.mark.parametrize("text", ['[target]\nhost = "x"\n', 'target = "x"\n', "target = 1\n"])
+def test_a_target_that_is_no_array_of_tables_is_one_line(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^t.toml:1: target: must be an array of tables"):
+        parse_config(text, "t.toml")
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes("\ufeff".encode() + GOOD.encode())
+    assert [t.name for t in load_config(path).targets] == ["server", "server-v4"]
+
+
+def test_config_check_verifies_the_paths_run_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "site.toml"
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        ('reports = "a-file"\n', "site.toml: reports", "not a directory"),
+        ('prometheus = "no/such/dir/x.prom"\n', "(", "no directory"),
+        ('history = "site.toml"\n', "site.toml: history", "it is the configuration itself"),
+        ('history = "."\n', "site.toml: history", "it is a directory"),
+        ('prometheus = "site.toml"\n', "prometheus", "it is the configuration"),
+    ]
+    for top, where, words in cases:
+        config.write_text(top + '[[target]]\nhost = "198.18.0.1"\n')
+        before = config.read_bytes()
+        assert main(["config", "check", str(config)]) == 2, top
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and where in err and words in err, (top, err)
+        assert config.read_bytes() == before
+    config.write_text('reports = "new/reports"\nprometheus = "x.prom"\n[[target]]\nhost = "h"\n')
+    assert main(["config", "check", str(config)]) == 0  # a folder run will make is fine
+    assert not (tmp_path / "new").exists()
