@@ -134,16 +134,7 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
     if parsed.ident_a >= 0:
         k = codec.k_from_a(parsed.ident_a)
     elif parsed.proto == PROTO_UDP and not parsed.is_error:
-        b = template.b_from_reply(parsed.payload)
-        if b >= 0:
-            k = codec.k_from_b(b)
-        elif template.reply_b_offset is None:
-            probe = _oldest_outstanding(entry, recv_ns)
-            if probe is None:
-                return _stray(StrayReason.UNKNOWN_PROBE)
-            return Match(probe, None, (), False)
-        else:
-            return _stray(StrayReason.MALFORMED)
+        return _udp_answer(entry, template.b_from_reply(parsed.payload), recv_ns)
     else:
         return _stray(StrayReason.UNKNOWN_PROBE)
     probe = entry.by_k.get(k)
@@ -170,6 +161,22 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
             differs.append("length")
         changed = tuple(differs)
     return Match(probe, None, changed)
+
+
+def _udp_answer(entry: FlowEntry, b: int, recv_ns: int) -> Match:
+    """A datagram from the service's address and port to our port: the service answered,
+    whatever its payload. When it echoes the probe's identity (DNS ID, NTP origin) and
+    that names a probe sent before it, that probe (exact); otherwise (an NTP server that
+    does not copy the origin, an echo of something else, a fixed banner) the oldest
+    outstanding probe, marked inexact."""
+    if b >= 0:
+        probe = entry.by_k.get(entry.template.codec.k_from_b(b))
+        if probe is not None and probe.b == b and probe.sent_ns <= recv_ns:
+            return Match(probe, None)
+    probe = _oldest_outstanding(entry, recv_ns)
+    if probe is None:
+        return _stray(StrayReason.UNKNOWN_PROBE)
+    return Match(probe, None, (), False)
 
 
 def _oldest_outstanding(entry: FlowEntry, recv_ns: int) -> SentProbe | None:

@@ -233,6 +233,11 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         ],
         "client": ["--bind", "127.0.0.1", "--dns", "53", "--zone", zone],
     }
+    if plan.scenario.udp_quirks:
+        from reachtest.lab.scenarios import BANNER_PORT, ECHO_PORT
+
+        wanted["server"] += ["--ntp-no-origin", "--echo", str(ECHO_PORT)]
+        wanted["server"] += ["--banner", str(BANNER_PORT)]
     spaces = {node: topo.netns(node) for node in wanted}
     for delay in plan.delays:
         name = f"delay-{delay.node}"

@@ -12,6 +12,10 @@ from reachtest.model import ICMP_FLOW, FlowSpec, Protocol, Reason, ServiceState,
 DEFAULT_TCP_PORTS = (22, 80, 443, 8080)
 DNS_PORT = 53
 NTP_PORT = 123
+#: The udp-quirks scenario's services that answer off the book: echo (RFC 862) and a
+#: fixed banner whatever the request (like QOTD, RFC 865).
+ECHO_PORT = 7
+BANNER_PORT = 17
 #: Nothing listens here: the ground truth's closed TCP and UDP flows.
 CLOSED_PORT = 9
 DEFAULT_LOSS_PCT = 20
@@ -172,6 +176,8 @@ class Scenario:
     ecmp_hop: int | None = None
     #: Rules the user added with ``lab up --rule``: the truth does not cover them.
     extra_rules: tuple[str, ...] = ()
+    #: The server's UDP services answer off the book (see ``_udp_quirks``).
+    udp_quirks: bool = False
 
 
 def clean_truth(hops: int, services: Services) -> GroundTruth:
@@ -224,6 +230,35 @@ def _clean(hops: int, s: Services) -> Scenario:
         hops=hops,
         rules=(),
         truth=clean_truth(hops, s),
+    )
+
+
+def _udp_quirks(hops: int, s: Services) -> Scenario:
+    truth = clean_truth(hops, s)
+    server = hops + 1
+    quirky = tuple(
+        FlowTruth(
+            flow=udp(port),
+            state=ServiceState.OPEN,
+            reason=Reason.UDP_RESPONSE,
+            reason_hop=server,
+            last_hop=server,
+            answer_ttl=server,
+            reached=True,
+        )
+        for port in (ECHO_PORT, BANNER_PORT)
+    )
+    return Scenario(
+        name="udp-quirks",
+        description=(
+            f"clean paths; UDP services answer off the book: NTP on {s.ntp_port} leaves the"
+            f" origin timestamp zero, udp/{ECHO_PORT} echoes, udp/{BANNER_PORT} sends a fixed"
+            " banner: all open"
+        ),
+        hops=hops,
+        rules=(),
+        truth=replace(truth, flows=truth.flows + quirky),
+        udp_quirks=True,
     )
 
 
@@ -445,6 +480,7 @@ Builder = Callable[[int, Services], Scenario]
 #: name -> builder, in the order ``lab list`` shows them.
 SCENARIOS: dict[str, Builder] = {
     "clean": _clean,
+    "udp-quirks": _udp_quirks,
     "tcp-drop": _tcp_drop,
     "tcp-admin-prohibited": _tcp_admin,
     "tcp-rst-middlebox": _tcp_rst,

@@ -1,4 +1,6 @@
-"""The lab's server process: TCP listeners, a DNS responder and an NTP responder in one loop
+"""The lab's server process: TCP listeners, a DNS and an NTP responder (and, for the
+``udp-quirks`` scenario, an NTP that leaves the origin zero, a UDP echo and a fixed
+banner: services that answer off the book) in one loop
 (or, with ``--delay``, the forwarder of a delayed link: ``reachtest.lab.delay``).
 
 Run inside a lab namespace as ``python -m reachtest.lab.services``; ``reachtest lab up``
@@ -20,6 +22,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +91,14 @@ class Zone:
         return bytes(response.to_wire())
 
 
-def ntp_answer(request: bytes, now_s: float | None = None) -> bytes | None:
-    """An NTP server reply (mode 4, stratum 2) to a client request (mode 3); else None."""
+#: What the banner service (like QOTD, RFC 865) answers to any datagram.
+BANNER = b"reachtest lab: a fixed banner, whatever you send\r\n"
+
+
+def ntp_answer(request: bytes, now_s: float | None = None, *, origin: bool = True) -> bytes | None:
+    """An NTP server reply (mode 4, stratum 2) to a client request (mode 3); else None.
+    ``origin=False``: a server that leaves the origin timestamp zero instead of copying
+    the client's transmit time (RFC 5905 asks for the copy; some servers do not)."""
     if len(request) < NTP_PACKET.size:
         return None
     first = request[0]
@@ -98,7 +107,7 @@ def ntp_answer(request: bytes, now_s: float | None = None) -> bytes | None:
         return None
     now = (time.time() if now_s is None else now_s) + NTP_EPOCH_OFFSET
     seconds, fraction = int(now), int((now % 1) * 2**32) & 0xFFFFFFFF
-    origin = struct.unpack_from("!II", request, 40)  # the client's transmit time
+    copied = struct.unpack_from("!II", request, 40) if origin else (0, 0)  # client transmit
     return NTP_PACKET.pack(
         (0 << 6) | (version << 3) | 4,  # leap 0, version, mode server
         2,  # stratum
@@ -109,8 +118,8 @@ def ntp_answer(request: bytes, now_s: float | None = None) -> bytes | None:
         0x7F7F0101,  # reference id
         seconds,
         fraction,  # reference time
-        origin[0],
-        origin[1],  # origin = client's transmit
+        copied[0],
+        copied[1],  # origin = the client's transmit
         seconds,
         fraction,  # receive
         seconds,
@@ -167,6 +176,24 @@ def serve(args: argparse.Namespace) -> None:
         selector.register(
             _bind(socket.SOCK_DGRAM, args.bind, args.ntp), selectors.EVENT_READ, ("ntp", args.ntp)
         )
+    for kind, port in (("echo", args.echo), ("banner", args.banner)):
+        if port is not None:
+            selector.register(
+                _bind(socket.SOCK_DGRAM, args.bind, port), selectors.EVENT_READ, (kind, port)
+            )
+
+    def ntp(data: bytes) -> bytes | None:
+        return ntp_answer(data, origin=not args.ntp_no_origin)
+
+    def echo(data: bytes) -> bytes | None:
+        return data  # RFC 862
+
+    def banner(_data: bytes) -> bytes | None:
+        return BANNER
+
+    answers: dict[str, Callable[[bytes], bytes | None]] = {
+        "dns": zone.answer, "ntp": ntp, "echo": echo, "banner": banner,
+    }  # fmt: skip
 
     def stop(signum: int, frame: Any) -> None:
         raise SystemExit(0)
@@ -190,7 +217,7 @@ def serve(args: argparse.Namespace) -> None:
                     conn.close()
                     continue
                 data, ancillary, _flags, peer = sock.recvmsg(4096, 256)
-                reply = zone.answer(data) if kind == "dns" else ntp_answer(data)
+                reply = answers[kind](data)
                 if reply is not None:
                     sock.sendmsg([reply], _reply_from(ancillary), 0, peer)
             except OSError:
@@ -226,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp", type=_ports, default=[], help="TCP ports, comma-separated")
     parser.add_argument("--dns", type=int, default=None, help="UDP port of the DNS responder")
     parser.add_argument("--ntp", type=int, default=None, help="UDP port of the NTP responder")
+    parser.add_argument(
+        "--ntp-no-origin", action="store_true", help="NTP replies leave the origin zero"
+    )
+    parser.add_argument("--echo", type=int, default=None, help="UDP port of an echo service")
+    parser.add_argument("--banner", type=int, default=None, help="UDP port of a fixed banner")
     parser.add_argument("--zone", type=Path, default=None, help="JSON file: name -> addresses")
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(

@@ -37,7 +37,8 @@ def probe(truth: FlowTruth, dst: str, ttl: int) -> netprobe.Answer:
     if flow.protocol is Protocol.TCP:
         return netprobe.tcp_probe(dst, flow.port, ttl=ttl, timeout_s=0.3)
     payload = {53: netprobe.dns_query("server.example."), 123: netprobe.ntp_request()}
-    return netprobe.udp_probe(dst, flow.port, payload.get(flow.port, b""), ttl=ttl, timeout_s=0.3)
+    data = payload.get(flow.port, b"reachtest")
+    return netprobe.udp_probe(dst, flow.port, data, ttl=ttl, timeout_s=0.3)
 
 
 def expected(

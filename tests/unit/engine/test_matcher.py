@@ -86,6 +86,33 @@ def test_a_plain_udp_answer_goes_to_the_oldest_unanswered_probe_that_reached() -
 
 
 @pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize(
+    ("port", "answer"),
+    [
+        (123, bytes([0x24]) + bytes(47)),  # NTP that leaves the origin timestamp zero
+        (123, b"\x24" + bytes(39) + b"\xde\xad\xbe\xef" + bytes(4)),  # a wrong origin
+        (53, b"\x12\x34\x81\x80" + bytes(8)),  # DNS with another query ID
+        (53, b"x"),  # too short to hold any ID
+        (7, b"anything"),  # an echo of something else
+    ],
+)
+def test_any_datagram_from_the_service_is_its_answer_inexact_without_identity(
+    family: int, port: int, answer: bytes
+) -> None:
+    flows, entry = setup(family, udp(port))
+    probe = entry.template.build(9, 4)
+    found = match(parsed(replies.udp_reply(probe, answer)), 5000, flows)
+    assert found.reason is None and found.probe is entry.by_k[0] and not found.exact
+
+
+def test_an_answer_from_the_service_before_any_probe_is_a_stray() -> None:
+    flows, entry = setup(4, udp(123))
+    probe = entry.template.build(9, 4)
+    found = match(parsed(replies.udp_reply(probe, bytes(48))), 500, flows)  # before k=0 left
+    assert found.probe is None and found.reason is StrayReason.UNKNOWN_PROBE
+
+
+@pytest.mark.parametrize("family", [4, 6])
 def test_a_quote_with_one_identity_field_off_is_inconsistent(family: int) -> None:
     flows, entry = setup(family, tcp(443))
     probe = bytearray(entry.template.build(3, 2))
