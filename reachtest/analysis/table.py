@@ -29,6 +29,7 @@ COLUMNS = (
     "exact",
     "answered",
     "proof",
+    "mpls",
 )
 
 
@@ -36,7 +37,8 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
     """The counted outcomes (duplicates and late replies left out) as a DataFrame.
 
     ``flow`` is the flow's label (``tcp/443``), ``rtt_ms`` is NaN for a timeout,
-    ``quote_changed`` the changed quoted fields joined by commas ('' when none).
+    ``quote_changed`` the changed quoted fields joined by commas ('' when none), ``mpls``
+    the RFC 4950 label stack of a time-exceeded as (label, tc, bottom, ttl) tuples.
     """
     import pandas as pd
 
@@ -60,6 +62,7 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
             o.exact,
             o.responder is not None,
             o.proof,
+            tuple((m.label, m.tc, m.bottom, m.ttl) for m in o.mpls),
         )
         for o in outcomes
         if o.extra is None

@@ -480,12 +480,12 @@ Builder = Callable[[int, Services], Scenario]
 #: name -> builder, in the order ``lab list`` shows them.
 SCENARIOS: dict[str, Builder] = {
     "clean": _clean,
-    "udp-quirks": _udp_quirks,
     "tcp-drop": _tcp_drop,
     "tcp-admin-prohibited": _tcp_admin,
     "tcp-rst-middlebox": _tcp_rst,
     "icmp-blocked": _icmp_blocked,
     "udp-drop": _udp_drop,
+    "udp-quirks": _udp_quirks,
     "ratelimited-hop": _ratelimited,
     "ratelimited-path": _ratelimited_path,
     "wan": _wan,

@@ -10,7 +10,7 @@ import io
 from reachtest.analysis.stats import MS_COLUMNS
 from reachtest.report.escape import clean, for_spreadsheet
 from reachtest.report.record import Record
-from reachtest.report.view import cell_of
+from reachtest.report.view import cell_of, mpls_text
 
 COLUMNS = (
     "target",
@@ -21,6 +21,7 @@ COLUMNS = (
     "ttl",
     "responder",
     "responder_name",
+    "mpls",
     "snt",
     "rcv",
     "loss_pct",
@@ -58,6 +59,14 @@ def render_csv(record: Record) -> str:
                     "ttl": hop["ttl"],
                     "responder": top,
                     "responder_name": names.get(top) if top else None,
+                    "mpls": next(
+                        (
+                            mpls_text(m["stack"])
+                            for m in hop.get("mpls", [])
+                            if m["responder"] == top
+                        ),
+                        None,
+                    ),
                     **{name: hop[name] for name in NUMBERS},
                     "mark": str(cell_of(hop, path).mark),
                     "responders": " ".join(

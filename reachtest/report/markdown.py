@@ -39,7 +39,8 @@ def _hosts(row: HopRow) -> str:
     parts = []
     for r in row.responders:
         name = f" ({escape(r.name)})" if r.name else ""
-        parts.append(f"{escape(r.address)}{name}")
+        mpls = f" {escape(r.mpls)}" if r.mpls else ""
+        parts.append(f"{escape(r.address)}{name}{mpls}")
     return "<br>".join(parts)
 
 

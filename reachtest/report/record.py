@@ -140,13 +140,16 @@ def _hops(
 
     samples: dict[tuple[str, str, int], list[Record]] = {}
     icmp: dict[tuple[str, str, int], dict[tuple[int, int], int]] = {}
+    stacks: dict[tuple[str, str, int], dict[tuple[str, tuple[Any, ...]], int]] = {}
     ordered = table.sort_values(["target", "flow", "ttl", "round", "sent_ns"], kind="stable")
     columns = zip(
         ordered["target"], ordered["flow"], ordered["ttl"], ordered["round"],
         ordered["kind"], ordered["responder"], ordered["rtt_ms"],
-        ordered["icmp_type"], ordered["icmp_code"], ordered["proof"], strict=True,
+        ordered["icmp_type"], ordered["icmp_code"], ordered["proof"], ordered["reply_ttl"],
+        ordered["mpls"], strict=True,
     )  # fmt: skip
-    for target, flow, ttl, round_, kind, responder, rtt, itype, icode, proof in columns:
+    for (target, flow, ttl, round_, kind, responder, rtt, itype, icode, proof, reply_ttl,
+         mpls) in columns:  # fmt: skip
         key = (str(target), str(flow), int(ttl))
         sample: Record = {
             "round": int(round_),
@@ -156,6 +159,12 @@ def _hops(
         }
         if proof:
             sample["proof"] = True
+        if not pd.isna(reply_ttl):
+            sample["reply_ttl"] = int(reply_ttl)
+        if mpls:
+            sample["mpls"] = [_label(m) for m in mpls]
+            seen = stacks.setdefault(key, {})
+            seen[(str(responder), mpls)] = seen.get((str(responder), mpls), 0) + 1
         samples.setdefault(key, []).append(sample)
         if not pd.isna(itype):
             codes = icmp.setdefault(key, {})
@@ -180,9 +189,25 @@ def _hops(
                     for (t, c), n in sorted(icmp.get(key, {}).items())
                 ],
                 "samples": samples.get(key, []),
+                **(
+                    {
+                        "mpls": [
+                            {"responder": a, "stack": [_label(m) for m in stack], "count": n}
+                            for (a, stack), n in sorted(stacks[key].items(), key=lambda i: -i[1])
+                        ]
+                    }
+                    if key in stacks
+                    else {}
+                ),
             }
         )
     return out
+
+
+def _label(entry: tuple[int, int, bool, int]) -> Record:
+    """One MPLS label stack entry as the record keeps it (RFC 4950 field names)."""
+    label, tc, bottom, ttl = entry
+    return {"label": int(label), "tc": int(tc), "s": bool(bottom), "ttl": int(ttl)}
 
 
 def _target(

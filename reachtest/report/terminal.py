@@ -83,13 +83,24 @@ def _host_text(row: HopRow) -> Text:
         text.append(r.address)
         if r.name:
             text.append(f" {r.name}", style="dim")
+        for entry in _mpls_lines(r.mpls):  # one label per line, as mtr -e prints them
+            text.append(f"\n  {entry}", style="dim")
     return text
+
+
+def _mpls_lines(stack: str | None) -> list[str]:
+    return [] if not stack else stack.replace("] [", "]\n[").split("\n")
 
 
 def _host_width(views: Sequence[TargetView]) -> int:
     longest = max(
         (
-            len(r.address) + (len(r.name) + 1 if r.name else 0)
+            max(
+                [
+                    len(r.address) + (len(r.name) + 1 if r.name else 0),
+                    *(len(entry) + 2 for entry in _mpls_lines(r.mpls)),
+                ]
+            )
             for t in views
             for row in t.rows
             for r in row.responders

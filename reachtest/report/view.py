@@ -84,6 +84,16 @@ class Responder:
     address: str
     name: str | None
     count: int
+    mpls: str | None = None  # the label stack its time-exceeded quoted most often
+
+
+def mpls_text(stack: list[Record]) -> str:
+    """An MPLS label stack in words, as mtr -e shows it: ``[MPLS: L=24001 TC=0 S=1 TTL=1]``
+    per entry, top first."""
+    return " ".join(
+        f"[MPLS: L={int(e['label'])} TC={int(e['tc'])} S={int(bool(e['s']))} TTL={int(e['ttl'])}]"
+        for e in stack
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,14 +276,24 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
     rows = []
     for ttl in range(first_ttl, last + 1):
         counts: dict[str, int] = {}
+        stacks: dict[str, dict[str, int]] = {}
         cells: list[Cell | None] = []
         for flow, hops in zip(flows, by_ttl, strict=True):
             hop = hops.get(ttl)
             cells.append(None if hop is None else cell_of(hop, flow["path"]))
             for r in [] if hop is None else hop["responders"]:
                 counts[r["address"]] = counts.get(r["address"], 0) + r["count"]
+            for m in [] if hop is None else hop.get("mpls", []):
+                seen = stacks.setdefault(m["responder"], {})
+                text = mpls_text(m["stack"])
+                seen[text] = seen.get(text, 0) + m["count"]
         responders = tuple(
-            Responder(address=a, name=names.get(a), count=n)
+            Responder(
+                address=a,
+                name=names.get(a),
+                count=n,
+                mpls=max(stacks[a], key=lambda s: stacks[a][s]) if a in stacks else None,
+            )
             for a, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         )
         rows.append(HopRow(ttl=ttl, responders=responders, cells=tuple(cells)))
