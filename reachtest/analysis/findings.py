@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
-from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach
+from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach, closer_than_claimed
 from reachtest.model import (
     Evidence,
     Finding,
@@ -185,6 +185,15 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
         e.count for e in proof if e.ttl == ttl and e.flow == path.flow and e.responder == obs.target
     )
     of = len(obs.at(label, ttl))
+    note = f"answered in the target's name at TTL {ttl}, where other flows still meet routers"
+    if not any(max(obs.te_ttls(o), default=0) >= ttl for o in obs.seen if o != label):
+        closer = closer_than_claimed(obs, label, ttl)
+        if closer is not None:
+            note = (
+                f"answered in the target's name from TTL {ttl}, but its answers crossed "
+                f"{closer[0]:g} routers on the way back, where the target's would cross more "
+                f"than {closer[1]}: a box at or before hop {ttl - 1} answered (reply TTLs)"
+            )
     return Finding(
         kind=FindingKind.FORGED_RESET if reset else FindingKind.SYN_PROXY,
         severity=Severity.CRITICAL if reset else Severity.WARNING,
@@ -195,7 +204,7 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
         responder=path.stop_address,
         confidence=agree / of if of else 0.0,
         evidence=tuple(proof),
-        note=f"answered in the target's name at TTL {ttl}, where other flows still meet routers",
+        note=note,
     )
 
 

@@ -81,6 +81,11 @@ class Observed:
     proofs: dict[str, dict[int, list[bool]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    #: How many routers each answer crossed on its way back (from its IP TTL / hop limit,
+    #: see ``hops_back``): flow -> TTL -> [(kind, responder, hops)].
+    back: dict[str, dict[int, list[tuple[str, str, int]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
 
     def at(self, flow: str, ttl: int) -> list[Row]:
         return self.seen[flow].get(ttl, [])
@@ -131,6 +136,9 @@ def observe(table: pd.DataFrame) -> list[Observed]:
         )
         if row.get("proof"):
             obs.proofs[label][int(row["ttl"])].append(responder is not None)
+        if responder is not None and not _missing(row.get("reply_ttl")):
+            hops = hops_back(int(row["reply_ttl"]))
+            obs.back[label][int(row["ttl"])].append((str(row["kind"]), responder, hops))
     for obs in by_target.values():  # independent of the order of the outcomes
         obs.flows = dict(sorted(obs.flows.items(), key=lambda item: item[1]))
     return [by_target[t] for t in sorted(by_target, key=_address_key)]
@@ -155,9 +163,65 @@ class Reach:
     forged: dict[str, int]
 
 
+#: The initial TTLs (hop limits) systems send with: Linux and most Unix 64, Windows 128,
+#: many routers 255 for ICMP; a few old stacks 32.
+INITIAL_TTLS = (32, 64, 128, 255)
+
+
+#: Answers of one target on two flows may come back one router apart (per-flow ECMP on
+#: the way back); two or more apart, one of them is not the target's.
+CLOSER_BY = 2
+
+
+def hops_back(reply_ttl: int) -> int:
+    """How many routers a reply crossed on its way back: the smallest usual initial TTL
+    at or above what arrived, minus what arrived."""
+    return next(t for t in INITIAL_TTLS if t >= reply_ttl) - reply_ttl
+
+
+def _median(values: list[int]) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def closer_than_claimed(obs: Observed, label: str, ttl: int) -> tuple[float, int] | None:
+    """When ``label``'s answers in the target's name (first at ``ttl``) crossed no more
+    routers back than the time-exceeded of the router at ``ttl - 1``, or CLOSER_BY fewer
+    than the target's answers on other flows: (their median hops back, the hops back they are
+    measured against). They come from a box at or before that router, not from the
+    target. None when the reply TTLs say nothing of the kind."""
+    mine = [
+        h for t, rows in obs.back[label].items() if t >= ttl
+        for kind, who, h in rows if kind in FROM_TARGET and who == obs.target
+    ]  # fmt: skip
+    median = _median(mine)
+    if median is None:
+        return None
+    own_te = [h for kind, _who, h in obs.back[label].get(ttl - 1, []) if kind == TE]
+    any_te = [
+        h for rows in obs.back.values() for kind, _who, h in rows.get(ttl - 1, []) if kind == TE
+    ]
+    before = _median(own_te or any_te)
+    if before is not None and median <= before:
+        return median, int(before)
+    others = [
+        h for other in obs.back if other != label
+        for rows in obs.back[other].values()
+        for kind, who, h in rows if kind in FROM_TARGET and who == obs.target
+    ]  # fmt: skip
+    theirs = _median(others)
+    if theirs is not None and median <= theirs - CLOSER_BY:
+        return median, int(theirs)
+    return None
+
+
 def reach(obs: Observed) -> Reach:
     """Which flows really reached the target, at what distance, and which were answered
-    in its name on the way."""
+    in its name on the way: at a TTL where other flows still meet routers, or with reply
+    TTLs that show the answer came from closer than that TTL (``closer_than_claimed``)."""
     first: dict[str, int] = {}
     for label, rows in obs.seen.items():
         ttls = [
@@ -170,7 +234,7 @@ def reach(obs: Observed) -> Reach:
     forged: dict[str, int] = {}
     for label, ttl in first.items():
         beyond = any(last_te[other] >= ttl for other in obs.seen if other != label)
-        (forged if beyond else genuine)[label] = ttl
+        (forged if beyond or closer_than_claimed(obs, label, ttl) else genuine)[label] = ttl
     distance = min(genuine.values()) if genuine else None
     return Reach(distance, genuine, forged)
 

@@ -117,8 +117,12 @@ class SimulatedNetwork:
                 if seen % hop.answer_every or not self._allow(hop, now):
                     return now
                 v6 = fields.family == 6
-                reply = replies.icmp_error(
-                    packet, responder=hop.address, icmp_type=3 if v6 else 11, mpls=hop.mpls
+                reply = replies.icmp_error(  # sent with TTL 64, one router less per hop back
+                    packet,
+                    responder=hop.address,
+                    icmp_type=3 if v6 else 11,
+                    mpls=hop.mpls,
+                    ttl=65 - index,
                 )
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
@@ -135,7 +139,7 @@ class SimulatedNetwork:
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
             if label in hop.reset and fields.proto == PROTO_TCP:
-                reply = replies.tcp_reply(packet, syn_ack=False, ttl=64 - index)
+                reply = replies.tcp_reply(packet, syn_ack=False, ttl=65 - index)
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
         answer = self._target_answer(path, label, fields, packet)

@@ -244,3 +244,29 @@ def test_default_trace_on_paths_that_rate_limit_like_real_ones(
     assert not problems, "\n".join(problems)
     if any(h["limited"] for t in record["targets"] for f in t["flows"] for h in f["hops"]):
         assert " limited" in done.stdout and "rate-limits its ICMP errors" in done.stdout
+
+
+@pytest.mark.parametrize("family", ["-4", "-6"])
+def test_a_forged_reset_is_found_with_one_flow_and_no_icmp(
+    make_lab: MakeLab, tmp_path: Path, family: str
+) -> None:
+    """No other flow meets a router beyond the forger, so only the reply TTLs tell: the
+    RST crossed as many routers back as the forger's own time-exceeded."""
+    lab = make_lab("tcp-rst-middlebox")
+    truth = lab.plan.scenario.truth
+    forger = next(f for f in truth.flows if f.flow.label == "tcp/443").reason_hop
+    record_file = tmp_path / "run.json"
+    done = trace_in(
+        lab, "server", family, "--no-icmp", "-p", "tcp/443", "--report", "-c", "4",
+        "-i", "0.2", "--json", str(record_file),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    record = json.loads(record_file.read_text())
+    (target,) = record["targets"]
+    (flow,) = target["flows"]
+    assert flow["verdict"]["reached"] is False
+    found = {f["kind"]: f for f in target["findings"]}
+    assert "forged-reset" in found, target["findings"]
+    assert found["forged-reset"]["last_hop"] == forger + 1
+    assert f"a box at or before hop {forger}" in found["forged-reset"]["note"]
+    assert "forged-reset" in done.stdout or "forg" in done.stdout.lower()
