@@ -92,6 +92,7 @@ def _target(
     paths = {label: flow_path(obs, label, reached, params) for label in obs.flows}
     services = tuple(service_verdict(obs, p, reached) for p in paths.values())
     found: list[Finding] = []
+    own_loss: list[Finding] = []
     if reached.distance is None:
         found.append(rules.host_not_reached(obs, paths))
     for label, path in paths.items():
@@ -107,8 +108,9 @@ def _target(
         if rewrite is not None:
             found.append(rewrite)
         lost, spikes = rules.loss(obs, path, reached, budget_ttls)
-        found += lost
+        own_loss += lost
         spiky.update(spikes)
+    found += rules.shared_loss(obs, paths.values(), reached, own_loss, budget_ttls)
     # A router limits all its ICMP errors to us, not one flow's: statistical rate limiting
     # must show on most flows tested at the hop (one flow of many is chance).
     tested = rules.tested_ttls(obs, paths.values(), reached)

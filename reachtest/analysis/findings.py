@@ -243,6 +243,31 @@ def _fisher_greater(lost_a: int, sent_a: int, lost_b: int, sent_b: int) -> float
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
+def _loss_start(
+    ttls: list[int], sent: dict[int, int], lost: dict[int, int]
+) -> tuple[int | None, float]:
+    """The earliest TTL k from which loss starts (k and later lose more than the TTLs
+    before, p < SIGNIFICANT) and stays (the TTLs after k alone too, p < PERSISTS), with
+    its p-value; (None, 1.0) when there is none."""
+    for i, k in enumerate(ttls[:-1]):
+        before, later = ttls[:i], ttls[i + 1 :]
+        lost_after = sum(lost[t] for t in (k, *later))
+        lost_later = sum(lost[t] for t in later)
+        sent_before = sum(sent[t] for t in before)
+        lost_before = sum(lost[t] for t in before)
+        if lost_after < MIN_LOST or lost_later < 2 or not before or lost[k] == 0:
+            continue
+        p_start = _fisher_greater(
+            lost_after, sum(sent[t] for t in (k, *later)), lost_before, sent_before
+        )
+        p_persist = _fisher_greater(
+            lost_later, sum(sent[t] for t in later), lost_before, sent_before
+        )
+        if p_start < SIGNIFICANT and p_persist < PERSISTS:
+            return k, p_start
+    return None, 1.0
+
+
 def loss(
     obs: Observed, path: FlowPath, reached: Reach, limited: Iterable[int] = ()
 ) -> tuple[list[Finding], set[int]]:
@@ -256,25 +281,7 @@ def loss(
     sent = {t: len(obs.at(label, t)) for t in ttls}
     lost = {t: _silent_rounds(obs, label, t)[0] for t in ttls}
     found: list[Finding] = []
-    start: int | None = None
-    best = 1.0
-    for i, k in enumerate(ttls[:-1]):
-        before, at_k, later = ttls[:i], ttls[i], ttls[i + 1 :]
-        lost_after = sum(lost[t] for t in (at_k, *later))
-        lost_later = sum(lost[t] for t in later)
-        sent_before = sum(sent[t] for t in before)
-        lost_before = sum(lost[t] for t in before)
-        if lost_after < MIN_LOST or lost_later < 2 or not before or lost[at_k] == 0:
-            continue
-        p_start = _fisher_greater(
-            lost_after, sum(sent[t] for t in (at_k, *later)), lost_before, sent_before
-        )
-        p_persist = _fisher_greater(
-            lost_later, sum(sent[t] for t in later), lost_before, sent_before
-        )
-        if p_start < SIGNIFICANT and p_persist < PERSISTS:
-            start, best = k, p_start  # the earliest TTL from which loss starts and stays
-            break
+    start, best = _loss_start(ttls, sent, lost)
     if start is not None:
         tail = [t for t in ttls if t >= start]
         proof = [e for t in tail for e in evidence(obs, label, t)]
@@ -304,6 +311,97 @@ def loss(
         if p < SIGNIFICANT and margin >= RATE_LIMIT_MARGIN:
             spiky.add(h)
     return found, spiky
+
+
+def _loss_counts(
+    obs: Observed, labels: Iterable[str], ttls_of: dict[str, list[int]]
+) -> tuple[list[int], dict[int, int], dict[int, int]]:
+    """TTLs and (sent, lost) per TTL summed over ``labels``, each flow at its own TTLs."""
+    chosen = list(labels)
+    ttls = sorted({t for label in chosen for t in ttls_of[label]})
+    sent = {t: sum(len(obs.at(x, t)) for x in chosen if t in ttls_of[x]) for t in ttls}
+    lost = {t: sum(_silent_rounds(obs, x, t)[0] for x in chosen if t in ttls_of[x]) for t in ttls}
+    return ttls, sent, lost
+
+
+#: A flow that loses this much more (in points) than the others at the same hops, and
+#: significantly so, is policed or filtered on its own: not the link's loss.
+OWN_LOSS_MARGIN = 0.10
+
+
+def shared_loss(
+    obs: Observed,
+    paths: Iterable[FlowPath],
+    reached: Reach,
+    per_flow: list[Finding],
+    limited: Iterable[int] = (),
+) -> list[Finding]:
+    """Forwarding loss pooled over the flows that cross the same hops: four flows give
+    four times the evidence of one. Returns the loss findings that replace ``per_flow``
+    (each flow's own, from ``loss``): one per lossy link, listing its flows, and one per
+    flow that loses significantly more than the others at the same hops (a policer or a
+    filter for that port, not the link)."""
+    skip = set(limited)
+    paths = list(paths)
+    ttls_of = {
+        p.flow.label: [t for t in _expected_ttls(obs, p, reached) if t not in skip] for p in paths
+    }
+    labels = [label for label, ttls in ttls_of.items() if ttls]
+    own: dict[str, Finding] = {}
+    for f in per_flow:
+        label = str(f.flow)
+        others = [x for x in labels if x != label]
+        if f.last_hop is None or not others:
+            continue
+        tail = [t for t in ttls_of[label] if t >= f.last_hop]
+        mine_lost = sum(_silent_rounds(obs, label, t)[0] for t in tail)
+        mine_sent = sum(len(obs.at(label, t)) for t in tail)
+        theirs, sent, lost = _loss_counts(obs, others, ttls_of)
+        if _loss_start(theirs, sent, lost)[0] is not None:
+            continue  # the others lose too: the link's loss, pooled below
+        their_lost = sum(lost[t] for t in tail if t in lost)
+        their_sent = sum(sent[t] for t in tail if t in sent)
+        if not their_sent or not mine_sent:
+            continue
+        margin = mine_lost / mine_sent - their_lost / their_sent
+        p = _fisher_greater(mine_lost, mine_sent, their_lost, their_sent)
+        if p < SIGNIFICANT and margin >= OWN_LOSS_MARGIN:
+            clean = ", ".join(others)
+            own[label] = replace(
+                f,
+                note=f"{f.note}; {clean} cross the same hops with "
+                f"{100 * their_lost / their_sent:.0f}% lost: a policer or filter for "
+                f"{label}, not the link",
+            )
+    pool = [x for x in labels if x not in own]
+    if len(pool) < 2:
+        return [
+            *own.values(),
+            *(f for f in per_flow if str(f.flow) not in own and str(f.flow) in pool),
+        ]
+    ttls, sent, lost = _loss_counts(obs, pool, ttls_of)
+    start, best = _loss_start(ttls, sent, lost)
+    if start is None:
+        return [*own.values(), *(f for f in per_flow if str(f.flow) not in own)]
+    crossing = [x for x in pool if any(t >= start for t in ttls_of[x])]
+    tail = [t for t in ttls if t >= start]
+    pct = 100 * sum(lost[t] for t in tail) / max(1, sum(sent[t] for t in tail))
+    link = Finding(
+        kind=FindingKind.FORWARDING_LOSS,
+        severity=Severity.WARNING,
+        target=obs.target,
+        flow=None,
+        first_hop=start - 1 or None,
+        last_hop=start,
+        responder=None,
+        confidence=1.0 - best,
+        evidence=tuple(
+            e for x in crossing for t in ttls_of[x] if t >= start for e in evidence(obs, x, t)
+        ),
+        note=f"{pct:.0f}% of the probes of {', '.join(crossing)} lost from TTL {start} on, "
+        f"none before (pooled over {len(crossing)} flows)",
+    )
+    return [link, *own.values()]
 
 
 def tested_ttls(obs: Observed, paths: Iterable[FlowPath], reached: Reach) -> Counter[int]:

@@ -54,6 +54,10 @@ def sentence(f: Finding) -> str:
             )
         case FindingKind.SYN_PROXY:
             text = f"{flow} is answered by a SYN proxy at {place}, not by {f.target}"
+        case FindingKind.FORWARDING_LOSS if f.flow is None:
+            text = (
+                f"the path loses packets from hop {f.last_hop} on, for every flow (forwarding loss)"
+            )
         case FindingKind.FORWARDING_LOSS:
             text = f"{flow} loses packets from hop {f.last_hop} on (forwarding loss)"
         case FindingKind.RATE_LIMITING:

@@ -151,11 +151,16 @@ def check_loss(target: TargetAnalysis, truth: GroundTruth) -> list[str]:
     elif rate:
         problems.append(f"{target.target}: rate limiting found where there is none: {rate}")
     if truth.lossy_from_hop is not None:
-        want = {(str(f.flow), truth.lossy_from_hop) for f in truth.flows}
+        # One finding for the lossy link, pooled over the flows that cross it.
+        want = {("None", truth.lossy_from_hop)}
         if forwarding != want:
             problems.append(
                 f"{target.target}: forwarding loss at {sorted(forwarding)}, want {sorted(want)}"
             )
+        links = [f for f in target.findings if f.kind is FindingKind.FORWARDING_LOSS]
+        listed = {str(e.flow) for f in links for e in f.evidence}
+        if links and listed != {str(f.flow) for f in truth.flows}:
+            problems.append(f"{target.target}: the lossy link lists {sorted(listed)}")
     elif truth.light_loss_from_hop is not None:
         early = {(flow, hop) for flow, hop in forwarding if hop < truth.light_loss_from_hop}
         if early:
