@@ -156,8 +156,13 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
             device = f"to-{rule.towards}"
             if device not in {i.name for i in topology.interfaces(node)}:
                 raise UsageError(f"{node} has no link to {rule.towards}")
+            if rule.flow is not None and rule.flow.protocol is Protocol.ICMP:
+                raise UsageError(f"{node}: a policer takes a TCP or UDP flow, not {rule.flow}")
+            match = "" if rule.flow is None else (
+                f"meta l4proto {rule.flow.protocol} th dport {rule.flow.port} "
+            )  # fmt: skip
             chains["forward"].append(
-                f'oifname "{device}" numgen random mod 100 < {rule.loss_pct} drop'
+                f'oifname "{device}" {match}numgen random mod 100 < {rule.loss_pct} drop'
             )
     if not any(chains.values()):
         return None

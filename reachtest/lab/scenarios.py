@@ -70,14 +70,17 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkLoss:
-    """The node drops ``loss_pct`` % of the packets it forwards to ``towards`` (one direction)."""
+    """The node drops ``loss_pct`` % of the packets it forwards to ``towards`` (one
+    direction); with ``flow``, of that flow's packets only (a policer)."""
 
     node: str
     towards: str
     loss_pct: int
+    flow: FlowSpec | None = None
 
     def describe(self) -> str:
-        return f"{self.node} loses {self.loss_pct}% of packets forwarded to {self.towards}"
+        what = "packets" if self.flow is None else f"{self.flow} packets"
+        return f"{self.node} loses {self.loss_pct}% of {what} forwarded to {self.towards}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +140,19 @@ class GroundTruth:
     light_loss_from_hop: int | None = None
     #: The server rate-limits its ICMP errors: port unreachable may go missing.
     ratelimited_server: bool = False
+    #: One flow loses ``loss_pct`` % from this hop on (a policer); the others do not.
+    policed: FlowSpec | None = None
+    policed_from_hop: int | None = None
+
+    def loses(self, spec: FlowSpec, ttl: int) -> bool:
+        """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
+        lossy = self.lossy_from_hop or self.light_loss_from_hop
+        if lossy is not None and ttl >= lossy:
+            return True
+        return (
+            spec == self.policed and self.policed_from_hop is not None
+            and ttl >= self.policed_from_hop
+        )  # fmt: skip
 
     @property
     def server_hop(self) -> int:
@@ -421,6 +437,25 @@ def _lossy(hops: int, s: Services) -> Scenario:
     )
 
 
+#: The policer scenario drops this share of one flow only.
+POLICED_PCT = 30
+
+
+def _policer(hops: int, s: Services) -> Scenario:
+    m, flow = middle(hops), tcp(443)
+    after = f"r{m + 1}" if m < hops else "server"
+    return Scenario(
+        name="policer",
+        description=f"r{m} drops {POLICED_PCT}% of {flow} towards {after} (nftables numgen),"
+        " every other flow passes cleanly: a policer, not a lossy link",
+        hops=hops,
+        rules=(LinkLoss(node=f"r{m}", towards=after, loss_pct=POLICED_PCT, flow=flow),),
+        truth=replace(
+            clean_truth(hops, s), policed=flow, policed_from_hop=m + 1, loss_pct=POLICED_PCT
+        ),
+    )
+
+
 def _ecmp(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -491,6 +526,7 @@ SCENARIOS: dict[str, Builder] = {
     "wan": _wan,
     "silent-hop": _silent,
     "lossy-link": _lossy,
+    "policer": _policer,
     "ecmp": _ecmp,
     "combo": _combo,
 }
@@ -508,7 +544,7 @@ def scenario(name: str, hops: int, services: Services | None = None) -> Scenario
 
 RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
-    "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT, "
+    "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE)"
 )
 
@@ -553,12 +589,23 @@ def parse_rule(text: str, hops: int) -> Rule:
                 f"bad --rule {text!r}: delay is 0 < MS <= {MAX_DELAY_MS} ms, jitter below it"
             )
         return Delay(node=node, ms=ms, jitter_ms=jitter)
-    if what == "loss" and len(args) == 1 and args[0].isdigit() and 0 < int(args[0]) <= 100:
+    if what == "loss" and len(args) in (1, 2) and args[0].isdigit() and 0 < int(args[0]) <= 100:
         hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
         if hop is None or not 1 <= hop <= hops:
             raise UsageError(f"bad --rule {text!r}: loss goes on a router r1 .. r{hops}")
+        policed = None
+        if len(args) == 2:  # a policer: that flow only
+            try:
+                policed = _parse_flow(args[1])
+            except UsageError as exc:
+                raise UsageError(f"bad --rule {text!r}: {exc}") from None
+            if policed.protocol is Protocol.ICMP:
+                raise UsageError(f"bad --rule {text!r}: a policer takes tcp/PORT or udp/PORT")
         return LinkLoss(
-            node=node, towards="server" if hop == hops else f"r{hop + 1}", loss_pct=int(args[0])
+            node=node,
+            towards="server" if hop == hops else f"r{hop + 1}",
+            loss_pct=int(args[0]),
+            flow=policed,
         )
     raise bad
 

@@ -75,6 +75,7 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
     noisy = (
         truth.lossy_from_hop is not None
         or truth.light_loss_from_hop is not None
+        or truth.policed is not None
         or bool(truth.ratelimited_hops)
     )
     params = TraceParams(
@@ -161,6 +162,15 @@ def check_loss(target: TargetAnalysis, truth: GroundTruth) -> list[str]:
         listed = {str(e.flow) for f in links for e in f.evidence}
         if links and listed != {str(f.flow) for f in truth.flows}:
             problems.append(f"{target.target}: the lossy link lists {sorted(listed)}")
+    elif truth.policed is not None:
+        # The policed flow's own finding, not the link's: the other flows pass cleanly.
+        want = {(str(truth.policed), truth.policed_from_hop)}
+        notes = [f.note for f in target.findings if f.kind is FindingKind.FORWARDING_LOSS]
+        if forwarding != want or not all("a policer or filter for" in n for n in notes):
+            problems.append(
+                f"{target.target}: forwarding loss at {sorted(forwarding)} ({notes}), "
+                f"want {sorted(want)} as a policer"
+            )
     elif truth.light_loss_from_hop is not None:
         early = {(flow, hop) for flow, hop in forwarding if hop < truth.light_loss_from_hop}
         if early:

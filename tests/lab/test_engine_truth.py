@@ -42,9 +42,8 @@ def allowed(
             answers.add(TIMEOUT)
     else:
         return {TIMEOUT}
-    lossy = truth.lossy_from_hop or truth.light_loss_from_hop
-    if lossy is not None and ttl >= lossy:
-        answers.add(TIMEOUT)  # the probe or nothing crossed the lossy link
+    if truth.loses(flow.flow, ttl):
+        answers.add(TIMEOUT)  # the probe or its answer crossed the lossy link or policer
     return answers
 
 
@@ -72,13 +71,17 @@ def trace(lab: Lab, rounds: int) -> RunResult:
 def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
-    lossy = truth.lossy_from_hop is not None or truth.light_loss_from_hop is not None
+    lossy = (
+        truth.lossy_from_hop is not None
+        or truth.light_loss_from_hop is not None
+        or truth.policed is not None
+    )
     rounds = 6 if lossy else 4
     result = trace(lab, rounds)
     assert result.stray_counts == (), f"unmatched replies: {result.strays[:5]}"
     extras = list(result.extras)
     if lossy:
-        # The lossy link also eats the client kernel's RST to a SYN-ACK, so the server
+        # The lossy link (or policer) also eats the client kernel's RST to a SYN-ACK, so the server
         # sends its SYN-ACK again a second later: a real duplicate, and recorded as one.
         extras = [
             o

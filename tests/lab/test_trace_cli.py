@@ -124,6 +124,7 @@ def test_trace_concludes_each_scenarios_ground_truth(
     noisy = (
         truth.lossy_from_hop is not None
         or truth.light_loss_from_hop is not None
+        or truth.policed is not None
         or bool(truth.ratelimited_hops)
     )
     host_file = tmp_path / "hosts.txt"

@@ -126,6 +126,17 @@ def test_nft_rules_per_action_and_node_role() -> None:
     lossy = build_plan("x", scenario("lossy-link", 5)).node("r3").nft or ""
     assert 'oifname "to-r4" numgen random mod 100 < 20 drop' in lossy
 
+    policer = build_plan("x", scenario("policer", 5)).node("r3").nft or ""
+    assert (
+        'oifname "to-r4" meta l4proto tcp th dport 443 numgen random mod 100 < 30 drop' in policer
+    )
+    from reachtest.lab.scenarios import parse_rule
+
+    rule = parse_rule("r2:loss:15:udp/53", 5)
+    assert isinstance(rule, LinkLoss) and rule.flow == udp(53) and rule.towards == "r3"
+    with pytest.raises(UsageError, match="a policer takes tcp/PORT or udp/PORT"):
+        parse_rule("r2:loss:15:icmp", 5)
+
 
 @pytest.mark.parametrize(
     ("rule", "message"),
