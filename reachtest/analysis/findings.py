@@ -401,7 +401,13 @@ def shared_loss(
         note=f"{pct:.0f}% of the probes of {', '.join(crossing)} lost from TTL {start} on, "
         f"none before (pooled over {len(crossing)} flows)",
     )
-    return [link, *own.values()]
+    # A flow that showed loss on its own from an earlier hop keeps its finding: the pooled
+    # test is more sensitive, never less.
+    earlier = [
+        f for f in per_flow
+        if str(f.flow) not in own and f.last_hop is not None and f.last_hop < start
+    ]  # fmt: skip
+    return [link, *own.values(), *earlier]
 
 
 def tested_ttls(obs: Observed, paths: Iterable[FlowPath], reached: Reach) -> Counter[int]:
