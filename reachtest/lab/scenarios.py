@@ -251,19 +251,8 @@ def _clean(hops: int, s: Services) -> Scenario:
 
 def _udp_quirks(hops: int, s: Services) -> Scenario:
     truth = clean_truth(hops, s)
-    server = hops + 1
-    quirky = tuple(
-        FlowTruth(
-            flow=udp(port),
-            state=ServiceState.OPEN,
-            reason=Reason.UDP_RESPONSE,
-            reason_hop=server,
-            last_hop=server,
-            answer_ttl=server,
-            reached=True,
-        )
-        for port in (ECHO_PORT, BANNER_PORT)
-    )
+    answered = truth.flow(udp(s.dns_port))  # open, a UDP answer from the server
+    quirky = tuple(replace(answered, flow=udp(port)) for port in (ECHO_PORT, BANNER_PORT))
     return Scenario(
         name="udp-quirks",
         description=(
