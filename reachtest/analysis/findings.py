@@ -189,10 +189,16 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
     if not any(max(obs.te_ttls(o), default=0) >= ttl for o in obs.seen if o != label):
         closer = closer_than_claimed(obs, label, ttl)
         if closer is not None:
+            back, reference, basis = closer
+            than = (
+                f"the target's answers on other flows cross {reference}"
+                if basis == "flows"
+                else f"the time-exceeded of hop {ttl - 1} crosses {reference}"
+            )
             note = (
                 f"answered in the target's name from TTL {ttl}, but its answers crossed "
-                f"{closer[0]:g} routers on the way back, where the target's would cross more "
-                f"than {closer[1]}: a box at or before hop {ttl - 1} answered (reply TTLs)"
+                f"{back:g} routers on the way back, where {than}: a box at or before "
+                f"hop {ttl - 1} answered (reply TTLs)"
             )
     return Finding(
         kind=FindingKind.FORGED_RESET if reset else FindingKind.SYN_PROXY,

@@ -187,34 +187,43 @@ def _median(values: list[int]) -> float | None:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def closer_than_claimed(obs: Observed, label: str, ttl: int) -> tuple[float, int] | None:
-    """When ``label``'s answers in the target's name (first at ``ttl``) crossed no more
-    routers back than the time-exceeded of the router at ``ttl - 1``, or CLOSER_BY fewer
-    than the target's answers on other flows: (their median hops back, the hops back they are
-    measured against). They come from a box at or before that router, not from the
-    target. None when the reply TTLs say nothing of the kind."""
-    mine = [
-        h for t, rows in obs.back[label].items() if t >= ttl
+def _answers_back(obs: Observed, label: str) -> list[int]:
+    """How many routers each answer of ``label`` in the target's name crossed back."""
+    return [
+        h for rows in obs.back[label].values()
         for kind, who, h in rows if kind in FROM_TARGET and who == obs.target
     ]  # fmt: skip
-    median = _median(mine)
+
+
+def _te_back(obs: Observed, label: str, ttl: int) -> float | None:
+    """How many routers the time-exceeded from TTL ``ttl`` crossed back (median; this
+    flow's, else any flow's)."""
+    own = [h for kind, _who, h in obs.back[label].get(ttl, []) if kind == TE]
+    every = [h for rows in obs.back.values() for kind, _who, h in rows.get(ttl, []) if kind == TE]
+    return _median(own or every)
+
+
+def closer_than_claimed(obs: Observed, label: str, ttl: int) -> tuple[float, int, str] | None:
+    """When ``label``'s answers in the target's name (first at ``ttl``) come from closer
+    than the target: (their median hops back, the hops back they are measured against,
+    and what that is: ``flows`` or ``router``).
+
+    The reference is the target's own answers on other flows when there are any (a return
+    path shorter than the router's before it, asymmetric routing, moves every flow alike):
+    CLOSER_BY or more routers fewer is another box. With no other flow (one flow,
+    --no-icmp), the time-exceeded of the router at ``ttl - 1``: crossing no more routers
+    back than it, the answer comes from a box at or before that router.
+    None when the reply TTLs say nothing of the kind."""
+    median = _median(_answers_back(obs, label))
     if median is None:
         return None
-    own_te = [h for kind, _who, h in obs.back[label].get(ttl - 1, []) if kind == TE]
-    any_te = [
-        h for rows in obs.back.values() for kind, _who, h in rows.get(ttl - 1, []) if kind == TE
-    ]
-    before = _median(own_te or any_te)
+    others = [h for other in obs.flows if other != label for h in _answers_back(obs, other)]
+    reference = _median(others)
+    if reference is not None:
+        return (median, int(reference), "flows") if median <= reference - CLOSER_BY else None
+    before = _te_back(obs, label, ttl - 1)
     if before is not None and median <= before:
-        return median, int(before)
-    others = [
-        h for other in obs.back if other != label
-        for rows in obs.back[other].values()
-        for kind, who, h in rows if kind in FROM_TARGET and who == obs.target
-    ]  # fmt: skip
-    theirs = _median(others)
-    if theirs is not None and median <= theirs - CLOSER_BY:
-        return median, int(theirs)
+        return median, int(before), "router"
     return None
 
 

@@ -28,6 +28,7 @@ def test_a_forged_reset_is_found_with_one_flow_and_no_icmp() -> None:
     forged = _findings(record)["forged-reset"]
     assert forged["severity"] == "critical" and forged["last_hop"] == 4
     assert "crossed 2 routers on the way back" in forged["note"]
+    assert "the time-exceeded of hop 3 crosses 2" in forged["note"]
     assert "a box at or before hop 3" in forged["note"]
     assert flow["verdict"]["reached"] is False  # a box on the way said closed, not the target
 
@@ -60,4 +61,23 @@ def test_closer_than_claimed_reads_the_outcome_table() -> None:
         net, ["198.18.6.2"], [tcp(443)], TraceParams(rounds=3, interval_s=0.1, max_ttl=8)
     ).run()
     (obs,) = observe(outcome_table(result.outcomes))
-    assert closer_than_claimed(obs, "tcp/443", 4) == (2, 2)
+    assert closer_than_claimed(obs, "tcp/443", 4) == (2, 2, "router")
+
+
+def test_an_asymmetric_return_path_is_judged_by_the_targets_other_answers() -> None:
+    """The target's answers come back over fewer routers than the router before it (a
+    shorter return route): every flow alike, so no flow is called forged."""
+    from reachtest.analysis.paths import Observed
+
+    obs = Observed("198.18.6.2")
+    for label in ("icmp", "tcp/443"):
+        obs.flows[label] = tcp(443) if label != "icmp" else tcp(1)
+        for rnd in range(3):
+            obs.seen[label][5].append((rnd, "time-exceeded", "198.18.5.2", "", None))
+            obs.back[label][5].append(("time-exceeded", "198.18.5.2", 4))
+            final = "echo-reply" if label == "icmp" else "tcp-syn-ack"
+            obs.seen[label][6].append((rnd, final, "198.18.6.2", "", None))
+            obs.back[label][6].append((final, "198.18.6.2", 3))  # fewer than hop 5's 4
+    assert closer_than_claimed(obs, "tcp/443", 6) is None
+    obs.back["tcp/443"][6] = [("tcp-syn-ack", "198.18.6.2", 1)] * 3  # 2 fewer: another box
+    assert closer_than_claimed(obs, "tcp/443", 6) == (1, 3, "flows")
