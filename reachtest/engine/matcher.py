@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from reachtest.model import FlowSpec, StrayReason
 from reachtest.packet.build import ProbeTemplate
-from reachtest.packet.checksum import PROTO_ICMP, PROTO_ICMPV6, PROTO_UDP
+from reachtest.packet.checksum import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
 from reachtest.packet.parse import Parsed
 
 OUTSTANDING, ANSWERED, TIMED_OUT = 0, 1, 2
@@ -139,10 +139,10 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
         return _stray(StrayReason.UNKNOWN_PROBE)
     probe = entry.by_k.get(k)
     if probe is None:
-        return _stray(StrayReason.UNKNOWN_PROBE)
+        return _syn_ack_off(parsed, entry, recv_ns) or _stray(StrayReason.UNKNOWN_PROBE)
     b = probe.b
     if (parsed.ident_b >= 0 and parsed.ident_b != b) or (parsed.ip_id >= 0 and parsed.ip_id != b):
-        return _stray(StrayReason.INCONSISTENT)
+        return _syn_ack_off(parsed, entry, recv_ns) or _stray(StrayReason.INCONSISTENT)
     if parsed.payload and (parsed.is_error or parsed.proto != PROTO_UDP):
         shown = template.b_from_payload(parsed.payload)
         if shown >= 0 and shown != b:
@@ -161,6 +161,21 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
             differs.append("length")
         changed = tuple(differs)
     return Match(probe, None, changed)
+
+
+#: TCP flags of a SYN-ACK.
+SYN_ACK = 0x12
+
+
+def _syn_ack_off(parsed: Parsed, entry: FlowEntry, recv_ns: int) -> Match | None:
+    """A SYN-ACK from the target's address and port to our port whose ack number names no
+    probe (a middlebox that rewrote the sequence and did not translate it back): the
+    service answered, so the oldest outstanding probe, inexact, with ``ack`` noted as
+    changed. Never an RST: a blind or forged reset with an off ack stays a stray."""
+    if parsed.is_error or parsed.proto != PROTO_TCP or parsed.tcp_flags & SYN_ACK != SYN_ACK:
+        return None
+    probe = _oldest_outstanding(entry, recv_ns)
+    return None if probe is None else Match(probe, None, ("ack",), False)
 
 
 def _udp_answer(entry: FlowEntry, b: int, recv_ns: int) -> Match:

@@ -113,6 +113,24 @@ def test_an_answer_from_the_service_before_any_probe_is_a_stray() -> None:
 
 
 @pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("delta", [1, 0x10000, 0x7654321])
+def test_a_syn_ack_with_an_off_ack_counts_inexact_and_an_rst_never(family: int, delta: int) -> None:
+    """A middlebox that rewrote the SYN's sequence and did not translate the ack back:
+    the service still answered. A reset with an off ack is a blind or forged one."""
+    flows, entry = setup(family, tcp(443))
+    probe = bytearray(entry.template.build(9, 4))
+    hl = 20 if family == 4 else 40
+    seq = struct.unpack_from("!I", probe, hl + 4)[0]
+    struct.pack_into("!I", probe, hl + 4, (seq + delta) & 0xFFFFFFFF)
+    syn_ack = match(parsed(replies.tcp_reply(probe, syn_ack=True)), 5000, flows)
+    assert syn_ack.reason is None and syn_ack.probe is entry.by_k[0]
+    assert not syn_ack.exact and syn_ack.changed == ("ack",)
+    reset = match(parsed(replies.tcp_reply(probe, syn_ack=False)), 5000, flows)
+    assert reset.probe is None
+    assert reset.reason in (StrayReason.INCONSISTENT, StrayReason.UNKNOWN_PROBE)
+
+
+@pytest.mark.parametrize("family", [4, 6])
 def test_a_quote_with_one_identity_field_off_is_inconsistent(family: int) -> None:
     flows, entry = setup(family, tcp(443))
     probe = bytearray(entry.template.build(3, 2))
