@@ -268,12 +268,18 @@ def lab_exec(lab_id: str | None, node: str, command: tuple[str, ...]) -> None:
 # -- entry point ------------------------------------------------------------------------
 
 
-def _say(message: str) -> None:
-    """The one error line: whatever it quotes (a host, a record's value) is shown, its
-    control characters and newlines written out, never sent to the terminal."""
+def _say(message: str, kind: str = "error: ") -> None:
+    """The one error line (or, with ``kind=""``, a notice): whatever it quotes (a host, a
+    record's value) is shown, its control characters and newlines written out, never sent
+    to the terminal."""
     from reachtest.report.escape import for_terminal
 
-    click.echo(f"reachtest: error: {for_terminal(message)}", err=True)
+    click.echo(f"reachtest: {kind}{for_terminal(message)}", err=True)
+
+
+def _tell(message: str) -> None:
+    """A notice on stderr (not an error), escaped as ``_say`` escapes."""
+    _say(message, kind="")
 
 
 def _family(ipv4: bool, ipv6: bool) -> int | None:
@@ -1137,7 +1143,7 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
         if config.history is not None:
             from reachtest.history.store import HistoryStore
 
-            history = HistoryStore(config.history, on_wait=_say_wait)
+            history = HistoryStore(config.history, on_wait=_tell)
         try:
             try:
                 with _run_progress() as progress:
@@ -1190,12 +1196,6 @@ def _run_progress() -> Any:
             bar.update(task, completed=done, total=total, description=what)
 
         yield update
-
-
-def _say_wait(message: str) -> None:
-    from reachtest.report.escape import for_terminal
-
-    click.echo(f"reachtest: {for_terminal(message)}", err=True)
 
 
 def _history_file(history: str | None, config_file: str | None) -> Path:

@@ -92,6 +92,11 @@ class Extra(StrEnum):
     LATE = "late"
 
 
+#: The state of every flow of a scheduled target whose name did not resolve: nothing was
+#: sent to it (run records, the history, diff and the metrics say so).
+UNRESOLVED = "unresolved"
+
+
 class StrayReason(StrEnum):
     """Why a received packet was attributed to no probe."""
 

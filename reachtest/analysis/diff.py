@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reachtest.model import UNRESOLVED
+
 #: p-value below which a latency or loss difference at a hop counts as a change.
 SIGNIFICANT = 0.01
 #: Fewer RTT samples than this on either side: no latency test.
@@ -75,10 +77,6 @@ class RunDiff:
     @property
     def changed(self) -> bool:
         return any(s.change != "same" for s in self.services) or bool(self.hops)
-
-
-#: The word of every flow of a target whose name did not resolve: nothing was sent.
-UNRESOLVED = "unresolved"
 
 
 def word(flow: Mapping[str, Any]) -> str:

@@ -360,8 +360,8 @@ def shared_loss(
         if f.last_hop is None or not others:
             continue
         tail = [t for t in ttls_of[label] if t >= f.last_hop]
-        mine_lost = sum(_silent_rounds(obs, label, t)[0] for t in tail)
-        mine_sent = sum(len(obs.at(label, t)) for t in tail)
+        _, mine_sent_at, mine_lost_at = _loss_counts(obs, [label], {label: tail})
+        mine_lost, mine_sent = sum(mine_lost_at.values()), sum(mine_sent_at.values())
         theirs, sent, lost = _loss_counts(obs, others, ttls_of)
         if _loss_start(theirs, sent, lost)[0] is not None:
             continue  # the others lose too: the link's loss, pooled below
@@ -380,13 +380,8 @@ def shared_loss(
                 f"{label}, not the link",
             )
     pool = [x for x in labels if x not in own]
-    if len(pool) < 2:
-        return [
-            *own.values(),
-            *(f for f in per_flow if str(f.flow) not in own and str(f.flow) in pool),
-        ]
     ttls, sent, lost = _loss_counts(obs, pool, ttls_of)
-    start, best = _loss_start(ttls, sent, lost)
+    start, best = _loss_start(ttls, sent, lost) if len(pool) >= 2 else (None, 1.0)
     if start is None:
         return [*own.values(), *(f for f in per_flow if str(f.flow) not in own)]
     crossing = [x for x in pool if any(t >= start for t in ttls_of[x])]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from reachtest.model import UNRESOLVED
+
 if TYPE_CHECKING:
     import pandas as pd
 
 THROUGH = ("open", "reachable")
-UNRESOLVED = "unresolved"  # the state of a flow whose target did not resolve
 
 
 def per_run(services: pd.DataFrame) -> pd.DataFrame:

@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reachtest.errors import EnvironmentProblem, UsageError
-
-#: The state stored for the flows of a target whose name did not resolve.
-UNRESOLVED = "unresolved"
+from reachtest.model import UNRESOLVED
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reachtest.analysis.diff import UNRESOLVED, word
+from reachtest.analysis.diff import word
 from reachtest.errors import PrivilegeError, ReachtestError
 from reachtest.model import (
     ICMP_FLOW,
+    UNRESOLVED,
     FlowSpec,
     Outcome,
     Protocol,
@@ -413,6 +414,7 @@ def run_batch(
     check_record, spent = check(members, progress, steps)
     by_address = {t["address"]: t for t in check_record["targets"]}
 
+    why_not = {t.name: error for t, error in unresolved}
     check_record["unresolved"] = [
         {"host": t.name, "query": t.host, "flows": [f.label for f in t.flows], "error": error}
         for t, error in unresolved
@@ -447,8 +449,7 @@ def run_batch(
     for t in config.targets:
         found = addresses.get(t.name)
         entry = final.get(found) if found is not None else None
-        why = next((error for u, error in unresolved if u.name == t.name), "unresolved")
-        judged += judge(t, entry, found, t.name in traced, why)
+        judged += judge(t, entry, found, t.name in traced, why_not.get(t.name, UNRESOLVED))
 
     records = (("check", check_record), *(("trace", r) for r in trace_records))
     return Batch(
@@ -461,7 +462,7 @@ def run_batch(
         changes=tuple(changes),
         durations_s=spent,
         run_id=None,
-        unresolved={t.name: why for t, why in unresolved},
+        unresolved=why_not,
     )
 
 
