@@ -115,6 +115,7 @@ def _target(
     # must show on most flows tested at the hop (one flow of many is chance).
     tested = rules.tested_ttls(obs, paths.values(), reached)
     limited_ttls = set(budget_ttls) | {h for h, n in spiky.items() if 2 * n >= tested[h]}
+    limited_ttls |= rules.pooled_spikes(obs, list(paths.values()), reached, budget_ttls)
     cells = rules.limited_cells(obs, limited_ttls)
     for ttl in sorted(limited_ttls):
         hop_budget = budget_ttls.get(ttl)

@@ -411,6 +411,40 @@ def shared_loss(
     return [link, *own.values(), *earlier]
 
 
+def pooled_spikes(
+    obs: Observed, paths: list[FlowPath], reached: Reach, limited: Iterable[int] = ()
+) -> set[int]:
+    """Hops whose misses, pooled over every flow that gets past them, stand out against
+    the same flows' later hops as ``loss`` asks of one flow (p < SIGNIFICANT, at least
+    RATE_LIMIT_MARGIN more): a router's ICMP rate limit that ten rounds of one flow cannot
+    show (4, 5 and 6 of 10 lost on three flows is chance for each, not for all three)."""
+    skip = set(limited)
+    ttls_of = [
+        [t for t in _expected_ttls(obs, p, reached) if t not in skip] for p in paths
+    ]  # fmt: skip
+    labels = [p.flow.label for p in paths]
+    found: set[int] = set()
+    for h in sorted({t for ttls in ttls_of for t in ttls[:-1]}):
+        lost_h = sent_h = lost_later = sent_later = 0
+        for label, ttls in zip(labels, ttls_of, strict=True):
+            if h not in ttls[:-1]:
+                continue
+            later = [t for t in ttls if t > h]
+            lost_h += _silent_rounds(obs, label, h)[0]
+            sent_h += len(obs.at(label, h))
+            lost_later += sum(_silent_rounds(obs, label, t)[0] for t in later)
+            sent_later += sum(len(obs.at(label, t)) for t in later)
+        if lost_h < 2 or not sent_h or not sent_later:
+            continue
+        margin = lost_h / sent_h - lost_later / sent_later
+        if (
+            margin >= RATE_LIMIT_MARGIN
+            and _fisher_greater(lost_h, sent_h, lost_later, sent_later) < SIGNIFICANT
+        ):
+            found.add(h)
+    return found
+
+
 def tested_ttls(obs: Observed, paths: Iterable[FlowPath], reached: Reach) -> Counter[int]:
     """How many flows each intermediate TTL was tested on for rate limiting."""
     return Counter(h for p in paths for h in _expected_ttls(obs, p, reached)[:-1])
