@@ -330,6 +330,8 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
         "tcp_flags": outcome.tcp_flags,
         "quote_ttl": outcome.quote_ttl,
         "quote_changed": list(outcome.quote_changed),
+        "quote_src": outcome.quote_src,
+        "quote_port": outcome.quote_port,
         "mpls": [
             {"label": m.label, "tc": m.tc, "bottom": m.bottom, "ttl": m.ttl} for m in outcome.mpls
         ],

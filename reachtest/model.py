@@ -141,6 +141,10 @@ class Outcome:
     tcp_flags: int | None = None
     quote_ttl: int | None = None
     quote_changed: tuple[str, ...] = ()
+    #: The source address and port (or echo identifier) the quote shows, when a NAT
+    #: changed them and did not restore them (``quote_changed`` has ``src``/``port``).
+    quote_src: str | None = None
+    quote_port: int | None = None
     mpls: tuple[MplsLabel, ...] = ()
     exact: bool = True
     extra: Extra | None = None
@@ -290,6 +294,7 @@ class FindingKind(StrEnum):
     FORWARDING_LOSS = "forwarding-loss"
     RATE_LIMITING = "icmp-rate-limiting"
     QUOTE_REWRITTEN = "quote-rewritten"
+    NAT = "nat"
     ECMP = "ecmp"
     SILENT_HOP = "silent-hop"
 

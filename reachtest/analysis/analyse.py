@@ -121,6 +121,9 @@ def _target(
         hop_budget = budget_ttls.get(ttl)
         if any(t == ttl for _, t in cells) or (hop_budget is not None and hop_budget.held):
             found.append(rules.rate_limiting(obs, ttl, hop_budget, cells))
+    translation = rules.nat(obs)
+    if translation is not None:
+        found.append(translation)
     found += rules.ecmp(obs)
     found += rules.silent_hops(obs, reached.distance)
     return TargetAnalysis(

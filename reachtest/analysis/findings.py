@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 
-from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach, closer_than_claimed
+from reachtest.analysis.paths import TE, TIMEOUT, Observed, Reach, Row, closer_than_claimed
 from reachtest.model import (
     Evidence,
     Finding,
@@ -214,9 +214,24 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
     )
 
 
+#: Quoted fields a source NAT changes (the address, the port or echo identifier): the
+#: NAT finding covers them, one for every flow.
+NAT_FIELDS = frozenset({"src", "port"})
+
+
+def _changed(row: Row) -> set[str]:
+    return set(row[3].split(",")) if row[3] else set()
+
+
 def rewritten(obs: Observed, label: str) -> Finding | None:
-    """Quoted headers that differ from what was sent: NAT or rewriting before that hop."""
-    changed = sorted((t, r[3]) for t, rows in obs.seen[label].items() for r in rows if r[3])
+    """Quoted headers that differ from what was sent, other than a NAT's changes (see
+    ``nat``): DSCP or length rewritten before that hop."""
+    changed = sorted(
+        (t, ",".join(sorted(_changed(r) - NAT_FIELDS)))
+        for t, rows in obs.seen[label].items()
+        for r in rows
+        if _changed(r) - NAT_FIELDS
+    )
     if not changed:
         return None
     ttl, fields = changed[0]
@@ -231,6 +246,57 @@ def rewritten(obs: Observed, label: str) -> Finding | None:
         confidence=1.0,
         evidence=tuple(evidence(obs, label, ttl)),
         note=f"quoted fields changed on the way: {fields}",
+    )
+
+
+def nat(obs: Observed) -> Finding | None:
+    """A source NAT that does not restore the quotes of ICMP errors: from the first TTL
+    whose quotes show another source address or port than was sent. It sits after the
+    last hop whose quotes show ours, at or before that TTL's router."""
+    first: dict[str, int] = {}
+    fields: set[str] = set()
+    for label, rows_at in obs.seen.items():
+        for ttl, rows in rows_at.items():
+            for row in rows:
+                nat_fields = _changed(row) & NAT_FIELDS
+                if nat_fields:
+                    fields |= nat_fields
+                    first[label] = min(first.get(label, ttl), ttl)
+    if not first:
+        return None
+    hop = min(first.values())
+    ours = [
+        t
+        for rows_at in obs.seen.values()
+        for t, rows in rows_at.items()
+        if t < hop and any(r[1] == TE and not _changed(r) & NAT_FIELDS for r in rows)
+    ]
+    before = max(ours, default=None)
+    flows = [label for label in obs.flows if label in first]
+    addresses = sorted(set().union(*(obs.translated[label] for label in flows)))
+    shows = " and ".join(
+        x
+        for x in (
+            f"source address {', '.join(addresses)}" if "src" in fields else "",
+            "another source port" if "port" in fields else "",
+        )
+        if x
+    )
+    return Finding(
+        kind=FindingKind.NAT,
+        severity=Severity.INFO,
+        target=obs.target,
+        flow=None,
+        first_hop=before,
+        last_hop=hop,
+        responder=None,
+        confidence=1.0,
+        evidence=tuple(e for label in flows for e in evidence(obs, label, first[label])),
+        note=(
+            f"from hop {hop} on, the probes quoted in ICMP errors show {shows} "
+            f"({', '.join(flows)}): the NAT does not restore them; they were matched to "
+            "the probes by their identity fields"
+        ),
     )
 
 

@@ -86,6 +86,8 @@ class Observed:
     back: dict[str, dict[int, list[tuple[str, str, int]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
+    #: The source addresses a NAT left in the quotes of each flow's ICMP errors.
+    translated: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def at(self, flow: str, ttl: int) -> list[Row]:
         return self.seen[flow].get(ttl, [])
@@ -134,6 +136,8 @@ def observe(table: pd.DataFrame) -> list[Observed]:
         obs.seen[label][int(row["ttl"])].append(
             (int(row["round"]), str(row["kind"]), responder, str(row["quote_changed"] or ""), code)
         )
+        if not _missing(row.get("quote_src")):
+            obs.translated[label].add(str(row["quote_src"]))
         if row.get("proof"):
             obs.proofs[label][int(row["ttl"])].append(responder is not None)
         if responder is not None and not _missing(row.get("reply_ttl")):

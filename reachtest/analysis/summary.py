@@ -68,6 +68,12 @@ def sentence(f: Finding) -> str:
             )
         case FindingKind.QUOTE_REWRITTEN:
             text = f"{flow}: headers are rewritten before hop {f.last_hop} (NAT or a middlebox)"
+        case FindingKind.NAT:
+            text = (
+                f"a NAT between hop {f.first_hop} and hop {f.last_hop} rewrites our source"
+                if f.first_hop is not None
+                else f"a NAT at or before hop {f.last_hop} rewrites our source"
+            )
         case FindingKind.ECMP:
             text = f"hop {f.first_hop} is load-balanced (ECMP)"
         case FindingKind.SILENT_HOP:

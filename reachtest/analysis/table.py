@@ -26,6 +26,8 @@ COLUMNS = (
     "icmp_type",
     "icmp_code",
     "quote_changed",
+    "quote_src",
+    "quote_port",
     "exact",
     "answered",
     "proof",
@@ -37,7 +39,8 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
     """The counted outcomes (duplicates and late replies left out) as a DataFrame.
 
     ``flow`` is the flow's label (``tcp/443``), ``rtt_ms`` is NaN for a timeout,
-    ``quote_changed`` the changed quoted fields joined by commas ('' when none), ``mpls``
+    ``quote_changed`` the changed quoted fields joined by commas ('' when none),
+    ``quote_src``/``quote_port`` the source a NAT left in the quote (None when ours), ``mpls``
     the RFC 4950 label stack of a time-exceeded as (label, tc, bottom, ttl) tuples.
     """
     import pandas as pd
@@ -59,6 +62,8 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
             o.icmp_type,
             o.icmp_code,
             ",".join(o.quote_changed),
+            o.quote_src,
+            o.quote_port,
             o.exact,
             o.responder is not None,
             o.proof,
@@ -68,7 +73,7 @@ def outcome_table(outcomes: Iterable[Outcome]) -> pd.DataFrame:
         if o.extra is None
     ]
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
-    for column in ("port", "reply_ttl", "icmp_type", "icmp_code"):
+    for column in ("port", "reply_ttl", "icmp_type", "icmp_code", "quote_port"):
         frame[column] = frame[column].astype("Int64")
     for column in ("ttl", "round", "probe_id", "sent_ns"):
         frame[column] = frame[column].astype("int64")

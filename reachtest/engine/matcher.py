@@ -4,10 +4,16 @@ A reply is attributed only when its flow (protocol, target, ports or ICMP identi
 is one of ours, the probe it names was sent, and every identity field it shows agrees
 (IPv4 ID, sequence halves, payload words, checksum). Anything else is a stray with a
 reason, never a guess (mtr #375 is the bug this avoids).
+
+Behind a NAT that does not restore the headers quoted in ICMP errors, the quote shows
+the translated source address and port: such an error is matched by the service it
+names (protocol, target, its port) and the identity fields, which a NAT leaves alone
+(a UDP checksum is translated back first), and its ``changed`` says ``src``/``port``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from reachtest.model import FlowSpec, StrayReason
@@ -19,6 +25,8 @@ OUTSTANDING, ANSWERED, TIMED_OUT = 0, 1, 2
 UNSET_TTL = 1 << 30  # no final answer seen yet
 
 FlowKey = tuple[int, bytes, int, int]
+#: A flow without our end of it (protocol, target, its port): what a NAT leaves in a quote.
+ServiceKey = tuple[int, bytes, int]
 
 
 class SentProbe:
@@ -111,6 +119,11 @@ def flow_key(template: ProbeTemplate) -> FlowKey:
     return (proto, template.dst, template.sport, template.dport)
 
 
+def service_key(key: FlowKey) -> ServiceKey:
+    """The part of a flow key a source NAT does not change."""
+    return (key[0], key[1], key[3])
+
+
 class Match(NamedTuple):
     """The matcher's answer: a probe (with facts about the quote), or a stray reason."""
 
@@ -124,11 +137,23 @@ def _stray(reason: StrayReason) -> Match:
     return Match(None, reason)
 
 
-def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Match:
-    """The probe ``parsed`` answers, looked up in ``flows``; never modifies anything."""
+def match(
+    parsed: Parsed,
+    recv_ns: int,
+    flows: dict[FlowKey, FlowEntry],
+    services: Mapping[ServiceKey, Sequence[FlowEntry]] | None = None,
+) -> Match:
+    """The probe ``parsed`` answers, looked up in ``flows`` (and for an ICMP error whose
+    quote names no flow of ours, through a NAT in ``services``); never modifies anything."""
     entry = flows.get((parsed.proto, parsed.remote, parsed.lport, parsed.rport))
-    if entry is None:
-        return _stray(StrayReason.UNKNOWN_FLOW if parsed.is_error else StrayReason.UNRELATED)
+    if entry is not None:
+        return _attribute(parsed, entry, recv_ns)
+    if parsed.is_error and parsed.quote is not None and services:
+        return _translated(parsed, recv_ns, services)
+    return _stray(StrayReason.UNKNOWN_FLOW if parsed.is_error else StrayReason.UNRELATED)
+
+
+def _attribute(parsed: Parsed, entry: FlowEntry, recv_ns: int) -> Match:
     template = entry.template
     codec = template.codec
     if parsed.ident_a >= 0:
@@ -155,12 +180,63 @@ def match(parsed: Parsed, recv_ns: int, flows: dict[FlowKey, FlowEntry]) -> Matc
         differs = []
         if quote.src != template.src:
             differs.append("src")
+        if parsed.lport != template.sport:
+            differs.append("port")
         if quote.tos != 0:
             differs.append("tos")
         if quote.length != template.length:
             differs.append("length")
         changed = tuple(differs)
     return Match(probe, None, changed)
+
+
+def _translated(
+    parsed: Parsed, recv_ns: int, services: Mapping[ServiceKey, Sequence[FlowEntry]]
+) -> Match:
+    """An ICMP error quoting our probe as a NAT rewrote it (source address, port or echo
+    identifier) and did not restore: the flow to that service whose probe every identity
+    field names, exactly as in ``_attribute``. Only a quote that shows the identity in
+    both its words counts; anything else stays an unknown flow."""
+    if parsed.ident_a < 0:
+        return _stray(StrayReason.UNKNOWN_FLOW)
+    both_words = parsed.ident_b >= 0 or parsed.ip_id >= 0
+    for entry in services.get((parsed.proto, parsed.remote, parsed.rport), ()):
+        if not (both_words or entry.template.b_from_payload(parsed.payload) >= 0):
+            continue
+        tries = [parsed]
+        if parsed.proto == PROTO_UDP:  # the UDP checksum (word a) covers address and port
+            undone = _untranslate_checksum(parsed, entry.template)
+            if undone != parsed.ident_a:
+                tries.insert(0, parsed._replace(ident_a=undone))
+        for candidate in tries:
+            found = _attribute(candidate, entry, recv_ns)
+            if found.probe is not None and found.exact:
+                return found
+    return _stray(StrayReason.UNKNOWN_FLOW)
+
+
+def _words(data: bytes) -> int:
+    return sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+
+
+def _untranslate_checksum(parsed: Parsed, template: ProbeTemplate) -> int:
+    """The UDP checksum the quoted datagram had before a NAT changed its source address
+    and port with an incremental update (RFC 1624: HC' = ~(~HC + ~m + m'))."""
+    assert parsed.quote is not None
+    ours = _words(template.src) + template.sport
+    theirs = _words(parsed.quote.src) + parsed.lport
+    total = (~parsed.ident_a & 0xFFFF) + _ones_neg(theirs) + _fold(ours)
+    return ~_fold(total) & 0xFFFF
+
+
+def _fold(value: int) -> int:
+    while value > 0xFFFF:
+        value = (value & 0xFFFF) + (value >> 16)
+    return value
+
+
+def _ones_neg(value: int) -> int:
+    return ~_fold(value) & 0xFFFF
 
 
 #: TCP flags of a SYN-ACK.

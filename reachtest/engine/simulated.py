@@ -7,6 +7,7 @@ answers) is enough for unit tests to drive the real parser, matcher and tracer.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
@@ -35,6 +36,14 @@ class SimHop:
     #: tokens a second up to ``burst``, one spent per error (None: unlimited).
     rate_per_s: float | None = None
     burst: int = 6
+    #: A stateless source NAT: the packets it forwards leave from this address with their
+    #: source port (echo identifier) xor ``NAT_PORT_XOR``; answers come back translated
+    #: back, but the quotes of ICMP errors from later hops (and the target) stay as sent.
+    nat_to: str | None = None
+
+
+#: The simulated NAT's port translation (its own inverse).
+NAT_PORT_XOR = 0x4000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +117,7 @@ class SimulatedNetwork:
         if path is None:
             return now
         label = flow_label(fields)
+        quoted, client = packet, _address(fields.src)  # what later ICMP errors quote
         for index, hop in enumerate(path.hops, start=1):
             if fields.ttl == index:
                 if hop.silent:
@@ -118,11 +128,12 @@ class SimulatedNetwork:
                     return now
                 v6 = fields.family == 6
                 reply = replies.icmp_error(  # sent with TTL 64, one router less per hop back
-                    packet,
+                    quoted,
                     responder=hop.address,
                     icmp_type=3 if v6 else 11,
                     mpls=hop.mpls,
                     ttl=65 - index,
+                    to=client,
                 )
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
@@ -131,10 +142,11 @@ class SimulatedNetwork:
             if label in hop.prohibit:
                 v6 = fields.family == 6
                 reply = replies.icmp_error(
-                    packet,
+                    quoted,
                     responder=hop.address,
                     icmp_type=1 if v6 else 3,
                     icmp_code=1 if v6 else 13,
+                    to=client,
                 )
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
@@ -142,7 +154,9 @@ class SimulatedNetwork:
                 reply = replies.tcp_reply(packet, syn_ack=False, ttl=65 - index)
                 self._deliver(now + int(hop.rtt_ms * _MS), reply)
                 return now
-        answer = self._target_answer(path, label, fields, packet)
+            if hop.nat_to is not None:
+                quoted = replies.translated(quoted, src=hop.nat_to, port_xor=NAT_PORT_XOR)
+        answer = self._target_answer(path, label, fields, packet, quoted)
         if answer is not None:
             at = now + int((path.rtt_ms + path.delay_ms) * _MS)
             for copy in range(1 + path.duplicates):
@@ -163,7 +177,12 @@ class SimulatedNetwork:
         return True
 
     def _target_answer(
-        self, path: SimPath, label: str, fields: ProbeFields, packet: bytes | bytearray
+        self,
+        path: SimPath,
+        label: str,
+        fields: ProbeFields,
+        packet: bytes | bytearray,
+        quoted: bytes | bytearray,
     ) -> bytes | None:
         ttl = 64 - len(path.hops)
         if label in path.open:
@@ -178,11 +197,12 @@ class SimulatedNetwork:
                 return replies.tcp_reply(packet, syn_ack=False, ttl=ttl)
             v6 = fields.family == 6
             return replies.icmp_error(
-                packet,
+                quoted,
                 responder=path.target,
                 icmp_type=1 if v6 else 3,
                 icmp_code=4 if v6 else 3,
                 ttl=ttl,
+                to=_address(fields.src),
             )
         return None
 
@@ -201,3 +221,7 @@ class SimulatedNetwork:
 
     def close(self) -> None:
         self._queue.clear()
+
+
+def _address(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))

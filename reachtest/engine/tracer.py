@@ -47,8 +47,10 @@ from reachtest.engine.matcher import (
     FlowEntry,
     FlowKey,
     SentProbe,
+    ServiceKey,
     flow_key,
     match,
+    service_key,
 )
 from reachtest.engine.transport import Transport
 from reachtest.model import (
@@ -213,6 +215,7 @@ class Tracer:
         self._stop = False
         self._runnable: deque[_Sweep] = deque()
         self._entries: dict[FlowKey, FlowEntry] = {}
+        self._services: dict[ServiceKey, list[FlowEntry]] = {}
         self._targets: list[_Target] = []
         self._budgets: dict[str, Budget] = {}
         self._heap: list[tuple[int, int, _Sweep]] = []
@@ -230,6 +233,7 @@ class Tracer:
                 entry = self._make_entry(target, flow)
                 target.entries.append(entry)
                 self._entries[entry.key] = entry
+                self._services.setdefault(service_key(entry.key), []).append(entry)
         self.targets = tuple(t.address for t in self._targets)
 
     def _make_entry(self, target: _Target, flow: FlowSpec) -> FlowEntry:
@@ -507,7 +511,7 @@ class Tracer:
             return
         if parsed is None:
             return
-        found = match(parsed, recv_ns, self._entries)
+        found = match(parsed, recv_ns, self._entries, self._services)
         probe = found.probe
         if probe is None:
             assert found.reason is not None
@@ -635,6 +639,8 @@ def _reply(
         tcp_flags=None if parsed.tcp_flags < 0 else parsed.tcp_flags,
         quote_ttl=None if quote is None else quote.ttl,
         quote_changed=changed,
+        quote_src=_address(quote.src) if quote is not None and "src" in changed else None,
+        quote_port=parsed.lport if "port" in changed else None,
         mpls=parsed.mpls,
         exact=exact,
         proof=probe.proof,

@@ -10,6 +10,8 @@ from reachtest.lab.scenarios import (
     Delay,
     Filter,
     LinkLoss,
+    Nat,
+    NatKind,
     RateLimit,
     Rule,
     Scenario,
@@ -140,10 +142,54 @@ def _verdict(rule: Filter) -> str:
     return f"reject with icmpx type {rule.action}"
 
 
+#: The chains of a node's table and their hooks: filters first; NAT at the edges.
+CHAINS = {
+    "forward": "type filter hook forward priority 0",
+    "input": "type filter hook input priority 0",
+    "output": "type filter hook output priority 0",
+    "nat_masquerade": "type nat hook postrouting priority srcnat",
+    "nat_in": "type filter hook prerouting priority raw",
+    "nat_out": "type filter hook postrouting priority srcnat",
+}
+#: The stateless NAT turns the source port (echo identifier) by this xor: its own inverse.
+NAT_PORT_XOR = 0x4000
+
+
+def _nat_rules(topology: Topology, rule: Nat) -> dict[str, list[str]]:
+    """nft rules for a NAT at ``rule.node`` on its link to ``rule.towards``."""
+    device = f"to-{rule.towards}"
+    outside = next((i for i in topology.interfaces(rule.node) if i.name == device), None)
+    if outside is None:
+        raise UsageError(f"{rule.node} has no link to {rule.towards}")
+    if rule.kind is NatKind.MASQUERADE:
+        return {"nat_masquerade": [f'oifname "{device}" masquerade random']}
+    out: list[str] = []
+    back: list[str] = []
+    k = NAT_PORT_XOR
+    for v6 in (False, True):
+        ip, icmp = ("ip6", "icmpv6") if v6 else ("ip", "icmp")
+        client = topology.client_address(v6=v6)
+        ours = outside.ipv6.ip if v6 else outside.ipv4.ip
+        leaving = f'oifname "{device}" {ip} saddr {client}'
+        arriving = f'iifname "{device}" {ip} daddr {ours}'
+        if v6:  # neighbour discovery to the router's own address stays its own
+            back.append(
+                f"{arriving} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept"
+            )
+        for proto in ("tcp", "udp"):
+            out.append(f"{leaving} {proto} sport set {proto} sport ^ {k}")
+            back.append(f"{arriving} {proto} dport set {proto} dport ^ {k}")
+        out.append(f"{leaving} {icmp} type echo-request {icmp} id set {icmp} id ^ {k}")
+        back.append(f"{arriving} {icmp} type echo-reply {icmp} id set {icmp} id ^ {k}")
+        out.append(f"{leaving} {ip} saddr set {ours}")
+        back.append(f"{arriving} {ip} daddr set {client}")
+    return {"nat_out": out, "nat_in": back}
+
+
 def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str | None:
     """The nft ruleset for ``node``: one ``inet reachtest`` table, stateless rules."""
     role = topology.node(node).role
-    chains: dict[str, list[str]] = {"forward": [], "input": [], "output": []}
+    chains: dict[str, list[str]] = {name: [] for name in CHAINS}
     for rule in rules:
         if rule.node != node:
             continue
@@ -164,13 +210,16 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
             chains["forward"].append(
                 f'oifname "{device}" {match}numgen random mod 100 < {rule.loss_pct} drop'
             )
+        elif isinstance(rule, Nat):
+            for chain, body in _nat_rules(topology, rule).items():
+                chains[chain] += body
     if not any(chains.values()):
         return None
     lines = ["table inet reachtest {"]
     for chain, body in chains.items():
         if body:
             lines.append(f"  chain {chain} {{")
-            lines.append(f"    type filter hook {chain} priority 0; policy accept;")
+            lines.append(f"    {CHAINS[chain]}; policy accept;")
             lines += [f"    {rule}" for rule in body]
             lines.append("  }")
     lines.append("}")

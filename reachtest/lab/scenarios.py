@@ -98,7 +98,37 @@ class Delay:
         return f"the link into {self.node} delays {self.ms:g}{jitter} ms each way"
 
 
-Rule = Filter | Silent | RateLimit | LinkLoss | Delay
+class NatKind(StrEnum):
+    """How a NAT rule translates (the value is the CLI spelling)."""
+
+    #: nftables ``masquerade random``: conntrack, which also restores the headers quoted
+    #: in ICMP errors (no packet the client receives shows the NAT).
+    MASQUERADE = "masquerade"
+    #: Stateless rewriting of the client's source address and port (echo identifier) on
+    #: the way out and of the destination on the way in; ICMP payloads untouched.
+    STATELESS = "stateless"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nat:
+    """The node translates the client's packets it forwards to ``towards`` (v4 and v6) to
+    its own address on that link."""
+
+    node: str
+    towards: str
+    kind: NatKind
+
+    def describe(self) -> str:
+        how = (
+            "masquerades (conntrack, random ports)"
+            if self.kind is NatKind.MASQUERADE
+            else "rewrites source address and port statelessly (quotes of ICMP errors left as"
+            " they are)"
+        )
+        return f"{self.node} {how} towards {self.towards}"
+
+
+Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +173,10 @@ class GroundTruth:
     #: One flow loses ``loss_pct`` % from this hop on (a policer); the others do not.
     policed: FlowSpec | None = None
     policed_from_hop: int | None = None
+    #: A NAT at this router hop translates the client's packets going on; ``nat_seen``: it
+    #: leaves quotes translated, so a NAT finding (hop ``nat_hop`` to ``nat_hop + 1``) is due.
+    nat_hop: int | None = None
+    nat_seen: bool = False
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -445,6 +479,26 @@ def _policer(hops: int, s: Services) -> Scenario:
     )
 
 
+def _nat(kind: NatKind) -> Builder:
+    def build(hops: int, s: Services) -> Scenario:
+        if hops < 3:
+            raise UsageError(f"scenario 'nat-{kind}' needs at least 3 hops")
+        dropped = _tcp_drop(hops, s)
+        m = middle(hops)
+        nat = Nat(node=f"r{m - 1}", towards=f"r{m}", kind=kind)
+        seen = kind is NatKind.STATELESS
+        return Scenario(
+            name=f"nat-{kind}",
+            description=f"{nat.describe()}; r{m} silently drops tcp/443"
+            + ("" if seen else " (the NAT restores quotes: invisible to the client)"),
+            hops=hops,
+            rules=(nat, *dropped.rules),
+            truth=replace(dropped.truth, nat_hop=m - 1, nat_seen=seen),
+        )
+
+    return build
+
+
 def _ecmp(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -516,6 +570,8 @@ SCENARIOS: dict[str, Builder] = {
     "silent-hop": _silent,
     "lossy-link": _lossy,
     "policer": _policer,
+    "nat-masquerade": _nat(NatKind.MASQUERADE),
+    "nat-stateless": _nat(NatKind.STATELESS),
     "ecmp": _ecmp,
     "combo": _combo,
 }
@@ -534,7 +590,7 @@ def scenario(name: str, hops: int, services: Services | None = None) -> Scenario
 RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
-    "NODE:delay:MS[:JITTER_MS] (the link into NODE)"
+    "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless"
 )
 
 
@@ -578,6 +634,11 @@ def parse_rule(text: str, hops: int) -> Rule:
                 f"bad --rule {text!r}: delay is 0 < MS <= {MAX_DELAY_MS} ms, jitter below it"
             )
         return Delay(node=node, ms=ms, jitter_ms=jitter)
+    if what == "nat" and len(args) == 1 and args[0] in {k.value for k in NatKind}:
+        hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
+        if hop is None or not 1 <= hop < hops:
+            raise UsageError(f"bad --rule {text!r}: a NAT goes on a router r1 .. r{hops - 1}")
+        return Nat(node=node, towards=f"r{hop + 1}", kind=NatKind(args[0]))
     if what == "loss" and len(args) in (1, 2) and args[0].isdigit() and 0 < int(args[0]) <= 100:
         hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
         if hop is None or not 1 <= hop <= hops:

@@ -69,10 +69,13 @@ def icmp_error(
     icmp_code: int = 0,
     ttl: int = 64,
     mpls: tuple[MplsLabel, ...] = (),
+    to: str | None = None,
 ) -> bytes:
-    """An ICMP or ICMPv6 error from ``responder`` quoting ``probe`` as Linux does."""
+    """An ICMP or ICMPv6 error from ``responder`` quoting ``probe`` as Linux does, sent to
+    the probe's source (or ``to``: where a NAT in between delivers it)."""
     fields = parse_probe(probe)
     src = packed(responder)
+    dst = packed(to) if to else fields.src
     quote = bytes(probe)
     if fields.family == 4:
         quote = quote[:IPV4_QUOTE_LIMIT]
@@ -92,8 +95,34 @@ def icmp_error(
     else:
         header = struct.pack("!BBHBxxx", icmp_type, icmp_code, 0, length_field)
     l4 = bytearray(header + quote + extension)
-    body = _with_checksum(l4, 2, src, fields.src, proto)
-    return ip_packet(src, fields.src, proto, body, ttl)
+    body = _with_checksum(l4, 2, src, dst, proto)
+    return ip_packet(src, dst, proto, body, ttl)
+
+
+#: Where the checksum of each probe protocol's header is.
+_CHECKSUM_AT = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2, PROTO_ICMPV6: 2}
+
+
+def translated(probe: bytes | bytearray, *, src: str, port_xor: int) -> bytes:
+    """``probe`` as a stateless source NAT forwards it: from ``src``, its source port (or
+    echo identifier) xor ``port_xor``, checksums made right for the new header."""
+    fields = parse_probe(probe)
+    hl = fields.header_length
+    new_src = packed(src)
+    buf = bytearray(probe)
+    if fields.family == 4:
+        buf[12:16] = new_src
+        struct.pack_into("!H", buf, 10, 0)
+        struct.pack_into("!H", buf, 10, checksum(bytes(buf[:hl])))
+    else:
+        buf[8:24] = new_src
+    proto = fields.proto
+    if proto == PROTO_ICMP and fields.family == 6:
+        proto = PROTO_ICMPV6  # its checksum covers the addresses
+    at = hl + (4 if proto in (PROTO_ICMP, PROTO_ICMPV6) else 0)
+    struct.pack_into("!H", buf, at, struct.unpack_from("!H", buf, at)[0] ^ port_xor)
+    l4 = _with_checksum(bytearray(buf[hl:]), _CHECKSUM_AT[proto], new_src, fields.dst, proto)
+    return bytes(buf[:hl]) + l4
 
 
 def echo_reply(probe: bytes | bytearray, *, ttl: int = 64) -> bytes:

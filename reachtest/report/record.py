@@ -131,6 +131,18 @@ def _host(h: HostVerdict) -> Record:
     }
 
 
+def _translated(address: Any, port: Any) -> Record:
+    """The source a NAT left in a quote, as the record spells it (empty when ours)."""
+    import pandas as pd
+
+    out: Record = {}
+    if address is not None and not pd.isna(address):
+        out["address"] = str(address)
+    if port is not None and not pd.isna(port):
+        out["port"] = int(port)
+    return out
+
+
 def _hops(
     hops: pd.DataFrame, table: pd.DataFrame, limited: Mapping[tuple[str, str, int], int]
 ) -> dict[tuple[str, str], list[Record]]:
@@ -146,10 +158,10 @@ def _hops(
         ordered["target"], ordered["flow"], ordered["ttl"], ordered["round"],
         ordered["kind"], ordered["responder"], ordered["rtt_ms"],
         ordered["icmp_type"], ordered["icmp_code"], ordered["proof"], ordered["reply_ttl"],
-        ordered["mpls"], strict=True,
+        ordered["mpls"], ordered["quote_src"], ordered["quote_port"], strict=True,
     )  # fmt: skip
     for (target, flow, ttl, round_, kind, responder, rtt, itype, icode, proof, reply_ttl,
-         mpls) in columns:  # fmt: skip
+         mpls, quote_src, quote_port) in columns:  # fmt: skip
         key = (str(target), str(flow), int(ttl))
         sample: Record = {
             "round": int(round_),
@@ -161,6 +173,9 @@ def _hops(
             sample["proof"] = True
         if not pd.isna(reply_ttl):
             sample["reply_ttl"] = int(reply_ttl)
+        translated = _translated(quote_src, quote_port)
+        if translated:
+            sample["translated"] = translated
         if mpls:
             sample["mpls"] = [_label(m) for m in mpls]
             seen = stacks.setdefault(key, {})

@@ -2,7 +2,9 @@
 
 Call them inside ``reachtest.lab.netns.entered(client_netns)``: every socket is made
 there. ICMP errors are caught on a raw ICMP socket and matched to the probe by the
-quoted header (destination and ports, or echo identifier).
+quoted header (destination and ports, or echo identifier); a port or identifier as the
+lab's stateless NAT translates it (``NAT_PORT_XOR``) counts too: that NAT leaves quotes as
+it forwarded them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
+
+from reachtest.lab.plan import NAT_PORT_XOR
 
 ICMP4_KINDS = {
     (11, 0): "time-exceeded",
@@ -112,7 +116,7 @@ def _match_error(
         if qproto != want or qdst != dst or len(header) < 4:
             continue
         qsport, qdport = struct.unpack("!HH", header[:4])
-        if qsport == sport and qdport == dport:
+        if qsport in (sport, sport ^ NAT_PORT_XOR) and qdport == dport:
             return Answer(_kind(icmp_type, code, v6), sender)
 
 
@@ -210,7 +214,8 @@ def _echo_answer(
     if qproto != (58 if v6 else 1) or qdst != dst or len(header) < 8:
         return None
     qid, qseq = struct.unpack("!HH", header[4:8])
-    return (qseq, Answer(_kind(icmp_type, code, v6), sender)) if qid == ident else None
+    ours = qid in (ident, ident ^ NAT_PORT_XOR)
+    return (qseq, Answer(_kind(icmp_type, code, v6), sender)) if ours else None
 
 
 def echo_burst(

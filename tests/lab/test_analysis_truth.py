@@ -5,7 +5,8 @@ reason, the hop that gave it, reached or not) and the last hop that answered equ
 truth; the findings are exactly the ones the truth implies, at the right hops: the
 silent drop after its router, the rejecting router, the forging router, ping blocked
 at the target, the silent hop, the rate-limited hops as rate limiting (one finding per
-router), the lossy link as forwarding loss from its hop, the ECMP hop. And no cell of a
+router), the lossy link as forwarding loss from its hop, the ECMP hop, the NAT that
+leaves quotes translated (and none for the one that restores them). And no cell of a
 flow that gets past a hop shows more than 20% non-answers that no finding explains.
 """
 
@@ -43,6 +44,8 @@ def expected_findings(truth: GroundTruth) -> Expected:
         want.add((FindingKind.SILENT_HOP, None, hop))
     if truth.ecmp_hop is not None:
         want.add((FindingKind.ECMP, None, truth.ecmp_hop))
+    if truth.nat_seen:  # between the NAT's hop (quotes as sent) and the next (translated)
+        want.add((FindingKind.NAT, None, truth.nat_hop))
     return want
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from reachtest.analysis.analyse import TargetAnalysis, analyse
 from reachtest.analysis.stats import hop_stats
-from reachtest.analysis.summary import render_text
+from reachtest.analysis.summary import render_text, sentence
 from reachtest.analysis.table import outcome_table
 from reachtest.model import (
     ICMP_FLOW,
@@ -54,6 +54,9 @@ def clean(flow: FlowSpec, ttl: int, rnd: int) -> Answer:
     return (FINAL[str(flow.protocol)], TARGET)
 
 
+NAT_OUTSIDE = "198.18.9.9"
+
+
 def run(
     rule: Rule | None = None,
     flows: tuple[FlowSpec, ...] = (ICMP_FLOW, tcp(443), tcp(80)),
@@ -82,6 +85,8 @@ def run(
             target=TARGET, flow=flow, ttl=ttl, round=rnd, probe_id=ttl, sent_ns=sent,
             kind=kind, responder=responder, recv_ns=sent + 100_000 * ttl + rnd,
             quote_changed=quoted, proof=proof,
+            quote_src=NAT_OUTSIDE if "src" in quoted else None,
+            quote_port=40000 if "port" in quoted else None,
         )  # fmt: skip
 
     out = [
@@ -417,8 +422,18 @@ def test_several_routers_within_one_flow_are_named() -> None:
 
 
 def test_rewritten_quotes_are_reported_before_the_hop() -> None:
-    t = only(run(changed=("src",)))
+    t = only(run(changed=("tos",)))
     assert {(f.kind, f.last_hop) for f in t.findings} == {(FindingKind.QUOTE_REWRITTEN, 3)}
+    assert len(t.findings) == 3  # one per flow: DSCP may be rewritten for some flows only
+
+
+def test_a_nat_that_leaves_quotes_translated_is_one_finding_between_two_hops() -> None:
+    t = only(run(changed=("src", "port")))
+    [nat] = t.findings
+    assert (nat.kind, nat.flow, nat.first_hop, nat.last_hop) == (FindingKind.NAT, None, 2, 3)
+    assert f"source address {NAT_OUTSIDE} and another source port" in nat.note
+    assert "icmp, tcp/80, tcp/443" in nat.note
+    assert sentence(nat).startswith("a NAT between hop 2 and hop 3 rewrites our source")
 
 
 # -- the table, statistics and invariants --------------------------------------------------------

@@ -14,6 +14,7 @@ from reachtest.engine.matcher import (
     SentProbe,
     flow_key,
     match,
+    service_key,
 )
 from reachtest.model import FlowSpec, Protocol, StrayReason, tcp, udp
 from reachtest.packet import replies
@@ -198,3 +199,90 @@ def test_matching_changes_nothing() -> None:
     assert match(reply, 5000, flows) == match(reply, 5000, flows)
     assert {k: (p.state, p.sent_ns) for k, p in entry.by_k.items()} == before
     assert all(p.state == OUTSTANDING for p in entry.by_k.values())
+
+
+OUTSIDE = {4: "198.18.3.1", 6: "2001:db8:0:3::1"}
+
+
+def translated(probe: bytes, family: int, *, port_xor: int = 0x4000, fix_l4: bool = True) -> bytes:
+    """``probe`` as a source NAT sends it on: another source address and port (or echo
+    identifier), checksums recomputed by scapy (the oracle for the incremental update a
+    NAT makes); with ``fix_l4`` false the transport checksum is left as it was."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+
+    pkt = IP(probe) if family == 4 else IPv6(probe)
+    pkt.src = OUTSIDE[family]
+    layer = next(pkt[t] for t in (TCP, UDP, ICMP, ICMPv6EchoRequest) if pkt.haslayer(t))
+    if isinstance(layer, TCP | UDP):
+        layer.sport ^= port_xor
+    else:
+        layer.id ^= port_xor
+    if family == 4:
+        del pkt.chksum
+    if fix_l4:
+        delattr(layer, "cksum" if isinstance(layer, ICMPv6EchoRequest) else "chksum")
+    return bytes(pkt)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("flow", FLOWS, ids=str)
+def test_a_quote_a_nat_did_not_restore_names_its_probe(family: int, flow: FlowSpec) -> None:
+    flows, entry = setup(family, flow)
+    services = {service_key(entry.key): [entry]}
+    quote = translated(bytes(entry.template.build(3, 2)), family)
+    error = parsed(replies.icmp_error(quote, responder=HOP[family], icmp_type=TE[family]))
+    assert match(error, 5000, flows).reason is StrayReason.UNKNOWN_FLOW  # without the index
+    found = match(error, 5000, flows, services)
+    assert found.probe is entry.by_k[2] and found.exact
+    assert found.changed == ("src", "port")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_nat_that_leaves_the_udp_checksum_as_it_was_is_matched_too(family: int) -> None:
+    flows, entry = setup(family, udp(53))
+    quote = translated(bytes(entry.template.build(3, 2)), family, fix_l4=False)
+    error = parsed(replies.icmp_error(quote, responder=HOP[family], icmp_type=TE[family]))
+    found = match(error, 5000, flows, {service_key(entry.key): [entry]})
+    assert found.probe is entry.by_k[2] and found.changed == ("src", "port")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("flow", FLOWS, ids=str)
+def test_a_translated_quote_with_an_identity_field_off_stays_a_stray(
+    family: int, flow: FlowSpec
+) -> None:
+    flows, entry = setup(family, flow)
+    services = {service_key(entry.key): [entry]}
+    sent = bytes(entry.template.build(3, 2))
+    hl = 20 if family == 4 else 40
+    for offset in _identity_offsets(entry.template, family, hl):
+        probe = bytearray(sent)
+        probe[offset + 1] ^= 0x01
+        quote = translated(bytes(probe), family)
+        error = parsed(replies.icmp_error(quote, responder=HOP[family], icmp_type=TE[family]))
+        found = match(error, 5000, flows, services)
+        assert found.probe is None and found.reason is StrayReason.UNKNOWN_FLOW, offset
+
+
+def _identity_offsets(template: ProbeTemplate, family: int, hl: int) -> list[int]:
+    """Where the identity words of a built probe travel (before a NAT touches it)."""
+    offsets = [4] if family == 4 else []  # the IPv4 ID
+    proto = template.protocol
+    if proto is Protocol.TCP:
+        return [*offsets, hl + 4, hl + 6]  # both halves of the sequence number
+    if proto is Protocol.UDP:
+        return [*offsets, hl + 8 + template.b_offset]  # the payload word (a: the checksum)
+    return [*offsets, hl + 6, hl + 8 + template.b_offset]  # sequence, payload word
+
+
+def test_a_translated_quote_for_another_target_or_port_stays_a_stray() -> None:
+    flows, entry = setup(4, tcp(443))
+    services = {service_key(entry.key): [entry]}
+    probe = bytearray(entry.template.build(3, 2))
+    for offset, value in ((16, bytes([198, 18, 9, 9])), (22, b"\x01\xbc")):
+        moved = bytearray(probe)
+        moved[offset : offset + len(value)] = value
+        quote = translated(bytes(moved), 4)
+        error = parsed(replies.icmp_error(quote, responder=HOP[4], icmp_type=11))
+        assert match(error, 5000, flows, services).reason is StrayReason.UNKNOWN_FLOW

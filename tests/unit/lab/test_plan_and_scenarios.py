@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reachtest.errors import UsageError
-from reachtest.lab.plan import build_plan
+from reachtest.lab.plan import NAT_PORT_XOR, build_plan
 from reachtest.lab.scenarios import (
     CLOSED_PORT,
     SCENARIOS,
@@ -13,6 +13,8 @@ from reachtest.lab.scenarios import (
     Delay,
     Filter,
     LinkLoss,
+    Nat,
+    NatKind,
     RateLimit,
     Scenario,
     Services,
@@ -47,7 +49,7 @@ def test_a_delayed_link_runs_through_a_namespace_of_its_own() -> None:
 @pytest.mark.parametrize("name", list(SCENARIOS))
 @pytest.mark.parametrize("hops", [1, 3, 5, 20])
 def test_every_scenario_builds_with_a_consistent_truth(name: str, hops: int) -> None:
-    least = {"combo": 3, "wan": 4}.get(name, 1)
+    least = {"combo": 3, "wan": 4, "nat-masquerade": 3, "nat-stateless": 3}.get(name, 1)
     if hops < least:
         with pytest.raises(UsageError, match=f"at least {least} hops"):
             scenario(name, hops)
@@ -138,6 +140,30 @@ def test_nft_rules_per_action_and_node_role() -> None:
         parse_rule("r2:loss:15:icmp", 5)
 
 
+def test_nat_rules_translate_out_and_back_on_the_outside_link_only() -> None:
+    masq = build_plan("x", scenario("nat-masquerade", 5)).node("r2").nft or ""
+    assert "type nat hook postrouting" in masq and 'oifname "to-r3" masquerade random' in masq
+    plan = build_plan("x", scenario("nat-stateless", 5))
+    nft = plan.node("r2").nft or ""
+    lines = [line.strip() for line in nft.splitlines()]
+    k = NAT_PORT_XOR
+    out4 = [line for line in lines if line.startswith('oifname "to-r3" ip saddr 198.18.1.1 ')]
+    assert out4 == [
+        f'oifname "to-r3" ip saddr 198.18.1.1 tcp sport set tcp sport ^ {k}',
+        f'oifname "to-r3" ip saddr 198.18.1.1 udp sport set udp sport ^ {k}',
+        f'oifname "to-r3" ip saddr 198.18.1.1 icmp type echo-request icmp id set icmp id ^ {k}',
+        'oifname "to-r3" ip saddr 198.18.1.1 ip saddr set 198.18.3.1',  # the address last
+    ]
+    back6 = [line for line in lines if line.startswith('iifname "to-r3" ip6 daddr 2001:db8:0:3::1')]
+    assert back6[-1] == 'iifname "to-r3" ip6 daddr 2001:db8:0:3::1 ip6 daddr set 2001:db8:0:1::1'
+    nd = 'iifname "to-r3" ip6 daddr 2001:db8:0:3::1 icmpv6 type { nd-neighbor-solicit'
+    assert any(line.startswith(nd) for line in lines)  # the router's own neighbours stay
+    assert "hook prerouting priority raw" in nft and "icmp type time-exceeded" not in nft
+    truth = plan.scenario.truth
+    assert (truth.nat_hop, truth.nat_seen) == (2, True)
+    assert scenario("nat-masquerade", 5).truth.nat_seen is False
+
+
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
@@ -209,6 +235,8 @@ def test_unknown_scenario_lists_the_known_ones() -> None:
         ("r3:loss:10", LinkLoss(node="r3", towards="r4", loss_pct=10)),
         ("r2:delay:20", Delay(node="r2", ms=20)),
         ("server:delay:12.5:2", Delay(node="server", ms=12.5, jitter_ms=2)),
+        ("r2:nat:masquerade", Nat(node="r2", towards="r3", kind=NatKind.MASQUERADE)),
+        ("r4:nat:stateless", Nat(node="r4", towards="r5", kind=NatKind.STATELESS)),
     ],
 )
 def test_rule_specs_parse(spec: str, rule: object) -> None:
@@ -233,6 +261,10 @@ def test_rule_specs_parse(spec: str, rule: object) -> None:
         "r2:delay:fast",
         "r2:delay:20:20",
         "r2:delay:5000",
+        "r5:nat:stateless",
+        "server:nat:masquerade",
+        "r2:nat",
+        "r2:nat:full-cone",
     ],
 )
 def test_bad_rule_specs_are_usage_errors(spec: str) -> None:
