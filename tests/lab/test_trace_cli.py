@@ -144,6 +144,8 @@ def test_trace_concludes_each_scenarios_ground_truth(
     all_open = all(f.state is not None and str(f.state) == "open" for f in services)
     assert done.returncode == (0 if all_open else 1)
     assert record["names"] == {} and record["params"]["dns"] is False
+    if truth.nat_hop is not None:  # through either NAT, every ICMP error was attributed
+        assert "unknown-flow" not in record["totals"]["strays"], record["totals"]["strays"]
 
 
 def test_unknown_host_and_out_dir(make_lab: MakeLab, tmp_path: Path) -> None:
