@@ -295,6 +295,7 @@ class FindingKind(StrEnum):
     RATE_LIMITING = "icmp-rate-limiting"
     QUOTE_REWRITTEN = "quote-rewritten"
     NAT = "nat"
+    SEQUENCE_REWRITTEN = "sequence-rewritten"
     ECMP = "ecmp"
     SILENT_HOP = "silent-hop"
 

@@ -104,9 +104,10 @@ def _target(
             found.append(rules.rejected(obs, path))
         elif path.stop is StopReason.MIDDLEBOX:
             found.append(rules.forged(obs, path, reached))
-        rewrite = rules.rewritten(obs, label)
-        if rewrite is not None:
-            found.append(rewrite)
+        for rule in (rules.rewritten, rules.sequence_rewritten):
+            rewrite = rule(obs, label)
+            if rewrite is not None:
+                found.append(rewrite)
         lost, spikes = rules.loss(obs, path, reached, budget_ttls)
         own_loss += lost
         spiky.update(spikes)

@@ -214,9 +214,12 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
     )
 
 
+SYN_ACK = str(ReplyKind.TCP_SYN_ACK)
 #: Quoted fields a source NAT changes (the address, the port or echo identifier): the
-#: NAT finding covers them, one for every flow.
+#: NAT finding covers them, one for every flow. ``ack``: a SYN-ACK acknowledging no SYN
+#: of ours (see ``sequence_rewritten``).
 NAT_FIELDS = frozenset({"src", "port"})
+NOT_QUOTED = NAT_FIELDS | {"ack"}
 
 
 def _changed(row: Row) -> set[str]:
@@ -227,10 +230,10 @@ def rewritten(obs: Observed, label: str) -> Finding | None:
     """Quoted headers that differ from what was sent, other than a NAT's changes (see
     ``nat``): DSCP or length rewritten before that hop."""
     changed = sorted(
-        (t, ",".join(sorted(_changed(r) - NAT_FIELDS)))
+        (t, ",".join(sorted(_changed(r) - NOT_QUOTED)))
         for t, rows in obs.seen[label].items()
         for r in rows
-        if _changed(r) - NAT_FIELDS
+        if _changed(r) - NOT_QUOTED
     )
     if not changed:
         return None
@@ -246,6 +249,34 @@ def rewritten(obs: Observed, label: str) -> Finding | None:
         confidence=1.0,
         evidence=tuple(evidence(obs, label, ttl)),
         note=f"quoted fields changed on the way: {fields}",
+    )
+
+
+def sequence_rewritten(obs: Observed, label: str) -> Finding | None:
+    """SYN-ACKs from the target whose acknowledgment number names no SYN of ours: a box
+    on the path (a sequence randomiser) changed the sequence numbers and did not change
+    them back. The service answered all the same: open, matched to the oldest probe."""
+    off = sorted(
+        (t, r[0]) for t, rows in obs.seen[label].items() for r in rows if "ack" in _changed(r)
+    )
+    if not off:
+        return None
+    ttl = off[0][0]
+    answers = sum(1 for rows in obs.seen[label].values() for r in rows if r[1] == SYN_ACK)
+    return Finding(
+        kind=FindingKind.SEQUENCE_REWRITTEN,
+        severity=Severity.INFO,
+        target=obs.target,
+        flow=obs.flows[label],
+        first_hop=None,
+        last_hop=ttl,
+        responder=None,
+        confidence=1.0,
+        evidence=tuple(evidence(obs, label, ttl)),
+        note=(
+            f"{len(off)} of {answers} SYN-ACKs acknowledge no SYN we sent: counted as the "
+            "service's answers (open), each to the oldest unanswered probe"
+        ),
     )
 
 

@@ -74,6 +74,11 @@ def sentence(f: Finding) -> str:
                 if f.first_hop is not None
                 else f"a NAT at or before hop {f.last_hop} rewrites our source"
             )
+        case FindingKind.SEQUENCE_REWRITTEN:
+            text = (
+                f"{flow}: a box on the path rewrites TCP sequence numbers and does not "
+                "translate the SYN-ACK's back"
+            )
         case FindingKind.ECMP:
             text = f"hop {f.first_hop} is load-balanced (ECMP)"
         case FindingKind.SILENT_HOP:

@@ -271,13 +271,16 @@ def _udp_answer(entry: FlowEntry, b: int, recv_ns: int) -> Match:
 
 
 def _oldest_outstanding(entry: FlowEntry, recv_ns: int) -> SentProbe | None:
-    """For a UDP reply that names no probe: the oldest unanswered probe sent before it."""
-    best: SentProbe | None = None
-    for probe in entry.by_k.values():
-        if probe.state != OUTSTANDING or probe.sent_ns > recv_ns:
-            continue
-        if entry.terminal_ttl != UNSET_TTL and probe.ttl < entry.terminal_ttl:
-            continue  # it expired before the target: the target cannot have answered it
-        if best is None or probe.sent_ns < best.sent_ns:
-            best = probe
-    return best
+    """For an answer from the target that names no probe: an unanswered probe sent before
+    it, of the oldest round, and in that round the one with the highest TTL. A round's
+    probes leave microseconds apart and each that reaches the target gets one answer, so
+    filling from the highest TTL down gives every TTL at or beyond the target its answers,
+    whatever order the lower TTLs' time-exceeded are read in (from another socket)."""
+    floor = 0 if entry.terminal_ttl == UNSET_TTL else entry.terminal_ttl
+    candidates = [
+        p
+        for p in entry.by_k.values()
+        # below the floor it expired before the target: the target cannot have answered it
+        if p.state == OUTSTANDING and p.sent_ns <= recv_ns and p.ttl >= floor
+    ]
+    return min(candidates, key=lambda p: (p.round, -p.ttl, p.sent_ns), default=None)

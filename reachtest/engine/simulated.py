@@ -60,6 +60,8 @@ class SimPath:
     closed: frozenset[str] = frozenset()
     rtt_ms: float = 2.0
     duplicates: int = 0
+    #: A box that rewrote the SYN's sequence number: the SYN-ACK's ack is off by this xor.
+    ack_xor: int = 0
     delay_ms: float = 0.0
 
 
@@ -189,7 +191,7 @@ class SimulatedNetwork:
             if fields.proto == PROTO_ICMP:
                 return replies.echo_reply(packet, ttl=ttl)
             if fields.proto == PROTO_TCP:
-                return replies.tcp_reply(packet, syn_ack=True, ttl=ttl)
+                return replies.tcp_reply(packet, syn_ack=True, ttl=ttl, ack_xor=path.ack_xor)
             answer = replies.service_answer(fields.dport, fields.payload)
             return replies.udp_reply(packet, answer, ttl=ttl)
         if label in path.closed:

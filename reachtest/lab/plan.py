@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from reachtest.errors import UsageError
 from reachtest.lab.scenarios import (
+    AckRewrite,
     Action,
     Delay,
     Filter,
@@ -151,6 +152,8 @@ CHAINS = {
     "nat_in": "type filter hook prerouting priority raw",
     "nat_out": "type filter hook postrouting priority srcnat",
 }
+#: The ack-rewrite rule changes the acknowledgment number of SYN-ACKs by this xor.
+ACK_XOR = 0x10000
 #: The stateless NAT turns the source port (echo identifier) by this xor: its own inverse.
 NAT_PORT_XOR = 0x4000
 
@@ -210,6 +213,16 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
             chains["forward"].append(
                 f'oifname "{device}" {match}numgen random mod 100 < {rule.loss_pct} drop'
             )
+        elif isinstance(rule, AckRewrite):
+            # And the client kernel's RST to such a SYN-ACK (its sequence number is the
+            # rewritten ack) back, so that the server's half-open connection closes.
+            toward = topology.facing_client(node).name
+            chains["forward"] += [
+                f'oifname "{toward}" tcp flags & (syn | ack) == syn | ack '
+                f"tcp ackseq set tcp ackseq ^ {ACK_XOR}",
+                f'iifname "{toward}" tcp flags & rst == rst '
+                f"tcp sequence set tcp sequence ^ {ACK_XOR}",
+            ]
         elif isinstance(rule, Nat):
             for chain, body in _nat_rules(topology, rule).items():
                 chains[chain] += body

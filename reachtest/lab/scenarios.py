@@ -128,7 +128,19 @@ class Nat:
         return f"{self.node} {how} towards {self.towards}"
 
 
-Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckRewrite:
+    """The node changes the acknowledgment number of the SYN-ACKs it forwards towards the
+    client: a sequence randomiser that does not translate the answer back. (It turns the
+    client kernel's RST to them back, so that the server's half-open connections close.)"""
+
+    node: str
+
+    def describe(self) -> str:
+        return f"{self.node} rewrites the acknowledgment number of SYN-ACKs to the client"
+
+
+Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +189,8 @@ class GroundTruth:
     #: leaves quotes translated, so a NAT finding (hop ``nat_hop`` to ``nat_hop + 1``) is due.
     nat_hop: int | None = None
     nat_seen: bool = False
+    #: SYN-ACKs reach the client acknowledging no SYN it sent (open all the same).
+    ack_rewritten: bool = False
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -309,6 +323,18 @@ def _tcp_drop(hops: int, s: Services) -> Scenario:
         hops=hops,
         rules=(Filter(node=f"r{m}", action=Action.DROP, flow=flow),),
         truth=clean_truth(hops, s).with_flow(flow, **_silenced(ServiceState.FILTERED, m)),
+    )
+
+
+def _tcp_seq(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    return Scenario(
+        name="tcp-seq-rewrite",
+        description=f"r{m} rewrites the acknowledgment number of SYN-ACKs to the client: the"
+        " services answer, but not to any SYN the client sent",
+        hops=hops,
+        rules=(AckRewrite(node=f"r{m}"),),
+        truth=replace(clean_truth(hops, s), ack_rewritten=True),
     )
 
 
@@ -561,6 +587,7 @@ SCENARIOS: dict[str, Builder] = {
     "tcp-drop": _tcp_drop,
     "tcp-admin-prohibited": _tcp_admin,
     "tcp-rst-middlebox": _tcp_rst,
+    "tcp-seq-rewrite": _tcp_seq,
     "icmp-blocked": _icmp_blocked,
     "udp-drop": _udp_drop,
     "udp-quirks": _udp_quirks,
@@ -590,7 +617,8 @@ def scenario(name: str, hops: int, services: Services | None = None) -> Scenario
 RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
-    "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless"
+    "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
+    "NODE:ack-rewrite"
 )
 
 
@@ -618,6 +646,8 @@ def parse_rule(text: str, hops: int) -> Rule:
         except UsageError as exc:
             raise UsageError(f"bad --rule {text!r}: {exc}") from None
         return Filter(node=node, action=Action(what), flow=flow)
+    if what == "ack-rewrite" and not args:
+        return AckRewrite(node=node)
     if what == "silent" and not args:
         return Silent(node=node)
     if what == "ratelimit" and len(args) <= 1:

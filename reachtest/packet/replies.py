@@ -138,11 +138,17 @@ def echo_reply(probe: bytes | bytearray, *, ttl: int = 64) -> bytes:
 
 
 def tcp_reply(
-    probe: bytes | bytearray, *, syn_ack: bool, ttl: int = 64, responder: str | None = None
+    probe: bytes | bytearray,
+    *,
+    syn_ack: bool,
+    ttl: int = 64,
+    responder: str | None = None,
+    ack_xor: int = 0,
 ) -> bytes:
     """A SYN-ACK (open port) or RST-ACK (closed port) answering a SYN probe.
 
-    ``responder`` forges the source address (default: the probe's target).
+    ``responder`` forges the source address (default: the probe's target); ``ack_xor``
+    changes the ack number as a box that rewrote the SYN's sequence number leaves it.
     """
     fields = parse_probe(probe)
     src = packed(responder) if responder else fields.dst
@@ -155,7 +161,7 @@ def tcp_reply(
             fields.dport,
             fields.sport,
             seq,
-            (fields.seq + 1) & 0xFFFFFFFF,
+            ((fields.seq + 1) & 0xFFFFFFFF) ^ ack_xor,
             0x50,
             flags,
             window,

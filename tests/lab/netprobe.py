@@ -120,11 +120,30 @@ def _match_error(
             return Answer(_kind(icmp_type, code, v6), sender)
 
 
+def _syn_ack_seen(raw_tcp: socket.socket, v6: bool, dst: str, port: int, sport: int) -> bool:
+    """Is a SYN-ACK from ``dst``:``port`` to ``sport`` waiting on the raw TCP socket, whatever
+    its ack number (a box that rewrote sequence numbers leaves the kernel's connect hanging)?"""
+    while select.select([raw_tcp], [], [], 0)[0]:
+        packet, addr = raw_tcp.recvfrom(65535)
+        header = packet if v6 else packet[(packet[0] & 0x0F) * 4 :]
+        if len(header) < 14 or ipaddress.ip_address(addr[0]) != ipaddress.ip_address(dst):
+            continue
+        src_port, dst_port = struct.unpack("!HH", header[:4])
+        if (src_port, dst_port) == (port, sport) and header[13] & 0x12 == 0x12:
+            return True
+    return False
+
+
 def tcp_probe(dst: str, port: int, ttl: int = 64, timeout_s: float = 0.5) -> Answer:
-    """A TCP connect with the given TTL: syn-ack, reset, an ICMP error, or timeout."""
+    """A TCP connect with the given TTL: syn-ack (also one the kernel refuses for its ack
+    number), reset, an ICMP error, or timeout."""
     v6 = _v6(dst)
     family = socket.AF_INET6 if v6 else socket.AF_INET
-    with _raw_icmp(v6) as raw, socket.socket(family, socket.SOCK_STREAM) as sock:
+    with (
+        _raw_icmp(v6) as raw,
+        socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP) as raw_tcp,
+        socket.socket(family, socket.SOCK_STREAM) as sock,
+    ):
         _set_ttl(sock, v6, ttl)
         sock.setblocking(False)
         sock.bind(("::" if v6 else "0.0.0.0", 0))
@@ -135,7 +154,9 @@ def tcp_probe(dst: str, port: int, ttl: int = 64, timeout_s: float = 0.5) -> Ans
             return Answer(f"error-{errno.errorcode.get(code, code)}")
         while time.monotonic() < deadline:
             left = deadline - time.monotonic()
-            readable, writable, _ = select.select([raw], [sock], [], max(left, 0))
+            readable, writable, _ = select.select([raw, raw_tcp], [sock], [], max(left, 0))
+            if raw_tcp in readable and _syn_ack_seen(raw_tcp, v6, dst, port, sport):
+                return Answer("tcp-syn-ack", dst)
             if raw in readable:
                 found = _match_error(raw, v6, dst, "tcp", sport, port, time.monotonic() + 0.001)
                 if found:

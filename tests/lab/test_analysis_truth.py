@@ -44,6 +44,10 @@ def expected_findings(truth: GroundTruth) -> Expected:
         want.add((FindingKind.SILENT_HOP, None, hop))
     if truth.ecmp_hop is not None:
         want.add((FindingKind.ECMP, None, truth.ecmp_hop))
+    if truth.ack_rewritten:  # every open TCP service answers with an off ack
+        for flow in truth.flows:
+            if flow.flow.protocol is Protocol.TCP and flow.reason is Reason.SYN_ACK:
+                want.add((FindingKind.SEQUENCE_REWRITTEN, flow.flow.label, None))
     if truth.nat_seen:  # between the NAT's hop (quotes as sent) and the next (translated)
         want.add((FindingKind.NAT, None, truth.nat_hop))
     return want

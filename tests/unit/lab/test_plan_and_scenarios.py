@@ -9,6 +9,7 @@ from reachtest.lab.plan import NAT_PORT_XOR, build_plan
 from reachtest.lab.scenarios import (
     CLOSED_PORT,
     SCENARIOS,
+    AckRewrite,
     Action,
     Delay,
     Filter,
@@ -140,6 +141,16 @@ def test_nft_rules_per_action_and_node_role() -> None:
         parse_rule("r2:loss:15:icmp", 5)
 
 
+def test_ack_rewrite_changes_syn_acks_to_the_client_and_turns_its_resets_back() -> None:
+    nft = build_plan("x", scenario("tcp-seq-rewrite", 5)).node("r3").nft or ""
+    assert (
+        'oifname "to-r2" tcp flags & (syn | ack) == syn | ack tcp ackseq set tcp ackseq ^ 65536'
+        in nft
+    )
+    assert 'iifname "to-r2" tcp flags & rst == rst tcp sequence set tcp sequence ^ 65536' in nft
+    assert scenario("tcp-seq-rewrite", 5).truth.ack_rewritten
+
+
 def test_nat_rules_translate_out_and_back_on_the_outside_link_only() -> None:
     masq = build_plan("x", scenario("nat-masquerade", 5)).node("r2").nft or ""
     assert "type nat hook postrouting" in masq and 'oifname "to-r3" masquerade random' in masq
@@ -237,6 +248,7 @@ def test_unknown_scenario_lists_the_known_ones() -> None:
         ("server:delay:12.5:2", Delay(node="server", ms=12.5, jitter_ms=2)),
         ("r2:nat:masquerade", Nat(node="r2", towards="r3", kind=NatKind.MASQUERADE)),
         ("r4:nat:stateless", Nat(node="r4", towards="r5", kind=NatKind.STATELESS)),
+        ("r3:ack-rewrite", AckRewrite(node="r3")),
     ],
 )
 def test_rule_specs_parse(spec: str, rule: object) -> None:
@@ -265,6 +277,7 @@ def test_rule_specs_parse(spec: str, rule: object) -> None:
         "server:nat:masquerade",
         "r2:nat",
         "r2:nat:full-cone",
+        "r3:ack-rewrite:1",
     ],
 )
 def test_bad_rule_specs_are_usage_errors(spec: str) -> None:
