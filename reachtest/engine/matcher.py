@@ -271,16 +271,15 @@ def _udp_answer(entry: FlowEntry, b: int, recv_ns: int) -> Match:
 
 
 def _oldest_outstanding(entry: FlowEntry, recv_ns: int) -> SentProbe | None:
-    """For an answer from the target that names no probe: an unanswered probe sent before
-    it, of the oldest round, and in that round the one with the highest TTL. A round's
-    probes leave microseconds apart and each that reaches the target gets one answer, so
-    filling from the highest TTL down gives every TTL at or beyond the target its answers,
-    whatever order the lower TTLs' time-exceeded are read in (from another socket)."""
-    floor = 0 if entry.terminal_ttl == UNSET_TTL else entry.terminal_ttl
+    """For an answer from the target that names no probe: the oldest unanswered probe sent
+    before it that can have reached the target: not below a TTL the target answered, nor
+    at or below one where a router said time-exceeded for this flow."""
+    floor = 1 + max(entry.hop_at, default=0)
+    if entry.terminal_ttl != UNSET_TTL:
+        floor = max(floor, entry.terminal_ttl)
     candidates = [
         p
         for p in entry.by_k.values()
-        # below the floor it expired before the target: the target cannot have answered it
         if p.state == OUTSTANDING and p.sent_ns <= recv_ns and p.ttl >= floor
     ]
-    return min(candidates, key=lambda p: (p.round, -p.ttl, p.sent_ns), default=None)
+    return min(candidates, key=lambda p: p.sent_ns, default=None)
