@@ -432,6 +432,26 @@ def _loss_counts(
 OWN_LOSS_MARGIN = 0.10
 
 
+#: The others' loss is "theirs too" below this p-value: a lenient test, since calling
+#: a flow's loss its own (a policer) needs the others to pass cleanly.
+OTHERS_LOSE = 0.05
+
+
+def _also_losing(ttls: list[int], sent: dict[int, int], lost: dict[int, int], until: int) -> bool:
+    """Do the flows counted in ``sent``/``lost`` lose more from some TTL at or before
+    ``until`` on than before it (p < OTHERS_LOSE)?"""
+    for start in (t for t in ttls if t <= until):
+        tail_lost = sum(lost[t] for t in ttls if t >= start)
+        if not tail_lost:
+            continue
+        tail_sent = sum(sent[t] for t in ttls if t >= start)
+        head_lost = sum(lost[t] for t in ttls if t < start)
+        head_sent = sum(sent[t] for t in ttls if t < start)
+        if head_sent and _fisher_greater(tail_lost, tail_sent, head_lost, head_sent) < OTHERS_LOSE:
+            return True
+    return False
+
+
 def shared_loss(
     obs: Observed,
     paths: Iterable[FlowPath],
@@ -466,9 +486,12 @@ def shared_loss(
         their_sent = sum(sent[t] for t in tail if t in sent)
         if not their_sent or not mine_sent:
             continue
+        if _also_losing(theirs, sent, lost, f.last_hop):
+            continue  # the others lose there too, if less: no flow of its own
         margin = mine_lost / mine_sent - their_lost / their_sent
         p = _fisher_greater(mine_lost, mine_sent, their_lost, their_sent)
-        if p < SIGNIFICANT and margin >= OWN_LOSS_MARGIN:
+        # One test per flow: a flow stands out by chance more often the more there are.
+        if p < SIGNIFICANT / len(labels) and margin >= OWN_LOSS_MARGIN:
             clean = ", ".join(others)
             own[label] = replace(
                 f,
