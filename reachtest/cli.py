@@ -31,8 +31,11 @@ from reachtest.errors import (
 from reachtest.interrupts import terminate_as_interrupt
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import Console
 
+    from reachtest.engine.transport import RawTransport
     from reachtest.model import Outcome, TraceParams
 
 EXIT_CODES_HELP = """\b
@@ -312,6 +315,15 @@ def _params(**values: Any) -> TraceParams:
     return params
 
 
+def _least_privilege(transport: RawTransport, addresses: Sequence[str]) -> None:
+    """With the sockets open, become the invoking user without capabilities, before the
+    first reply (or reverse-DNS answer) is parsed."""
+    from reachtest.privileges import drop_privileges
+
+    transport.open_senders(6 if ":" in a else 4 for a in addresses)
+    drop_privileges()
+
+
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     rtt = outcome.rtt_ns
     return {
@@ -432,6 +444,7 @@ def probe_command(
 
     transport = RawTransport()
     try:
+        _least_privilege(transport, addresses)
         tracer = Tracer(
             transport, addresses, flows, params, udp_payload=udp_payload, on_outcome=emit
         )
@@ -864,6 +877,11 @@ def trace_command(
 
     # Fails here without the privilege, before any look-up.
     transport = RawTransport(on_sent=captured if capture else None)
+    try:
+        _least_privilege(transport, addresses)
+    except BaseException:
+        transport.close()
+        raise
     names = None
     if not no_dns:
         from reachtest.names import ReverseNames
@@ -1473,14 +1491,29 @@ def schedule_install(
     systemctl daemon-reload && systemctl enable --now reachtest-NAME.timer
     """
     from reachtest.schedule.config import load_config
-    from reachtest.schedule.install import cron_file, mail_address, systemd_units, unit_name
+    from reachtest.schedule.install import (
+        SERVICE_USER,
+        cron_file,
+        mail_address,
+        systemd_units,
+        unit_name,
+    )
 
     if mail_to is not None:
         if systemd:
             raise UsageError("--mail-to is for cron; a systemd unit's output goes to the journal")
         mail_address(mail_to)
     config = Path(config_file).resolve()
-    load_config(config)
+    loaded = load_config(config)
+    writes = tuple(
+        p.resolve()
+        for p in (
+            loaded.history.parent if loaded.history else None,
+            loaded.reports,
+            loaded.prometheus.parent if loaded.prometheus else None,
+        )
+        if p is not None
+    )
     executable = (
         str(Path(sys.argv[0]).resolve())
         if Path(sys.argv[0]).name == "reachtest"
@@ -1488,7 +1521,7 @@ def schedule_install(
     )
     name = unit_name(config)
     if systemd:
-        files = systemd_units(executable, config, interval)
+        files = systemd_units(executable, config, interval, writes)
         folder = Path(dest or "/etc/systemd/system")
     else:
         files = {name: cron_file(executable, config, interval, mail_to)}
@@ -1507,8 +1540,14 @@ def schedule_install(
     for file_name, text in files.items():
         click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
     if systemd:
+        folders = " ".join(shlex.quote(str(p)) for p in sorted(set(writes)))
         click.echo(
-            f"Enable it: systemctl daemon-reload && systemctl enable --now {name}.timer", err=True
+            f"It runs as the system user {SERVICE_USER} with CAP_NET_RAW only. Once: "
+            f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin "
+            f"{SERVICE_USER}"
+            + (f"; mkdir -p {folders} && chown {SERVICE_USER}: {folders}" if folders else "")
+            + f"\nEnable it: systemctl daemon-reload && systemctl enable --now {name}.timer",
+            err=True,
         )
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from reachtest.errors import EnvironmentProblem, PrivilegeError
@@ -86,8 +86,9 @@ def require_raw_capability() -> None:
     who = "not root" if os.geteuid() != 0 else "root without capabilities"
     raise PrivilegeError(
         f"raw sockets need root or CAP_NET_RAW ({who}, CAP_NET_RAW missing): "
-        "run with sudo, or from a systemd unit with AmbientCapabilities=CAP_NET_RAW "
-        "(never setcap the shared python3: every script would get raw sockets)"
+        "run it with sudo (it gives root up once its sockets are open), or as a service "
+        "with AmbientCapabilities=CAP_NET_RAW (schedule install --systemd); never setcap "
+        "the shared python3: every script on the machine would get raw sockets"
     )
 
 
@@ -199,6 +200,12 @@ class RawTransport:
                 ) from exc
             self._send[family] = sock
         return sock
+
+    def open_senders(self, families: Iterable[int]) -> None:
+        """Open the sending sockets of ``families`` now, while privileged (see
+        ``reachtest.privileges``), rather than at each family's first probe."""
+        for family in sorted(set(families)):
+            self._sender(family)
 
     def send(self, packet: bytes | bytearray, family: int, target: str) -> int:
         sock = self._sender(family)

@@ -100,8 +100,49 @@ def cron_file(executable: str, config: Path, interval: str, mail_to: str | None)
     )
 
 
-def systemd_units(executable: str, config: Path, interval: str) -> dict[str, str]:
-    """``name.service`` and ``name.timer`` for /etc/systemd/system."""
+#: The system user a systemd unit runs as: never root.
+SERVICE_USER = "reachtest"
+#: What the service may do beyond an ordinary user: raw sockets, nothing else.
+_HARDENING = """\
+User={user}
+Group={user}
+# Raw sockets without root: this one capability, nothing else, and never more.
+AmbientCapabilities=CAP_NET_RAW
+CapabilityBoundingSet=CAP_NET_RAW
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+RestrictAddressFamilies=AF_INET AF_INET6 AF_PACKET AF_UNIX AF_NETLINK
+UMask=0027
+"""
+
+
+def _quoted_path(path: Path) -> str:
+    text = safe_path(path, "folder")
+    if '"' in text:
+        raise UsageError(f"folder {text}: a path with a double quote cannot be scheduled")
+    return f'"-{_systemd(text)}"'  # "-": a folder not there yet is no error
+
+
+def systemd_units(
+    executable: str, config: Path, interval: str, writes: tuple[Path, ...] = ()
+) -> dict[str, str]:
+    """``name.service`` and ``name.timer`` for /etc/systemd/system. The service runs as
+    the system user ``reachtest`` with CAP_NET_RAW only, the file system read-only but for
+    ``writes`` (the folders of the history, the reports and the metrics)."""
     amount, unit = every(interval)
     hourly = "daily" if amount == 24 else f"0/{amount}:00"
     calendar = f"*:0/{amount}" if unit == "m" else hourly
@@ -114,6 +155,8 @@ def systemd_units(executable: str, config: Path, interval: str) -> dict[str, str
         "[Service]\nType=oneshot\n"
         f"ExecStart={_systemd(_command(executable, config)).replace('$', '$$')}\n"
         "# exit 1 means an expectation failed: the unit shows as failed, on purpose.\n"
+        + _HARDENING.format(user=SERVICE_USER)
+        + "".join(f"ReadWritePaths={_quoted_path(p)}\n" for p in sorted(set(writes)))
     )
     timer = (
         "[Unit]\n"
