@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "spec": {"errors", "model", "inputs"},
     "names": {"errors", "model"},
     "interrupts": {"errors"},
+    "privileges": {"errors"},
     "inputs": {"errors"},
     "__init__": set(),
     "__main__": {"cli"},

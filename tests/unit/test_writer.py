@@ -23,7 +23,8 @@ big = "x" * (768 * 2**20)
 def command():
     cli.write_file(Path(sys.argv[1]), big)
     return 0
-cli.cli.add_command(cli.click.command("bigwrite")(command))
+import click
+cli.cli.add_command(click.command("bigwrite")(command))
 sys.exit(main(["bigwrite"]))
 """
 
