@@ -34,6 +34,13 @@ def _one_stdout(**paths: str | None) -> None:
 
 def check_output(path: str | None, what: str) -> None:
     """Fail before any probe is sent when ``path`` cannot be written."""
+    try:
+        _check_output(path, what)
+    except OSError as exc:  # a folder on the way this user may not pass
+        raise UsageError(f"cannot write {what} to {path}: {exc.strerror or exc}") from None
+
+
+def _check_output(path: str | None, what: str) -> None:
     if path is None or path == "-":
         return
     if not path.strip():
@@ -122,7 +129,11 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
     ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
     import tempfile
 
-    if path.is_symlink() or (path.exists() and not path.is_file()):
+    try:
+        odd = path.is_symlink() or (path.exists() and not path.is_file())
+    except OSError as exc:  # a folder on the way this user may not pass
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if odd:
         raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -367,17 +367,21 @@ def trace_command(
         fast=fast,
     )
     outputs = {"json": json_path, "csv": csv_path, "markdown": markdown_path, "html": html_path}
-    check_outputs(outputs)
     if pcap_path == "-":
         raise UsageError("--pcap needs a FILE (a pcap is no text for stdout)")
-    check_output(pcap_path, "the pcap file")
-    check_distinct(
-        {**{WHAT[k]: v for k, v in outputs.items()}, "the pcap file": pcap_path},
-        {"the host file": host_file},
-    )
     if save or out_dir is not None:
         out_dir = out_dir or DEFAULT_OUT_DIR
-    check_out_dir(out_dir)
+
+    def check_paths() -> None:
+        check_outputs(outputs)
+        check_output(pcap_path, "the pcap file")
+        check_distinct(
+            {**{WHAT[k]: v for k, v in outputs.items()}, "the pcap file": pcap_path},
+            {"the host file": host_file},
+        )
+        check_out_dir(out_dir)
+
+    check_paths()
     typed: dict[str, str] = {}
     for host in everything:
         typed.setdefault(resolve_target(host, family), host)
@@ -397,6 +401,7 @@ def trace_command(
     transport = RawTransport(on_sent=captured if capture else None)
     try:
         _least_privilege(transport, addresses)
+        check_paths()  # again, as the user it now runs as: before any probe, not after
     except BaseException:
         transport.close()
         raise

@@ -32,7 +32,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-import secrets
 import socket
 import struct
 from collections import deque
@@ -237,11 +236,9 @@ class Tracer:
         self.targets = tuple(t.address for t in self._targets)
 
     def _make_entry(self, target: _Target, flow: FlowSpec) -> FlowEntry:
-        if flow.protocol is Protocol.ICMP:
-            # The flow key holds the target too: identifiers need not differ between targets.
-            sport = 1 + secrets.randbelow(0xFFFE)
-        else:
-            sport = self.transport.reserve_port(target.family, str(flow.protocol))
+        # ICMP: the echo identifier (the flow key holds the target too: identifiers need not
+        # differ between targets; an unprivileged transport's ping socket sets its own).
+        sport = self.transport.reserve_port(target.family, str(flow.protocol))
         template = ProbeTemplate(
             src=target.source,
             dst=target.address,
@@ -633,7 +630,7 @@ def _reply(
         kind=parsed.kind,
         responder=_address(parsed.responder),
         recv_ns=recv_ns,
-        reply_ttl=parsed.reply_ttl,
+        reply_ttl=parsed.reply_ttl or None,  # 0: the transport was not told
         icmp_type=None if parsed.icmp_type < 0 else parsed.icmp_type,
         icmp_code=None if parsed.icmp_code < 0 else parsed.icmp_code,
         tcp_flags=None if parsed.tcp_flags < 0 else parsed.tcp_flags,

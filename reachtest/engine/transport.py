@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import select
 import socket
 import struct
@@ -18,29 +19,32 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from reachtest.engine.linux import (
+    CAP_NET_RAW,
+    ETH_P_ALL,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    EXTENDED_ERR,
+    MSG_ERRQUEUE,
+    PACKET_IGNORE_OUTGOING,
+    SCM_TIMESTAMPNS,
+    SO_EE_ORIGIN_TIMESTAMPING,
+    SO_RCVBUFFORCE,
+    SO_TIMESTAMPING,
+    SO_TIMESTAMPNS,
+    SOF_TIMESTAMPING_OPT_ID,
+    SOF_TIMESTAMPING_SOFTWARE,
+    SOF_TIMESTAMPING_TX_SOFTWARE,
+    SOL_PACKET,
+    TIMESPEC,
+)
 from reachtest.errors import EnvironmentProblem, PrivilegeError
 
-SO_TIMESTAMPNS = 35
-SO_TIMESTAMPING = 37
-SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
-SOF_TIMESTAMPING_SOFTWARE = 1 << 4
-SOF_TIMESTAMPING_OPT_ID = 1 << 7
-SO_EE_ORIGIN_TIMESTAMPING = 4
-MSG_ERRQUEUE = 0x2000
-SO_RCVBUFFORCE = 33
-SCM_TIMESTAMPNS = SO_TIMESTAMPNS
-SOL_PACKET = 263
-PACKET_IGNORE_OUTGOING = 23
-ETH_P_ALL = 0x0003
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
-CAP_NET_RAW = 13
-CAP_NET_ADMIN = 12
 RECEIVE_BUFFER = 64 * 1024 * 1024
 SEND_BUFFER = 8 * 1024 * 1024
-_TS = struct.Struct("qq")
+_TS = TIMESPEC
+_EE = EXTENDED_ERR
 _TS3 = struct.Struct("qqqqqq")  # scm_timestamping: software, (deprecated), hardware
-_EE = struct.Struct("IBBBBII")  # sock_extended_err
 #: Told each probe as it left, with the kernel's transmit time (monotonic ns).
 SentSink = Callable[[bytes, int], None]
 
@@ -55,7 +59,8 @@ class Transport(Protocol):
         """Our address on the route to ``target``."""
 
     def reserve_port(self, family: int, protocol: str) -> int:
-        """A local TCP or UDP port reserved for this run (nothing else will use it)."""
+        """A local TCP or UDP port reserved for this run (nothing else will use it); for
+        ``icmp``, the echo identifier to use."""
 
     def send(self, packet: bytes | bytearray, family: int, target: str) -> int:
         """Send one header-included packet; returns the send time (``now_ns`` clock)."""
@@ -152,6 +157,8 @@ class RawTransport:
         return address
 
     def reserve_port(self, family: int, protocol: str) -> int:
+        if protocol == "icmp":
+            return 1 + secrets.randbelow(0xFFFE)  # an echo identifier: nothing to hold
         key = (family, protocol)
         if key in self._ports:
             return self._ports[key]

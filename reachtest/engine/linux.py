@@ -1,0 +1,42 @@
+"""Linux socket constants Python 3.11's ``socket`` module lacks on some builds, in one place.
+
+Values from the kernel's uapi headers (``linux/in.h``, ``linux/in6.h``,
+``asm-generic/socket.h``, ``linux/errqueue.h``, ``linux/net_tstamp.h``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+SOL_IP = 0
+SOL_IPV6 = 41
+SOL_PACKET = 263
+IP_TTL = 2
+IP_RECVERR = 11
+IP_RECVTTL = 12
+IPV6_UNICAST_HOPS = 16
+IPV6_RECVERR = 25
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+SO_TIMESTAMPNS = 35
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SO_TIMESTAMPING = 37
+SO_RCVBUFFORCE = 33
+MSG_ERRQUEUE = 0x2000
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1
+SOF_TIMESTAMPING_SOFTWARE = 1 << 4
+SOF_TIMESTAMPING_OPT_ID = 1 << 7
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+SO_EE_ORIGIN_TIMESTAMPING = 4
+PACKET_IGNORE_OUTGOING = 23
+ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+CAP_NET_RAW = 13
+CAP_NET_ADMIN = 12
+TCP_SYNCNT = 7
+#: struct timespec (the kernel timestamp of SO_TIMESTAMPNS).
+TIMESPEC = struct.Struct("qq")
+#: struct sock_extended_err: errno, origin, type, code, pad, info, data.
+EXTENDED_ERR = struct.Struct("IBBBBII")
