@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reachtest.cli.base import EXIT_CODES_HELP, _console, _progress, cli
+from reachtest.cli.base import EXIT_CODES_HELP, _console, _progress, _say, cli
 from reachtest.cli.output import (
     DEFAULT_OUT_DIR,
     RENDER,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from reachtest.engine.transport import RawTransport
-    from reachtest.model import Outcome, TraceParams
+    from reachtest.model import FlowSpec, Outcome, TraceParams
 
 
 def _family(ipv4: bool, ipv6: bool) -> int | None:
@@ -76,6 +76,65 @@ def _least_privilege(transport: RawTransport, addresses: Sequence[str]) -> None:
 
     transport.open_senders(6 if ":" in a else 4 for a in addresses)
     drop_privileges()
+
+
+def _open_transport(
+    unprivileged: bool,
+    addresses: Sequence[str],
+    flows: list[FlowSpec],
+    *,
+    on_sent: Any = None,
+) -> tuple[Any, list[FlowSpec], tuple[str, ...]]:
+    """The transport to trace with, the flows it can trace, and what it cannot do.
+
+    Raw sockets unless ``unprivileged`` or the system refuses them (then ordinary
+    sockets, said in one line); either way privileges are given up before the first
+    reply is parsed. Ordinary sockets need none: they are given up first."""
+    from reachtest.engine.transport import RawTransport
+    from reachtest.errors import PrivilegeError
+
+    if not unprivileged:
+        try:
+            raw = RawTransport(on_sent=on_sent)
+        except PrivilegeError as exc:
+            if on_sent is not None:
+                raise PrivilegeError(f"{exc} (--pcap needs raw sockets)") from None
+            _say(f"{exc}: tracing with ordinary sockets instead (--unprivileged)", "note: ")
+        else:
+            try:
+                _least_privilege(raw, addresses)
+            except BaseException:
+                raw.close()
+                raise
+            return raw, flows, ()
+    elif on_sent is not None:
+        raise UsageError("--pcap needs raw sockets: leave out --unprivileged")
+    from reachtest.engine.unprivileged import IcmpUnavailable, UnprivilegedTransport
+    from reachtest.model import Protocol
+    from reachtest.privileges import drop_privileges
+
+    drop_privileges()
+    transport = UnprivilegedTransport()
+    notes = list(UNPRIVILEGED_NOTES)
+    try:
+        if any(f.protocol is Protocol.ICMP for f in flows):
+            for family in sorted({6 if ":" in a else 4 for a in addresses}):
+                transport.reserve_port(family, "icmp")
+    except IcmpUnavailable as exc:
+        flows = [f for f in flows if f.protocol is not Protocol.ICMP]
+        notes.append("no ICMP echo: " + str(exc))
+        _say(f"{exc}: tracing the services without icmp", "note: ")
+        if not flows:
+            transport.close()
+            raise
+    return transport, flows, tuple(notes)
+
+
+#: What the unprivileged transport cannot see, for the record and the report.
+UNPRIVILEGED_NOTES = (
+    "no reply TTL for TCP answers (a forged RST is judged by its hop only)",
+    "no MPLS labels",
+)
 
 
 def _outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -143,6 +202,12 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     is_flag=True,
     help="Print verdicts and findings in plain text instead of JSON lines.",
 )
+@click.option(
+    "--unprivileged",
+    is_flag=True,
+    help="Ordinary sockets (ping, UDP, TCP connect): no root needed. Chosen by itself when "
+    "raw sockets are refused.",
+)
 @click.option("-4", "ipv4", is_flag=True, help="IPv4 only.")
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 def probe_command(
@@ -160,20 +225,20 @@ def probe_command(
     fast: bool,
     payload: str,
     analyse_run: bool,
+    unprivileged: bool,
     ipv4: bool,
     ipv6: bool,
 ) -> int:
     """Send probes to TARGETS and print every outcome as a JSON line (a debug view).
 
-    Strays (replies that answer no probe) and totals go to stderr at the end. Needs
-    root or CAP_NET_RAW.
+    Strays (replies that answer no probe) and totals go to stderr at the end. Raw
+    sockets need root or CAP_NET_RAW; without, ordinary sockets (see --unprivileged).
     """
     import json
 
     family = _family(ipv4, ipv6)
 
     from reachtest.engine.tracer import Tracer
-    from reachtest.engine.transport import RawTransport
     from reachtest.spec import flow_list, resolve_target
 
     flows = flow_list(ports, not no_icmp)
@@ -196,9 +261,9 @@ def probe_command(
         if not analyse_run:
             out.write(json.dumps(_outcome_json(outcome)) + "\n")
 
-    transport = RawTransport()
+    transport, traced, _notes = _open_transport(unprivileged, addresses, list(flows))
+    flows = tuple(traced)
     try:
-        _least_privilege(transport, addresses)
         tracer = Tracer(
             transport, addresses, flows, params, udp_payload=udp_payload, on_outcome=emit
         )
@@ -306,6 +371,12 @@ Exit codes:
 @click.option(
     "--payload", default="", metavar="HEX", help="UDP payload for ports without a known protocol."
 )
+@click.option(
+    "--unprivileged",
+    is_flag=True,
+    help="Ordinary sockets (ping, UDP, TCP connect): no root needed. Chosen by itself when "
+    "raw sockets are refused.",
+)
 @click.pass_context
 def trace_command(
     ctx: click.Context,
@@ -332,6 +403,7 @@ def trace_command(
     save: bool,
     out_dir: str | None,
     payload: str,
+    unprivileged: bool,
 ) -> int:
     """Trace HOSTS with ICMP next to TCP/UDP probes to the given ports, hop by hop: where,
     and how, does each service stop while the host still pings?
@@ -339,7 +411,8 @@ def trace_command(
     \b
     On a terminal: a live view, redrawn as answers come in (q or Ctrl-C stops
     and prints the report). With --report, or when stdout is not a terminal: the
-    report once, after -c rounds. Needs root or CAP_NET_RAW.
+    report once, after -c rounds. Raw sockets need root or CAP_NET_RAW (given up once
+    open); without, ordinary sockets (see --unprivileged).
     \b
     Example: reachtest trace example.net -p https -p dns -c 5 --report
     """
@@ -347,7 +420,6 @@ def trace_command(
 
     from reachtest.analysis.analyse import analyse
     from reachtest.engine.tracer import Tracer
-    from reachtest.engine.transport import RawTransport
     from reachtest.report.record import RunMeta, build_record
     from reachtest.spec import flow_list, read_host_file, resolve_target
 
@@ -398,9 +470,11 @@ def trace_command(
         packets.append((ns, packet))
 
     # Fails here without the privilege, before any look-up.
-    transport = RawTransport(on_sent=captured if capture else None)
+    transport, traced, transport_notes = _open_transport(
+        unprivileged, addresses, list(flows), on_sent=captured if capture else None
+    )
+    flows = tuple(traced)
     try:
-        _least_privilege(transport, addresses)
         check_paths()  # again, as the user it now runs as: before any probe, not after
     except BaseException:
         transport.close()
@@ -434,6 +508,8 @@ def trace_command(
                 family=family,
                 dns=not no_dns,
                 udp_payload_hex=udp_payload.hex(),
+                transport=getattr(transport, "name", "raw"),
+                transport_notes=transport_notes,
             )
 
         if live:

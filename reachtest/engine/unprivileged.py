@@ -68,6 +68,26 @@ REMEMBERED = 65536
 _ANCILLARY = 256
 
 
+#: What an ICMP error about an earlier probe leaves pending on a socket (IP_RECVERR sets
+#: it; the details wait on the error queue): cleared, and the send made again.
+_PENDING = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPROTO,
+     errno.EMSGSIZE, errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENETDOWN}
+)  # fmt: skip
+
+
+def _send(sock: socket.socket, data: bytes, address: tuple[str, int]) -> None:
+    """``sendto``, after clearing an error an earlier probe's ICMP answer left pending."""
+    for _attempt in range(4):
+        try:
+            sock.sendto(data, address)
+            return
+        except OSError as exc:
+            if exc.errno not in _PENDING:
+                raise
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading it clears it
+
+
 class IcmpUnavailable(PrivilegeError):
     """Ping sockets are refused: ``net.ipv4.ping_group_range`` leaves the user out."""
 
@@ -154,12 +174,12 @@ class UnprivilegedTransport:
                 sock = self._ping_socket(family)
                 self._ttl(sock, family, fields.ttl)
                 self._remember((family, fields.sport, data[hl + 4 : hl + 8]), data)
-                sock.sendto(data[hl:], (target, 0))
+                _send(sock, data[hl:], (target, 0))
             elif fields.proto == PROTO_UDP:
                 sock = self._udp[(family, fields.sport)]
                 self._ttl(sock, family, fields.ttl)
                 self._remember((family, fields.sport, data[hl + 8 :]), data)
-                sock.sendto(data[hl + 8 :], (target, fields.dport))
+                _send(sock, data[hl + 8 :], (target, fields.dport))
             elif fields.proto == PROTO_TCP:
                 self._connect(data, family, target, fields.sport, fields.dport, fields.ttl)
         except OSError as exc:
@@ -309,7 +329,9 @@ class UnprivilegedTransport:
                 data, ancillary, _flags, address = sock.recvmsg(65535, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError:  # an ICMP error's errno (its details are on the error queue)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    continue
                 return
             ttl, ns = self._ancillary(ancillary)
             local = sock.getsockname()

@@ -50,6 +50,8 @@ class RunMeta:
     family: int | None = None
     dns: bool = True
     udp_payload_hex: str = ""
+    transport: str = "raw"
+    transport_notes: tuple[str, ...] = ()
 
 
 def _utc(moment: datetime) -> str:
@@ -286,6 +288,8 @@ def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record
             "family": meta.family,
             "dns": meta.dns,
             "udp_payload_hex": meta.udp_payload_hex,
+            "transport": meta.transport,
+            **({"transport_notes": list(meta.transport_notes)} if meta.transport_notes else {}),
         },
         "started": _utc(meta.started),
         "finished": _utc(meta.finished),

@@ -331,7 +331,12 @@ def _totals(record: Record) -> str:
         f"{totals['sent']} probes sent, {totals['answered']} answered, "
         f"{totals['duplicate_or_late']} duplicate or late, stray replies: {strays}"
     )
-    return text + (f", {unrelated} unrelated packets ignored" if unrelated else "")
+    text += f", {unrelated} unrelated packets ignored" if unrelated else ""
+    params = record["params"]
+    if params.get("transport") == "unprivileged":
+        notes = "; ".join(params.get("transport_notes", ()))
+        text += " · unprivileged transport (ordinary sockets)" + (f": {notes}" if notes else "")
+    return text
 
 
 def _param(value: Any) -> str:
@@ -339,6 +344,8 @@ def _param(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
     return str(value)
 
 
