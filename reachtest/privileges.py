@@ -36,40 +36,44 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 #: Capabilities the running kernel knows (its last one, from /proc; 40 on 6.x kernels).
 _CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
 
-#: What a trace loads after probing (analysis, reports, reverse DNS, pcap): imported
-#: before the switch.
+#: What a trace loads after probing (analysis, the text report, reverse DNS): imported
+#: before the switch when the user could not read them afterwards.
 TRACE_MODULES = (
     "csv",
     "encodings.idna",
-    "html",
     "zoneinfo",
     "numpy",
     "pandas",
     "scipy.stats",
-    "jinja2",
     "jsonschema",
-    "matplotlib",
-    "matplotlib.figure",
-    "matplotlib.backends.backend_svg",
-    "matplotlib.patches",
     "rich.console",
     "rich.live",
     "rich.table",
     "rich.text",
     "dns.resolver",
     "dns.reversename",
-    "scapy.utils",
     "reachtest.analysis.analyse",
     "reachtest.report.record",
     "reachtest.report.view",
     "reachtest.report.terminal",
-    "reachtest.report.html",
-    "reachtest.report.charts",
     "reachtest.report.markdown",
     "reachtest.report.csvfile",
     "reachtest.session",
     "reachtest.names",
 )
+#: ... and for an HTML report (charts), and for a pcap.
+HTML_MODULES = (
+    "html",
+    "encodings.unicode_escape",  # jinja2 compiles its templates with it
+    "jinja2",
+    "matplotlib",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_svg",
+    "matplotlib.patches",
+    "reachtest.report.html",
+    "reachtest.report.charts",
+)
+PCAP_MODULES = ("scapy.utils", "reachtest.report.pcap")
 
 
 @dataclass(frozen=True, slots=True)

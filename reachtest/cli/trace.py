@@ -69,13 +69,15 @@ def _params(**values: Any) -> TraceParams:
     return params
 
 
-def _least_privilege(transport: RawTransport, addresses: Sequence[str]) -> None:
+def _least_privilege(
+    transport: RawTransport, addresses: Sequence[str], modules: Sequence[str]
+) -> None:
     """With the sockets open, become the invoking user without capabilities, before the
     first reply (or reverse-DNS answer) is parsed."""
     from reachtest.privileges import drop_privileges
 
     transport.open_senders(6 if ":" in a else 4 for a in addresses)
-    drop_privileges()
+    drop_privileges(modules)
 
 
 def _open_transport(
@@ -84,6 +86,7 @@ def _open_transport(
     flows: list[FlowSpec],
     *,
     on_sent: Any = None,
+    html: bool = False,
 ) -> tuple[Any, list[FlowSpec], tuple[str, ...]]:
     """The transport to trace with, the flows it can trace, and what it cannot do.
 
@@ -92,7 +95,9 @@ def _open_transport(
     reply is parsed. Ordinary sockets need none: they are given up first."""
     from reachtest.engine.transport import RawTransport
     from reachtest.errors import PrivilegeError
+    from reachtest.privileges import HTML_MODULES, PCAP_MODULES, TRACE_MODULES
 
+    modules = TRACE_MODULES + (HTML_MODULES if html else ()) + (PCAP_MODULES if on_sent else ())
     if not unprivileged:
         try:
             raw = RawTransport(on_sent=on_sent)
@@ -102,7 +107,7 @@ def _open_transport(
             _say(f"{exc}: tracing with ordinary sockets instead (--unprivileged)", "note: ")
         else:
             try:
-                _least_privilege(raw, addresses)
+                _least_privilege(raw, addresses, modules)
             except BaseException:
                 raw.close()
                 raise
@@ -113,7 +118,7 @@ def _open_transport(
     from reachtest.model import Protocol
     from reachtest.privileges import drop_privileges
 
-    drop_privileges()
+    drop_privileges(modules)
     transport = UnprivilegedTransport()
     notes = list(UNPRIVILEGED_NOTES)
     try:
@@ -128,6 +133,17 @@ def _open_transport(
             transport.close()
             raise
     return transport, flows, tuple(notes)
+
+
+def _port_note(transport: Any) -> tuple[str, ...]:
+    """How many TCP probes the kernel sent from another port than their flow's."""
+    forced, sent = getattr(transport, "forced_ports", 0), getattr(transport, "tcp_sent", 0)
+    if not forced:
+        return ()
+    return (
+        f"{forced} of {sent} TCP probes left from another source port than their flow's "
+        "(another probe of the flow was still connecting): ECMP may route them apart",
+    )
 
 
 #: What the unprivileged transport cannot see, for the record and the report.
@@ -471,7 +487,11 @@ def trace_command(
 
     # Fails here without the privilege, before any look-up.
     transport, traced, transport_notes = _open_transport(
-        unprivileged, addresses, list(flows), on_sent=captured if capture else None
+        unprivileged,
+        addresses,
+        list(flows),
+        on_sent=captured if capture else None,
+        html=html_path is not None or save or out_dir is not None,
     )
     flows = tuple(traced)
     try:
@@ -509,7 +529,7 @@ def trace_command(
                 dns=not no_dns,
                 udp_payload_hex=udp_payload.hex(),
                 transport=getattr(transport, "name", "raw"),
-                transport_notes=transport_notes,
+                transport_notes=transport_notes + _port_note(transport),
             )
 
         if live:

@@ -124,6 +124,7 @@ class UnprivilegedTransport:
         #: What the run could not do as the raw transport would (one line each).
         self.notes: list[str] = []
         self.forced_ports = 0
+        self.tcp_sent = 0
 
     # -- the Transport protocol ------------------------------------------------------
 
@@ -288,6 +289,7 @@ class UnprivilegedTransport:
             if port == 0:
                 sock.bind((source, 0))
                 self.forced_ports += 1
+            self.tcp_sent += 1
             code = sock.connect_ex((target, dport))
         except OSError:
             sock.close()

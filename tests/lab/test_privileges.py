@@ -65,7 +65,8 @@ def _trace_as(lab: Lab, tmp_path: Path, sudo: bool) -> None:
     argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
     child = subprocess.Popen(
         [*argv, "trace", "server", "-p", "tcp/443", "-p", "tcp/80", "-c", "25", "-i", "0.1",
-         "--report", "--json", str(record), "--csv", str(folder / "run.csv")],
+         "--report", "--json", str(record), "--csv", str(folder / "run.csv"),
+         "--html", str(folder / "run.html"), "--pcap", str(folder / "run.pcap")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -95,7 +96,7 @@ def _trace_as(lab: Lab, tmp_path: Path, sudo: bool) -> None:
         caps = {k: status[k] for k in ("CapEff", "CapPrm", "CapAmb", "CapBnd")}
         assert all(int(v, 16) == 0 for v in caps.values()), caps
         assert status["NoNewPrivs"] == "1"
-    for path in (record, folder / "run.csv"):
+    for path in (record, folder / "run.csv", folder / "run.html", folder / "run.pcap"):
         assert path.stat().st_uid == uid and path.stat().st_gid == uid, path
     validate_record(json.loads(record.read_text()))
     assert "tcp/443" in out and "silently dropped" in out
