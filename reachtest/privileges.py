@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from reachtest.errors import EnvironmentProblem
 
 PR_CAPBSET_DROP = 24
+CAP_SETPCAP = 8
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -188,7 +189,11 @@ def drop_privileges(modules: Iterable[str] = TRACE_MODULES) -> Dropped:
 
 
 def _drop_bounding_set(libc: ctypes.CDLL) -> None:
-    """Remove every capability from the bounding set: nothing executed later regains one."""
+    """Remove every capability from the bounding set: nothing executed later regains one.
+    That needs CAP_SETPCAP; root started without it (``setpriv --bounding-set=-all``)
+    keeps the set it was given, and no_new_privs (set below) bars every gain on exec."""
+    if not int(_status().get("CapEff", "0"), 16) >> CAP_SETPCAP & 1:
+        return
     try:
         with open(_CAP_LAST_CAP, encoding="ascii") as last:
             top = int(last.read())

@@ -115,24 +115,8 @@ def test_lab_list_runs_without_root(capsys: pytest.CaptureFixture[str]) -> None:
     assert "tcp-rst-middlebox" in out and "combo" in out
 
 
-def test_probe_without_raw_socket_rights_says_what_is_missing() -> None:
-    """Exit 3 and a one-line message naming CAP_NET_RAW (as root, capabilities dropped)."""
-    import os
-    import shutil
-
-    argv = [sys.executable, "-m", "reachtest", "probe", "127.0.0.1", "-c", "1"]
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            pytest.skip("setpriv (util-linux) is needed to drop capabilities as root")
-        argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    assert done.returncode == 3, done.stderr
-    assert done.stderr.count("\n") == 1 and "CAP_NET_RAW" in done.stderr
-    assert done.stdout == ""
-
-
 def _unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` without CAP_NET_RAW: as root, every capability dropped by setpriv."""
     import os
     import shutil
 
@@ -144,14 +128,46 @@ def _unprivileged(argv: list[str]) -> list[str]:
     return [setpriv, "--bounding-set=-all", "--inh-caps=-all", *argv]
 
 
-def test_trace_without_raw_socket_rights_is_exit_3_and_writes_nothing(tmp_path: Path) -> None:
+def test_without_raw_socket_rights_it_says_so_and_traces_with_ordinary_sockets() -> None:
+    """In a network namespace of its own (only its loopback, brought up): probe falls
+    back to ordinary sockets in one line naming CAP_NET_RAW, and its UDP probe to a
+    closed port of 127.0.0.1 meets the kernel's port unreachable at TTL 1."""
+    import json
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare (util-linux) is needed for a private network namespace")
+    probe = _unprivileged(
+        [sys.executable, "-m", "reachtest", "probe", "127.0.0.1", "--no-icmp", "-p", "udp/9",
+         "-c", "1", "-m", "1", "--timeout", "0.5"]
+    )  # fmt: skip
+    script = 'ip link set lo up && exec "$@"'
+    done = subprocess.run(
+        [unshare, "--net", "sh", "-c", script, "sh", *probe],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("reachtest: note:")]
+    assert len(notes) == 1 and "CAP_NET_RAW" in notes[0] and "ordinary sockets" in notes[0]
+    (line,) = done.stdout.splitlines()
+    outcome = json.loads(line)
+    assert (outcome["flow"], outcome["ttl"], outcome["kind"]) == ("udp/9", 1, "port-unreachable")
+
+
+def test_trace_without_raw_socket_rights_and_a_pcap_is_exit_3_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A pcap needs raw sockets: no fallback then; one line, exit 3, no file."""
     out = tmp_path / "run.json"
     argv = [sys.executable, "-m", "reachtest", "trace", "127.0.0.1", "-n", "-c", "1"]
     done = subprocess.run(
-        _unprivileged([*argv, "--json", str(out)]), capture_output=True, text=True, check=False
-    )
+        _unprivileged([*argv, "--json", str(out), "--pcap", str(tmp_path / "p.pcap")]),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and "CAP_NET_RAW" in done.stderr
+    assert "--pcap needs raw sockets" in done.stderr
     assert done.stdout == "" and not out.exists() and list(tmp_path.iterdir()) == []
 
 
