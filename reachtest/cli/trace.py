@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -99,8 +100,13 @@ def _open_transport(
 
     modules = TRACE_MODULES + (HTML_MODULES if html else ()) + (PCAP_MODULES if on_sent else ())
     if not unprivileged:
+        from reachtest.engine.bpf import for_run
+
+        receive_filter = for_run(addresses, flows)
+        if receive_filter is None and os.environ.get("REACHTEST_NO_FILTER") != "1":
+            _say("no kernel filter (libpcap cannot compile it): every packet is read", "note: ")
         try:
-            raw = RawTransport(on_sent=on_sent)
+            raw = RawTransport(on_sent=on_sent, receive_filter=receive_filter)
         except PrivilegeError as exc:
             if on_sent is not None:
                 raise PrivilegeError(f"{exc} (--pcap needs raw sockets)") from None

@@ -107,7 +107,11 @@ class RawTransport:
     """
 
     def __init__(
-        self, *, receive_buffer: int = RECEIVE_BUFFER, on_sent: SentSink | None = None
+        self,
+        *,
+        receive_buffer: int = RECEIVE_BUFFER,
+        on_sent: SentSink | None = None,
+        receive_filter: bytes | None = None,
     ) -> None:
         require_raw_capability()
         self._on_sent = on_sent
@@ -118,13 +122,21 @@ class RawTransport:
         self._send: dict[int, socket.socket] = {}
         self._reserved: list[socket.socket] = []
         self._ports: dict[tuple[int, str], int] = {}
+        # With a filter (``engine.bpf``): a socket that receives nothing until the filter is
+        # on and it is bound, so no packet reaches it unfiltered.
+        protocol = 0 if receive_filter is not None else socket.htons(ETH_P_ALL)
         try:
-            self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            self._rx = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, protocol)
         except PermissionError as exc:
             raise PrivilegeError(f"cannot open a packet socket: {exc.strerror}") from exc
         except OSError as exc:
             raise EnvironmentProblem(f"cannot open a packet socket: {exc.strerror}") from exc
         try:
+            if receive_filter is not None:
+                from reachtest.engine.bpf import attach, bind_all
+
+                attach(self._rx.fileno(), receive_filter)
+                bind_all(self._rx.fileno(), ETH_P_ALL)
             self._rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             try:

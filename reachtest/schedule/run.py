@@ -270,10 +270,11 @@ def _groups(
 def _engine(
     addresses: Sequence[str], flows: Sequence[FlowSpec], params: TraceParams
 ) -> Any:  # RunResult
+    from reachtest.engine.bpf import for_run
     from reachtest.engine.tracer import Tracer
     from reachtest.engine.transport import RawTransport
 
-    transport = RawTransport()
+    transport = RawTransport(receive_filter=for_run(addresses, flows))
     try:
         return Tracer(transport, list(addresses), list(flows), params).run()
     finally:

@@ -517,3 +517,25 @@ def test_outputs_that_cannot_be_written_are_one_line_and_exit_2(tmp_path: Path) 
         done = subprocess.run([*cli, *argv], capture_output=True, text=True, check=False)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1
+
+
+def test_a_loopback_target_is_traced_through_the_kernel_filter() -> None:
+    """Raw sockets with the receive filter, in a network namespace of its own (only its
+    loopback, brought up): the port unreachable of 127.0.0.1 gets through."""
+    import json
+    import os
+    import shutil
+
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root (raw sockets) and unshare")
+    probe = [sys.executable, "-m", "reachtest", "probe", "127.0.0.1", "--no-icmp", "-p",
+             "udp/9", "-p", "tcp/9", "-c", "1", "-m", "1", "--timeout", "0.5"]  # fmt: skip
+    done = subprocess.run(
+        [unshare, "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *probe],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "note:" not in done.stderr  # raw sockets, a filter compiled
+    kinds = {(o["flow"], o["kind"]) for o in map(json.loads, done.stdout.splitlines())}
+    assert kinds == {("udp/9", "port-unreachable"), ("tcp/9", "tcp-rst")}
