@@ -165,6 +165,48 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
             os.unlink(temporary)
 
 
+class StreamFile:
+    """A file written as a run goes (the pcap), through the same rules as ``write_file``:
+    into a temporary file beside ``path``, renamed into place by ``commit`` (whole), or
+    removed by ``discard``. A run killed outright (SIGKILL) leaves the temporary file,
+    readable up to what was flushed."""
+
+    def __init__(self, path: Path) -> None:
+        import tempfile
+
+        try:
+            odd = path.is_symlink() or (path.exists() and not path.is_file())
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if odd:
+            raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
+        try:
+            fd, temporary = tempfile.mkstemp(
+                dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        self.path = path
+        self.temporary = temporary
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> Path:
+        try:
+            self.file.close()
+            os.chmod(self.temporary, 0o666 & ~_umask())
+            os.replace(self.temporary, self.path)
+        except OSError as exc:
+            self.discard()
+            raise UsageError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        return self.path
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.temporary)
+
+
 def _safe(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
     return keep.strip("._")[:60] or "target"

@@ -16,6 +16,7 @@ from reachtest.cli.output import (
     DEFAULT_OUT_DIR,
     RENDER,
     WHAT,
+    StreamFile,
     _stdout_is_terminal,
     check_distinct,
     check_out_dir,
@@ -24,7 +25,6 @@ from reachtest.cli.output import (
     exit_code,
     print_report,
     save_reports,
-    write_file,
     write_outputs,
 )
 from reachtest.errors import (
@@ -485,11 +485,12 @@ def trace_command(
 
     stdout_taken = "-" in outputs.values()
     live = not report and not stdout_taken and _stdout_is_terminal()
-    packets: list[tuple[int, bytes]] = []
     capture = pcap_path is not None
+    pcap: Any = None  # the PcapStream, opened once privileges are given up
 
     def captured(packet: bytes, ns: int) -> None:
-        packets.append((ns, packet))
+        if pcap is not None:
+            pcap.add(ns, packet)
 
     # Fails here without the privilege, before any look-up.
     transport, traced, transport_notes = _open_transport(
@@ -500,68 +501,79 @@ def trace_command(
         html=html_path is not None or save or out_dir is not None,
     )
     flows = tuple(traced)
+    pcap_file = None
     try:
         check_paths()  # again, as the user it now runs as: before any probe, not after
+        if pcap_path is not None:
+            from reachtest.report.pcap import PcapStream
+
+            pcap_file = StreamFile(Path(pcap_path))
+            pcap = PcapStream(pcap_file.file, time.time_ns() - time.monotonic_ns())
     except BaseException:
+        if pcap_file is not None:
+            pcap_file.discard()
         transport.close()
         raise
-    names = None
-    if not no_dns:
-        from reachtest.names import ReverseNames
-
-        names = ReverseNames()
-        for address in addresses:
-            names.submit(address)
     try:
-        tracer = Tracer(
-            transport,
-            addresses,
-            flows,
-            params,
-            udp_payload=udp_payload,
-            on_reply=captured if capture else None,
-        )
-        session = TraceSession(tracer, names=names)
-        started = datetime.now(UTC)
+        names = None
+        if not no_dns:
+            from reachtest.names import ReverseNames
 
-        def meta(finished: datetime, found: dict[str, str]) -> RunMeta:
-            return RunMeta(
-                command=("reachtest", *(ctx.obj or {}).get("argv", ())),
-                started=started,
-                finished=finished,
-                hosts=typed,
-                names=found,
-                family=family,
-                dns=not no_dns,
-                udp_payload_hex=udp_payload.hex(),
-                transport=getattr(transport, "name", "raw"),
-                transport_notes=transport_notes + _port_note(transport),
+            names = ReverseNames()
+            for address in addresses:
+                names.submit(address)
+        try:
+            tracer = Tracer(
+                transport,
+                addresses,
+                flows,
+                params,
+                udp_payload=udp_payload,
+                on_reply=captured if capture else None,
             )
+            session = TraceSession(tracer, names=names)
+            started = datetime.now(UTC)
 
-        if live:
-            console = _console()
+            def meta(finished: datetime, found: dict[str, str]) -> RunMeta:
+                return RunMeta(
+                    command=("reachtest", *(ctx.obj or {}).get("argv", ())),
+                    started=started,
+                    finished=finished,
+                    hosts=typed,
+                    names=found,
+                    family=family,
+                    dns=not no_dns,
+                    udp_payload_hex=udp_payload.hex(),
+                    transport=getattr(transport, "name", "raw"),
+                    transport_notes=transport_notes + _port_note(transport),
+                )
 
-            def draw(s: TraceSession) -> Any:
-                return _live_frame(s, console.width, meta(datetime.now(UTC), _names(names)))
+            if live:
+                console = _console()
 
-            result = session.run_live(console, draw)
-        else:
-            result = _run_with_progress(session)
-    finally:
-        transport.close()
-    finished = datetime.now(UTC)
-    found = names.settle(1.0) if names is not None else {}
-    if names is not None:
-        names.close()
-    record = build_record(
-        result, analyse(result.outcomes, result.params, result.budgets), meta(finished, found)
-    )
-    written = write_outputs(record, outputs)
-    if pcap_path is not None:
-        from reachtest.report.pcap import render_pcap
+                def draw(s: TraceSession) -> Any:
+                    return _live_frame(s, console.width, meta(datetime.now(UTC), _names(names)))
 
-        offset = time.time_ns() - time.monotonic_ns()
-        written.append(write_file(Path(pcap_path), render_pcap(packets, offset)))
+                result = session.run_live(console, draw)
+            else:
+                result = _run_with_progress(session)
+        finally:
+            transport.close()
+        finished = datetime.now(UTC)
+        found = names.settle(1.0) if names is not None else {}
+        if names is not None:
+            names.close()
+        record = build_record(
+            result, analyse(result.outcomes, result.params, result.budgets), meta(finished, found)
+        )
+        written = write_outputs(record, outputs)
+        if pcap is not None and pcap_file is not None:
+            pcap.close()
+            written.append(pcap_file.commit())
+    except BaseException:
+        if pcap_file is not None:
+            pcap_file.discard()  # a run that failed leaves no partial pcap behind
+        raise
     if out_dir is not None:
         written += save_reports(record, out_dir)
     if not stdout_taken:
