@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchlib import lab_allowed, run_measured
 
 LAB = "benchbpf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +31,13 @@ REACHTEST = str(Path(sys.executable).parent / "reachtest")
 
 def traced(inside: list[str], env: dict[str, str]) -> tuple[float, int]:
     """(CPU seconds of the trace's process tree, unrelated packets it read)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
+    _wall, cpu, done = run_measured(
         [*inside, REACHTEST, "trace", "server", "-4", "-p", "tcp/443", "-p", "tcp/80", "-p",
          "udp/53", "-c", "5", "-i", "0.2", "-n", "--json", "-"],
-        capture_output=True, text=True, check=False, env=env,
+        env,
     )  # fmt: skip
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode not in (0, 1):
         raise SystemExit(f"bench_filter: trace failed ({done.returncode}): {done.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     strays = json.loads(done.stdout)["totals"]["strays"]
     return cpu, int(strays.get("unrelated-traffic", 0))
 
@@ -51,12 +49,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="repetitions per row [3]")
     args = parser.parse_args()
 
-    from reachtest.lab import manager, netns
+    from reachtest.lab import manager
 
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_filter: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_filter"):
         return 3
     plan = manager.up("tcp-drop", lab_id=LAB)
     try:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import lab_allowed, run_measured
 
 LAB = "benchrl"
 REACHTEST = str(Path(sys.executable).parent / "reachtest")
@@ -43,14 +43,9 @@ TRUTH = {
 
 def measured(argv: list[str]) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the process tree, stdout) of one run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, done = run_measured(argv)
     if done.returncode not in (0, 1):
         raise SystemExit(f"bench_ratelimit: {' '.join(argv)} failed:\n{done.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, done.stdout
 
 
@@ -147,12 +142,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from reachtest.lab import netns
-
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_ratelimit: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_ratelimit"):
         return 3
     mtr = shutil.which("mtr")
     if mtr is None:

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchlib import lab_allowed
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_trace import REACHTEST, measured
 
@@ -34,12 +36,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="repetitions per row [5]")
     args = parser.parse_args()
 
-    from reachtest.lab import manager, netns
+    from reachtest.lab import manager
 
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_report: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_report"):
         return 3
     mtr = shutil.which("mtr")
     if mtr is None:

@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchlib import lab_allowed
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_trace import REACHTEST, measured
 
@@ -57,12 +59,9 @@ def main() -> int:
     parser.add_argument("--targets", type=int, default=200, help="lab targets [200]")
     args = parser.parse_args()
 
-    from reachtest.lab import manager, netns
+    from reachtest.lab import manager
 
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_run: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_run"):
         return 3
     nmap = shutil.which("nmap")
     if nmap is None:

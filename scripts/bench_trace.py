@@ -15,13 +15,12 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import lab_allowed, run_measured
 
 LAB = "benchtr"
 REACHTEST = str(Path(sys.executable).parent / "reachtest")
@@ -29,15 +28,10 @@ REACHTEST = str(Path(sys.executable).parent / "reachtest")
 
 def measured(argv: list[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the process tree) of one run."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, done = run_measured(argv)
     if done.returncode not in (0, 1):
         command = " ".join(argv)
         raise SystemExit(f"bench_trace: {command} failed ({done.returncode}):\n{done.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 
@@ -48,12 +42,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="repetitions per row [3]")
     args = parser.parse_args()
 
-    from reachtest.lab import manager, netns
+    from reachtest.lab import manager
 
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_trace: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_trace"):
         return 3
     mtr = shutil.which("mtr")
     if mtr is None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from benchlib import lab_allowed, run_measured
 
 LAB = "benchup"
 REACHTEST = str(Path(sys.executable).parent / "reachtest")
@@ -37,15 +36,10 @@ NOBODY = "65534"
 def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the process tree) of one run; NaN when the program
     refused to run so (mtr takes no interval under 1 s from a user who is not root)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env, cwd="/")
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, done = run_measured(argv, env, cwd="/")
     if done.returncode not in (0, 1) or not done.stdout.strip():
         print(f"bench_unprivileged: {' '.join(argv[-8:])} refused: {done.stderr.strip()[:120]}")
         return float("nan"), float("nan")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 
@@ -56,12 +50,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="repetitions per row [3]")
     args = parser.parse_args()
 
-    from reachtest.lab import manager, netns
+    from reachtest.lab import manager
 
-    try:
-        netns.require_lab_privileges()
-    except Exception as exc:  # a benchmark script: say why and stop
-        print(f"bench_unprivileged: {exc}", file=sys.stderr)
+    if not lab_allowed("bench_unprivileged"):
         return 3
     mtr, tracepath = shutil.which("mtr"), shutil.which("tracepath")
     for name, found in (("mtr", mtr), ("tracepath", tracepath)):

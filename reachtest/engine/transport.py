@@ -72,6 +72,20 @@ class Transport(Protocol):
         """Release sockets and reserved ports."""
 
 
+def route_source(target: str) -> str:
+    """Our address on the route to ``target`` (a UDP socket's connect sends nothing)."""
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((target, 9))
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"no route to {target} from this machine ({exc.strerror})"
+            ) from exc
+        address: str = probe.getsockname()[0]
+    return address
+
+
 def effective_capabilities() -> int:
     """The process's effective capability set, from /proc/self/status (0 when unknown)."""
     try:
@@ -157,16 +171,7 @@ class RawTransport:
         return time.monotonic_ns()
 
     def source_address(self, target: str) -> str:
-        family = socket.AF_INET6 if ":" in target else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect((target, 9))
-            except OSError as exc:
-                raise EnvironmentProblem(
-                    f"no route to {target} from this machine ({exc.strerror})"
-                ) from exc
-            address: str = probe.getsockname()[0]
-        return address
+        return route_source(target)
 
     def reserve_port(self, family: int, protocol: str) -> int:
         if protocol == "icmp":

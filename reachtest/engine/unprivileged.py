@@ -55,6 +55,7 @@ from reachtest.engine.linux import (
     SOL_IPV6,
     TIMESPEC,
 )
+from reachtest.engine.transport import route_source
 from reachtest.errors import EnvironmentProblem, PrivilegeError
 from reachtest.packet import replies
 from reachtest.packet.build import packed
@@ -132,15 +133,7 @@ class UnprivilegedTransport:
         return time.monotonic_ns()
 
     def source_address(self, target: str) -> str:
-        family = socket.AF_INET6 if ":" in target else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.connect((target, 9))
-            except OSError as exc:
-                raise EnvironmentProblem(
-                    f"no route to {target} from this machine ({exc.strerror})"
-                ) from exc
-            address: str = probe.getsockname()[0]
+        address = route_source(target)
         self._source[target] = address
         return address
 

@@ -203,6 +203,17 @@ class GroundTruth:
         )  # fmt: skip
 
     @property
+    def noisy(self) -> bool:
+        """Does chance decide some answers (loss, a policer, rate limits)? Then a test
+        needs more rounds to conclude."""
+        return (
+            self.lossy_from_hop is not None
+            or self.light_loss_from_hop is not None
+            or self.policed is not None
+            or bool(self.ratelimited_hops)
+        )
+
+    @property
     def server_hop(self) -> int:
         return self.hops + 1
 

@@ -79,12 +79,7 @@ def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> No
     flows: list[FlowSpec] = [f.flow for f in truth.flows]
     if truth.ecmp_hop is not None:
         flows += [tcp(p) for p in range(1000, 1008)]  # enough flows to use both routers
-    noisy = (
-        truth.lossy_from_hop is not None
-        or truth.light_loss_from_hop is not None
-        or truth.policed is not None
-        or bool(truth.ratelimited_hops)
-    )
+    noisy = truth.noisy
     params = TraceParams(
         rounds=40 if noisy else 8,
         interval_s=0.05 if noisy else 0.1,

@@ -121,12 +121,7 @@ def test_trace_concludes_each_scenarios_ground_truth(
     ports = [f.flow.label for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
     if truth.ecmp_hop is not None:
         ports.append("tcp/1000-1007")  # enough flows to use both routers
-    noisy = (
-        truth.lossy_from_hop is not None
-        or truth.light_loss_from_hop is not None
-        or truth.policed is not None
-        or bool(truth.ratelimited_hops)
-    )
+    noisy = truth.noisy
     host_file = tmp_path / "hosts.txt"
     host_file.write_text(f"# both families\n{lab.server()}\n{lab.server(True)}\n")
     done = trace_in(

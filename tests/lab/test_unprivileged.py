@@ -50,12 +50,7 @@ def test_unprivileged_trace_concludes_each_scenarios_ground_truth(
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
     ports = [f.flow.label for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
-    noisy = (
-        truth.lossy_from_hop is not None
-        or truth.light_loss_from_hop is not None
-        or truth.policed is not None
-        or bool(truth.ratelimited_hops)
-    )
+    noisy = truth.noisy
     done = trace_as_nobody(
         lab, "--unprivileged", str(lab.server()), str(lab.server(True)),
         *(a for p in ports for a in ("-p", p)),
