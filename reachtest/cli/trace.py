@@ -144,12 +144,16 @@ def _open_transport(
 def _port_note(transport: Any) -> tuple[str, ...]:
     """How many TCP probes the kernel sent from another port than their flow's."""
     forced, sent = getattr(transport, "forced_ports", 0), getattr(transport, "tcp_sent", 0)
-    if not forced:
-        return ()
-    return (
-        f"{forced} of {sent} TCP probes left from another source port than their flow's "
-        "(another probe of the flow was still connecting): ECMP may route them apart",
-    )
+    skipped = getattr(transport, "tcp_skipped", 0)
+    notes = []
+    if forced:
+        notes.append(
+            f"{forced} of {sent} TCP probes left from another source port than their "
+            "flow's (another probe of the flow was still connecting): ECMP may route them apart"
+        )
+    if skipped:
+        notes.append(f"{skipped} TCP probes not sent: no file descriptor left (counted lost)")
+    return tuple(notes)
 
 
 #: What the unprivileged transport cannot see, for the record and the report.

@@ -89,6 +89,22 @@ def _send(sock: socket.socket, data: bytes, address: tuple[str, int]) -> None:
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading it clears it
 
 
+def _raise_file_limit() -> int:
+    """Every TCP probe in flight is a socket: raise the soft limit on open files to the
+    hard one, and return what it is now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return max(128, soft)
+
+
 class IcmpUnavailable(PrivilegeError):
     """Ping sockets are refused: ``net.ipv4.ping_group_range`` leaves the user out."""
 
@@ -126,6 +142,9 @@ class UnprivilegedTransport:
         self.notes: list[str] = []
         self.forced_ports = 0
         self.tcp_sent = 0
+        #: TCP probes not sent: every descriptor this process may open was in use.
+        self.tcp_skipped = 0
+        self._tcp_limit = _raise_file_limit() - 64  # for the ping and UDP sockets, files
 
     # -- the Transport protocol ------------------------------------------------------
 
@@ -263,6 +282,9 @@ class UnprivilegedTransport:
     def _connect(
         self, packet: bytes, family: int, target: str, sport: int, dport: int, ttl: int
     ) -> None:
+        if len(self._tcp) >= self._tcp_limit:
+            self.tcp_skipped += 1  # it times out, and the record says how many
+            return
         af = socket.AF_INET6 if family == 6 else socket.AF_INET
         sock = self._socket(af, socket.SOCK_STREAM, 0)
         try:
