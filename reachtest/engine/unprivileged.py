@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import resource
 import select
 import socket
 import struct
@@ -92,8 +93,6 @@ def _send(sock: socket.socket, data: bytes, address: tuple[str, int]) -> None:
 def _raise_file_limit() -> int:
     """Every TCP probe in flight is a socket: raise the soft limit on open files to the
     hard one, and return what it is now."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = 65536 if hard == resource.RLIM_INFINITY else hard
