@@ -275,10 +275,12 @@ def test_a_link_losing_ten_percent_is_found_from_its_hop_with_ten_rounds(
 ) -> None:
     """Issue 16's case: r3 loses 10% towards r4 (from TTL 4 on), `trace -c 10` with icmp
     and three services. Pooled over the four flows the test has about 96% power at this
-    size (simulated), so two runs are made: at least one must find the link at hop 4, as
-    one finding for every flow, and neither may find loss anywhere else."""
+    size (simulated), and when hop 4's few losses fall short by chance the start is placed
+    a hop later (never earlier); so two runs are made: at least one must find the link at
+    hop 4, each finding is one for every flow from hop 4 or 5, and no run finds a
+    flow's own loss or loss before the link."""
     lab = make_lab("clean", rules=("r3:loss:10",))
-    found = []
+    starts = []
     for run in range(2):
         record_file = tmp_path / f"run{run}.json"
         done = trace_in(
@@ -288,6 +290,6 @@ def test_a_link_losing_ten_percent_is_found_from_its_hop_with_ten_rounds(
         assert done.returncode in (0, 1), done.stderr
         (target,) = json.loads(record_file.read_text())["targets"]
         loss = [f for f in target["findings"] if f["kind"] == "forwarding-loss"]
-        assert all((f["flow"], f["last_hop"]) == (None, 4) for f in loss), loss
-        found.append(len(loss))
-    assert 1 in found, "neither run found the lossy link"
+        assert all(f["flow"] is None and f["last_hop"] in (4, 5) for f in loss), loss
+        starts += [f["last_hop"] for f in loss]
+    assert 4 in starts, f"neither run found the lossy link at hop 4 (found: {starts})"
