@@ -18,12 +18,12 @@ kernel tells it, the reply packets the matcher would have seen on the wire:
   connect is a RST, an established one a SYN-ACK, and it is reset at once (the target
   sees a full handshake, then a reset). The kernel chooses the sequence number, so the
   socket itself names the probe. The source port is the flow's while no other probe of
-  the flow is connecting; otherwise the kernel picks one (counted in ``notes``). A probe
+  the flow is connecting; otherwise the kernel picks one (counted: ``forced_ports``). A probe
   is given up after ``TCP_WAIT_S``: the kernel would send the SYN again then.
 
-What it cannot see (``notes``): the IP TTL of TCP answers (so a forged RST is judged
-by the hop it came from, not by its TTL); ICMP extensions such as MPLS labels (the
-error queue holds the quote only).
+What it cannot see (the CLI's ``UNPRIVILEGED_NOTES``): the IP TTL of TCP answers (so a
+forged RST is judged by the hop it came from, not by its TTL); ICMP extensions such as
+MPLS labels (the error queue holds the quote only).
 """
 
 from __future__ import annotations
@@ -109,15 +109,12 @@ class IcmpUnavailable(PrivilegeError):
 
 
 class _TcpProbe:
-    __slots__ = ("deadline", "family", "packet", "sock", "target")
+    __slots__ = ("deadline", "family", "packet", "sock")
 
-    def __init__(
-        self, sock: socket.socket, packet: bytes, family: int, target: str, deadline: float
-    ) -> None:
+    def __init__(self, sock: socket.socket, packet: bytes, family: int, deadline: float) -> None:
         self.sock = sock
         self.packet = packet
         self.family = family
-        self.target = target
         self.deadline = deadline
 
 
@@ -137,8 +134,6 @@ class UnprivilegedTransport:
         self._source: dict[str, str] = {}
         self._out: list[tuple[bytes, int]] = []
         self._offset_ns = time.time_ns() - time.monotonic_ns()
-        #: What the run could not do as the raw transport would (one line each).
-        self.notes: list[str] = []
         self.forced_ports = 0
         self.tcp_sent = 0
         #: TCP probes not sent: every descriptor this process may open was in use.
@@ -309,7 +304,7 @@ class UnprivilegedTransport:
             sock.close()
             raise
         fd = sock.fileno()
-        probe = _TcpProbe(sock, packet, family, target, time.monotonic() + TCP_WAIT_S)
+        probe = _TcpProbe(sock, packet, family, time.monotonic() + TCP_WAIT_S)
         if port:
             self._tcp_busy.add((family, sport))
         if code not in (0, errno.EINPROGRESS):
