@@ -38,7 +38,7 @@ RATE_LIMIT_MARGIN = 0.25
 def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
     """What ``label`` got at ``ttl``, one Evidence per (kind, responder)."""
     rows = obs.at(label, ttl)
-    counts = Counter((kind, responder) for _, kind, responder, _, _ in rows)
+    counts = obs.kinds(label, ttl)
     return [
         Evidence(
             flow=obs.flows[label],
@@ -46,7 +46,7 @@ def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
             kind=ReplyKind(kind),
             responder=responder,
             count=n,
-            of=len(rows),
+            of=rows.total(),
         )
         for (kind, responder), n in sorted(
             counts.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or "")
@@ -55,12 +55,12 @@ def evidence(obs: Observed, label: str, ttl: int) -> list[Evidence]:
 
 
 def _answered(obs: Observed, label: str, ttl: int) -> bool:
-    return any(responder for _, _, responder, _, _ in obs.at(label, ttl))
+    return any(responder for _, responder, _, _ in obs.at(label, ttl))
 
 
 def _silent_rounds(obs: Observed, label: str, ttl: int) -> tuple[int, int]:
     rows = obs.at(label, ttl)
-    return sum(1 for r in rows if r[1] == TIMEOUT), len(rows)
+    return sum(n for r, n in rows.items() if r[0] == TIMEOUT), rows.total()
 
 
 def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
@@ -98,11 +98,11 @@ def blocked(obs: Observed, path: FlowPath, reached: Reach) -> Finding | None:
         proof += evidence(obs, ref, last if last is not None else nxt)
     udp = path.flow.protocol is Protocol.UDP
     router_answered = any(
-        r[1] != TIMEOUT and r[2] and r[2] != obs.target
+        r[0] != TIMEOUT and r[1] and r[1] != obs.target
         for ref in refs
         for r in obs.at(ref, last if last is not None else nxt)
     )
-    silent_proofs = sum(1 for ok in obs.proofs[label].get(nxt, []) if not ok)
+    silent_proofs = obs.proofs[label][nxt][False] if nxt in obs.proofs[label] else 0
     proven = not router_answered or silent_proofs > 0
     if path.flow.protocol is Protocol.ICMP:
         kind, severity = FindingKind.PING_BLOCKED, Severity.WARNING
@@ -149,12 +149,12 @@ def rejected(obs: Observed, path: FlowPath) -> Finding:
     """A flow answered by admin-prohibited or unreachable: the device that said so."""
     label = path.flow.label
     rows = obs.seen[label]
-    ttl = min(t for t, r in rows.items() if any(x[1] not in (TE, TIMEOUT) and x[2] for x in r))
+    ttl = min(t for t, r in rows.items() if any(x[0] not in (TE, TIMEOUT) and x[1] for x in r))
     proof = evidence(obs, label, ttl)
     if path.stop_hop and path.stop_hop != ttl:
         proof = evidence(obs, label, path.stop_hop) + proof
     agree = sum(e.count for e in proof if e.ttl == ttl and e.responder == path.stop_address)
-    of = len(obs.at(label, ttl))
+    of = obs.at(label, ttl).total()
     admin = path.stop is StopReason.ADMIN_PROHIBITED
     note = "" if admin or path.icmp_code is None else f"ICMP code {path.icmp_code}"
     return Finding(
@@ -178,13 +178,13 @@ def forged(obs: Observed, path: FlowPath, reached: Reach) -> Finding:
     proof = evidence(obs, label, ttl)
     kinds = {e.kind for e in proof}
     for ref in obs.flows:
-        if ref != label and any(r[1] == TE for r in obs.at(ref, ttl)):
+        if ref != label and any(r[0] == TE for r in obs.at(ref, ttl)):
             proof += [e for e in evidence(obs, ref, ttl) if e.kind is ReplyKind.TIME_EXCEEDED]
     reset = ReplyKind.TCP_RST in kinds
     agree = sum(
         e.count for e in proof if e.ttl == ttl and e.flow == path.flow and e.responder == obs.target
     )
-    of = len(obs.at(label, ttl))
+    of = obs.at(label, ttl).total()
     note = f"answered in the target's name at TTL {ttl}, where other flows still meet routers"
     if not any(max(obs.te_ttls(o), default=0) >= ttl for o in obs.seen if o != label):
         closer = closer_than_claimed(obs, label, ttl)
@@ -223,7 +223,7 @@ NOT_QUOTED = NAT_FIELDS | {"ack"}
 
 
 def _changed(row: Row) -> set[str]:
-    return set(row[3].split(",")) if row[3] else set()
+    return set(row[2].split(",")) if row[2] else set()
 
 
 def rewritten(obs: Observed, label: str) -> Finding | None:
@@ -256,13 +256,12 @@ def sequence_rewritten(obs: Observed, label: str) -> Finding | None:
     """SYN-ACKs from the target whose acknowledgment number names no SYN of ours: a box
     on the path (a sequence randomiser) changed the sequence numbers and did not change
     them back. The service answered all the same: open, matched to the oldest probe."""
-    off = sorted(
-        (t, r[0]) for t, rows in obs.seen[label].items() for r in rows if "ack" in _changed(r)
-    )
+    cells = obs.seen[label].items()
+    off = sorted((t, n) for t, rows in cells for r, n in rows.items() if "ack" in _changed(r))
     if not off:
         return None
     ttl = off[0][0]
-    answers = sum(1 for rows in obs.seen[label].values() for r in rows if r[1] == SYN_ACK)
+    answers = sum(n for _, rows in cells for r, n in rows.items() if r[0] == SYN_ACK)
     return Finding(
         kind=FindingKind.SEQUENCE_REWRITTEN,
         severity=Severity.INFO,
@@ -274,8 +273,8 @@ def sequence_rewritten(obs: Observed, label: str) -> Finding | None:
         confidence=1.0,
         evidence=tuple(evidence(obs, label, ttl)),
         note=(
-            f"{len(off)} of {answers} SYN-ACKs acknowledge no SYN we sent: counted as the "
-            "service's answers (open), each to the oldest unanswered probe"
+            f"{sum(n for _, n in off)} of {answers} SYN-ACKs acknowledge no SYN we sent: "
+            "counted as the service's answers (open), each to the oldest unanswered probe"
         ),
     )
 
@@ -300,7 +299,7 @@ def nat(obs: Observed) -> Finding | None:
         t
         for rows_at in obs.seen.values()
         for t, rows in rows_at.items()
-        if t < hop and any(r[1] == TE and not _changed(r) & NAT_FIELDS for r in rows)
+        if t < hop and any(r[0] == TE and not _changed(r) & NAT_FIELDS for r in rows)
     ]
     before = max(ours, default=None)
     flows = [label for label in obs.flows if label in first]
@@ -381,7 +380,7 @@ def loss(
     label = path.flow.label
     skip = set(limited)
     ttls = [t for t in _expected_ttls(obs, path, reached) if t not in skip]
-    sent = {t: len(obs.at(label, t)) for t in ttls}
+    sent = {t: obs.at(label, t).total() for t in ttls}
     lost = {t: _silent_rounds(obs, label, t)[0] for t in ttls}
     found: list[Finding] = []
     start, best = _loss_start(ttls, sent, lost)
@@ -422,7 +421,7 @@ def _loss_counts(
     """TTLs and (sent, lost) per TTL summed over ``labels``, each flow at its own TTLs."""
     chosen = list(labels)
     ttls = sorted({t for label in chosen for t in ttls_of[label]})
-    sent = {t: sum(len(obs.at(x, t)) for x in chosen if t in ttls_of[x]) for t in ttls}
+    sent = {t: sum(obs.at(x, t).total() for x in chosen if t in ttls_of[x]) for t in ttls}
     lost = {t: sum(_silent_rounds(obs, x, t)[0] for x in chosen if t in ttls_of[x]) for t in ttls}
     return ttls, sent, lost
 
@@ -551,9 +550,9 @@ def pooled_spikes(
                 continue
             later = [t for t in ttls if t > h]
             lost_h += _silent_rounds(obs, label, h)[0]
-            sent_h += len(obs.at(label, h))
+            sent_h += obs.at(label, h).total()
             lost_later += sum(_silent_rounds(obs, label, t)[0] for t in later)
-            sent_later += sum(len(obs.at(label, t)) for t in later)
+            sent_later += sum(obs.at(label, t).total() for t in later)
         if lost_h < 2 or not sent_h or not sent_later:
             continue
         margin = lost_h / sent_h - lost_later / sent_later
@@ -626,6 +625,14 @@ def rate_limiting(
     )
 
 
+def _te_responders(obs: Observed, label: str, ttl: int) -> Counter[str | None]:
+    counts: Counter[str | None] = Counter()
+    for (kind, responder, _, _), n in obs.at(label, ttl).items():
+        if kind == TE:
+            counts[responder] += n
+    return counts
+
+
 def ecmp(obs: Observed) -> list[Finding]:
     """Hops where flows (or one flow) meet different routers: load balancing. Consecutive
     TTLs that split the flows the same way are one divergence (the parallel branches)."""
@@ -633,9 +640,7 @@ def ecmp(obs: Observed) -> list[Finding]:
     ttls = sorted({t for rows in obs.seen.values() for t in rows})
     previous: tuple[frozenset[str], ...] | None = None
     for ttl in ttls:
-        per_flow = {
-            label: Counter(r[2] for r in obs.at(label, ttl) if r[1] == TE) for label in obs.flows
-        }
+        per_flow = {label: _te_responders(obs, label, ttl) for label in obs.flows}
         per_flow = {label: c for label, c in per_flow.items() if c}
         addresses = sorted({a for c in per_flow.values() for a in c if a}, key=str)
         if len(addresses) < 2:

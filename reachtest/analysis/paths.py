@@ -8,10 +8,8 @@ SYN proxy between the last router that answered and the next hop).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from reachtest.model import (
     FlowPath,
@@ -25,9 +23,6 @@ from reachtest.model import (
     StopReason,
     TraceParams,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 TE = str(ReplyKind.TIME_EXCEEDED)
 TIMEOUT = str(ReplyKind.TIMEOUT)
@@ -63,48 +58,66 @@ REACHED = {
 }
 
 
-#: One outcome as the analysis sees it: (round, kind, responder, quote_changed, icmp_code).
-Row = tuple[int, str, str | None, str, int | None]
+#: Outcomes as the analysis sees them: (kind, responder, quote_changed, icmp_code).
+Row = tuple[str, str | None, str, int | None]
+#: The outcomes of one flow at one TTL: each Row with how often it came.
+Cell = Counter[Row]
+
+
+def _cells() -> defaultdict[int, Cell]:
+    return defaultdict(Counter)
+
+
+def _proofs() -> defaultdict[int, Counter[bool]]:
+    return defaultdict(Counter)
+
+
+def _back() -> defaultdict[int, Counter[tuple[str, str, int]]]:
+    return defaultdict(Counter)
 
 
 @dataclass(slots=True)
 class Observed:
-    """One target's outcomes by flow and TTL (``seen[flow][ttl]``, a list of Row), and the
-    flows in the order they were traced."""
+    """One target's outcomes by flow and TTL (``seen[flow][ttl]``, a Cell: counts, never a
+    list that grows with the run), and the flows in the order they were traced."""
 
     target: str
     flows: dict[str, FlowSpec] = field(default_factory=dict)
-    seen: dict[str, dict[int, list[Row]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    seen: defaultdict[str, defaultdict[int, Cell]] = field(
+        default_factory=lambda: defaultdict(_cells)
     )
-    #: Proof probes (sent alone after the router's budget refilled): flow -> TTL -> answered?
-    proofs: dict[str, dict[int, list[bool]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    #: Proof probes (sent alone after the router's budget refilled): flow -> TTL ->
+    #: {answered?: count}.
+    proofs: defaultdict[str, defaultdict[int, Counter[bool]]] = field(
+        default_factory=lambda: defaultdict(_proofs)
     )
     #: How many routers each answer crossed on its way back (from its IP TTL / hop limit,
-    #: see ``hops_back``): flow -> TTL -> [(kind, responder, hops)].
-    back: dict[str, dict[int, list[tuple[str, str, int]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    #: see ``hops_back``): flow -> TTL -> {(kind, responder, hops): count}.
+    back: defaultdict[str, defaultdict[int, Counter[tuple[str, str, int]]]] = field(
+        default_factory=lambda: defaultdict(_back)
     )
     #: The source addresses a NAT left in the quotes of each flow's ICMP errors.
-    translated: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    translated: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
-    def at(self, flow: str, ttl: int) -> list[Row]:
-        return self.seen[flow].get(ttl, [])
+    def at(self, flow: str, ttl: int) -> Cell:
+        return self.seen[flow].get(ttl) or Counter()
 
     def kinds(self, flow: str, ttl: int) -> Counter[tuple[str, str | None]]:
-        return Counter((row[1], row[2]) for row in self.at(flow, ttl))
+        counts: Counter[tuple[str, str | None]] = Counter()
+        for row, n in self.at(flow, ttl).items():
+            counts[(row[0], row[1])] += n
+        return counts
 
     def te_ttls(self, flow: str) -> list[int]:
-        return sorted(t for t, rows in self.seen[flow].items() if any(r[1] == TE for r in rows))
+        return sorted(t for t, rows in self.seen[flow].items() if any(r[0] == TE for r in rows))
 
     def answered_ttls(self) -> set[int]:
         """TTLs at which any flow got any answer."""
-        return {t for rows in self.seen.values() for t, r in rows.items() if any(x[2] for x in r)}
+        return {t for rows in self.seen.values() for t, r in rows.items() if any(x[1] for x in r)}
 
     def passes(self, flow: str, ttl: int) -> bool:
         """Did ``flow`` get any answer at ``ttl`` or beyond (so its probes get that far)?"""
-        return any(t >= ttl and any(x[2] for x in r) for t, r in self.seen[flow].items())
+        return any(t >= ttl and any(x[1] for x in r) for t, r in self.seen[flow].items())
 
     def hop_of(self, address: str) -> int | None:
         """The hop of a router address: the lowest TTL it sent time-exceeded from."""
@@ -112,49 +125,9 @@ class Observed:
             t
             for rows in self.seen.values()
             for t, r in rows.items()
-            if any(x[1] == TE and x[2] == address for x in r)
+            if any(x[0] == TE and x[1] == address for x in r)
         ]
         return min(ttls) if ttls else None
-
-
-def observe(table: pd.DataFrame) -> list[Observed]:
-    """The table regrouped per target; targets in address order, flows in protocol and
-    port order, whatever the order of the outcomes."""
-    by_target: dict[str, Observed] = {}
-    records: list[dict[str, Any]] = table.to_dict("records")  # type: ignore[assignment]
-    for row in records:
-        target = str(row["target"])
-        obs = by_target.get(target)
-        if obs is None:
-            obs = by_target[target] = Observed(target)
-        label = str(row["flow"])
-        if label not in obs.flows:
-            port = None if _missing(row["port"]) else int(row["port"])
-            obs.flows[label] = FlowSpec(protocol=Protocol(str(row["protocol"])), port=port)
-        responder = str(row["responder"]) if row["answered"] else None
-        code = None if _missing(row["icmp_code"]) else int(row["icmp_code"])
-        obs.seen[label][int(row["ttl"])].append(
-            (int(row["round"]), str(row["kind"]), responder, str(row["quote_changed"] or ""), code)
-        )
-        if not _missing(row.get("quote_src")):
-            obs.translated[label].add(str(row["quote_src"]))
-        if row.get("proof"):
-            obs.proofs[label][int(row["ttl"])].append(responder is not None)
-        if responder is not None and not _missing(row.get("reply_ttl")):
-            hops = hops_back(int(row["reply_ttl"]))
-            obs.back[label][int(row["ttl"])].append((str(row["kind"]), responder, hops))
-    for obs in by_target.values():  # independent of the order of the outcomes
-        obs.flows = dict(sorted(obs.flows.items(), key=lambda item: item[1]))
-    return [by_target[t] for t in sorted(by_target, key=_address_key)]
-
-
-def _address_key(address: str) -> tuple[int, int]:
-    parsed = ipaddress.ip_address(address)
-    return (parsed.version, int(parsed))
-
-
-def _missing(value: Any) -> bool:
-    return value is None or str(value) in ("<NA>", "nan", "None")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,27 +156,45 @@ def hops_back(reply_ttl: int) -> int:
     return next(t for t in INITIAL_TTLS if t >= reply_ttl) - reply_ttl
 
 
-def _median(values: list[int]) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
+def _median(counts: Counter[int]) -> float | None:
+    """The median of values given with their counts (a middle pair averaged)."""
+    total = counts.total()
+    if not total:
         return None
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    low = high = None
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if low is None and 2 * seen > total - 1:  # holds the (total - 1) // 2-th value
+            low = value
+        if 2 * seen > total:  # holds the total // 2-th value
+            high = value
+            break
+    assert low is not None and high is not None
+    return high if total % 2 else (low + high) / 2
 
 
-def _answers_back(obs: Observed, label: str) -> list[int]:
-    """How many routers each answer of ``label`` in the target's name crossed back."""
-    return [
-        h for rows in obs.back[label].values()
-        for kind, who, h in rows if kind in FROM_TARGET and who == obs.target
-    ]  # fmt: skip
+def _answers_back(obs: Observed, label: str) -> Counter[int]:
+    """How many routers the answers of ``label`` in the target's name crossed back."""
+    counts: Counter[int] = Counter()
+    for rows in obs.back[label].values():
+        for (kind, who, h), n in rows.items():
+            if kind in FROM_TARGET and who == obs.target:
+                counts[h] += n
+    return counts
 
 
 def _te_back(obs: Observed, label: str, ttl: int) -> float | None:
     """How many routers the time-exceeded from TTL ``ttl`` crossed back (median; this
     flow's, else any flow's)."""
-    own = [h for kind, _who, h in obs.back[label].get(ttl, []) if kind == TE]
-    every = [h for rows in obs.back.values() for kind, _who, h in rows.get(ttl, []) if kind == TE]
+    own: Counter[int] = Counter()
+    every: Counter[int] = Counter()
+    for other, rows in obs.back.items():
+        for (kind, _who, h), n in rows.get(ttl, Counter()).items():
+            if kind == TE:
+                every[h] += n
+                if other == label:
+                    own[h] += n
     return _median(own or every)
 
 
@@ -221,7 +212,10 @@ def closer_than_claimed(obs: Observed, label: str, ttl: int) -> tuple[float, int
     median = _median(_answers_back(obs, label))
     if median is None:
         return None
-    others = [h for other in obs.flows if other != label for h in _answers_back(obs, other)]
+    others: Counter[int] = Counter()
+    for other in obs.flows:
+        if other != label:
+            others.update(_answers_back(obs, other))
     reference = _median(others)
     if reference is not None:
         return (median, int(reference), "flows") if median <= reference - CLOSER_BY else None
@@ -238,7 +232,7 @@ def reach(obs: Observed) -> Reach:
     first: dict[str, int] = {}
     for label, rows in obs.seen.items():
         ttls = [
-            t for t, r in rows.items() if any(x[1] in FROM_TARGET and x[2] == obs.target for x in r)
+            t for t, r in rows.items() if any(x[0] in FROM_TARGET and x[1] == obs.target for x in r)
         ]
         if ttls:
             first[label] = min(ttls)
@@ -292,7 +286,7 @@ def flow_path(obs: Observed, label: str, reached: Reach, params: TraceParams | N
             stop_hop=hop,
             stop_address=device,
         )
-    rejected = sorted(t for t, r in rows.items() if any(x[1] in REJECTS for x in r))
+    rejected = sorted(t for t, r in rows.items() if any(x[0] in REJECTS for x in r))
     if rejected:
         ttl = rejected[0]
         kind, address = _majority(obs.kinds(label, ttl), set(REJECTS))
@@ -301,7 +295,7 @@ def flow_path(obs: Observed, label: str, reached: Reach, params: TraceParams | N
         # expires probes, else (it never does) the hop before the rejected TTL.
         at_router = obs.hop_of(address) or max(ttl - 1, 1)
         hop = (distance or ttl) if address == obs.target else at_router
-        code = next((x[4] for x in rows[ttl] if x[1] == kind and x[2] == address), None)
+        code = next((x[3] for x in rows[ttl] if x[0] == kind and x[1] == address), None)
         stop = (
             StopReason.ADMIN_PROHIBITED
             if kind == str(ReplyKind.ADMIN_PROHIBITED)
@@ -365,7 +359,7 @@ def service_verdict(obs: Observed, path: FlowPath, reached: Reach) -> ServiceVer
         )
     if path.stop in (StopReason.ADMIN_PROHIBITED, StopReason.UNREACHABLE):
         rows = obs.seen[label]
-        ttl = min(t for t, r in rows.items() if any(x[1] in REJECTS for x in r))
+        ttl = min(t for t, r in rows.items() if any(x[0] in REJECTS for x in r))
         counts = obs.kinds(label, ttl)
         kind, address = _majority(counts, set(REJECTS))
         return ServiceVerdict(

@@ -283,7 +283,7 @@ def diff_command(
     """
     from reachtest.analysis.diff import diff_runs
     from reachtest.report.diffview import RENDER as DIFF_RENDER
-    from reachtest.report.record import load_record
+    from reachtest.report.record import load_record, upgrade_record
 
     check_output(output, "the diff")
     sources: dict[str, str | Path | None] = {
@@ -307,7 +307,10 @@ def diff_command(
                 raise UsageError(
                     f"the history holds {len(ids)} run of {target!r}: two are needed to compare"
                 )
-            before, after = store.record(ids[-1]), store.record(ids[0])
+            before, after = (
+                upgrade_record(store.record(ids[-1])),
+                upgrade_record(store.record(ids[0])),
+            )
         names = [f"run {ids[-1]}", f"run {ids[0]}"]
     elif len(runs) == 2:
         loaded, names = [], []
@@ -320,7 +323,7 @@ def diff_command(
                     continue
                 if store is None:
                     store = _open_history(history, config_file)
-                loaded.append(store.record(int(one)))
+                loaded.append(upgrade_record(store.record(int(one))))
                 names.append(f"run {one}")
         finally:
             if store is not None:

@@ -21,6 +21,7 @@ from reachtest.model import (
     FlowPath,
     HopBudget,
     HostVerdict,
+    Outcome,
     Protocol,
     RunResult,
     ServiceState,
@@ -30,9 +31,10 @@ from reachtest.model import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from reachtest.analysis.accumulate import Accumulator, Bucket, HopCell
     from reachtest.analysis.analyse import Analysis, TargetAnalysis
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = "run-record.schema.json"
 
 Record = dict[str, Any]
@@ -133,64 +135,57 @@ def _host(h: HostVerdict) -> Record:
     }
 
 
-def _translated(address: Any, port: Any) -> Record:
-    """The source a NAT left in a quote, as the record spells it (empty when ours)."""
-    import pandas as pd
+def _sample(o: Outcome) -> Record:
+    """One probe's outcome as the record keeps it."""
+    sample: Record = {
+        "round": o.round,
+        "kind": str(o.kind),
+        "responder": o.responder,
+        "rtt_ms": None if o.recv_ns is None else _num((o.recv_ns - o.sent_ns) / 1e6, 4),
+    }
+    if o.proof:
+        sample["proof"] = True
+    if o.reply_ttl is not None:
+        sample["reply_ttl"] = o.reply_ttl
+    translated: Record = {}
+    if o.quote_src is not None:
+        translated["address"] = o.quote_src
+    if o.quote_port is not None:
+        translated["port"] = o.quote_port
+    if translated:
+        sample["translated"] = translated
+    if o.mpls:
+        sample["mpls"] = [_label((m.label, m.tc, m.bottom, m.ttl)) for m in o.mpls]
+    return sample
 
-    out: Record = {}
-    if address is not None and not pd.isna(address):
-        out["address"] = str(address)
-    if port is not None and not pd.isna(port):
-        out["port"] = int(port)
-    return out
+
+def _bucket(first_round: int, b: Bucket) -> Record:
+    return {
+        "round": first_round,
+        "snt": b.snt,
+        "rcv": b.rcv,
+        "avg_ms": _num(b.sum_ms / b.n_rtt) if b.n_rtt else None,
+        "best_ms": _num(b.best_ms) if b.n_rtt else None,
+        "wrst_ms": _num(b.wrst_ms) if b.n_rtt else None,
+    }
+
+
+def _series(cell: HopCell, bucket_rounds: int) -> list[Record]:
+    """The hop's time series: per bucket of rounds, probes sent and answered, RTTs."""
+    return [_bucket(index * bucket_rounds, b) for index, b in sorted(cell.series.items())]
 
 
 def _hops(
-    hops: pd.DataFrame, table: pd.DataFrame, limited: Mapping[tuple[str, str, int], int]
+    hops: pd.DataFrame, accumulated: Accumulator, limited: Mapping[tuple[str, str, int], int]
 ) -> dict[tuple[str, str], list[Record]]:
-    """(target, flow) -> hop records in TTL order, with every probe's sample; ``limited``
-    holds the non-answers a router's rate limit explains per (target, flow, TTL)."""
-    import pandas as pd
-
-    samples: dict[tuple[str, str, int], list[Record]] = {}
-    icmp: dict[tuple[str, str, int], dict[tuple[int, int], int]] = {}
-    stacks: dict[tuple[str, str, int], dict[tuple[str, tuple[Any, ...]], int]] = {}
-    ordered = table.sort_values(["target", "flow", "ttl", "round", "sent_ns"], kind="stable")
-    columns = zip(
-        ordered["target"], ordered["flow"], ordered["ttl"], ordered["round"],
-        ordered["kind"], ordered["responder"], ordered["rtt_ms"],
-        ordered["icmp_type"], ordered["icmp_code"], ordered["proof"], ordered["reply_ttl"],
-        ordered["mpls"], ordered["quote_src"], ordered["quote_port"], strict=True,
-    )  # fmt: skip
-    for (target, flow, ttl, round_, kind, responder, rtt, itype, icode, proof, reply_ttl,
-         mpls, quote_src, quote_port) in columns:  # fmt: skip
-        key = (str(target), str(flow), int(ttl))
-        sample: Record = {
-            "round": int(round_),
-            "kind": str(kind),
-            "responder": None if pd.isna(responder) else str(responder),
-            "rtt_ms": _num(rtt, 4),
-        }
-        if proof:
-            sample["proof"] = True
-        if not pd.isna(reply_ttl):
-            sample["reply_ttl"] = int(reply_ttl)
-        translated = _translated(quote_src, quote_port)
-        if translated:
-            sample["translated"] = translated
-        if mpls:
-            sample["mpls"] = [_label(m) for m in mpls]
-            seen = stacks.setdefault(key, {})
-            seen[(str(responder), mpls)] = seen.get((str(responder), mpls), 0) + 1
-        samples.setdefault(key, []).append(sample)
-        if not pd.isna(itype):
-            codes = icmp.setdefault(key, {})
-            pair = (int(itype), int(icode))
-            codes[pair] = codes.get(pair, 0) + 1
+    """(target, flow) -> hop records in TTL order, with the most recent samples and the
+    time series; ``limited`` holds the non-answers a router's rate limit explains per
+    (target, flow, TTL)."""
     out: dict[tuple[str, str], list[Record]] = {}
     rows: list[dict[str, Any]] = hops.to_dict("records")  # type: ignore[assignment]
     for r in rows:
         key = (str(r["target"]), str(r["flow"]), int(r["ttl"]))
+        cell = accumulated.cells[key]
         out.setdefault(key[:2], []).append(
             {
                 "ttl": key[2],
@@ -202,18 +197,20 @@ def _hops(
                 "responders": [{"address": a, "count": n} for a, n in r["responders"]],
                 "kinds": [{"kind": k, "count": n} for k, n in r["kinds"]],
                 "icmp": [
-                    {"type": t, "code": c, "count": n}
-                    for (t, c), n in sorted(icmp.get(key, {}).items())
+                    {"type": t, "code": c, "count": n} for (t, c), n in sorted(cell.icmp.items())
                 ],
-                "samples": samples.get(key, []),
+                "samples": [
+                    _sample(o) for o in sorted(cell.samples, key=lambda o: (o.round, o.sent_ns))
+                ],
+                "series": _series(cell, accumulated.bucket_rounds),
                 **(
                     {
                         "mpls": [
                             {"responder": a, "stack": [_label(m) for m in stack], "count": n}
-                            for (a, stack), n in sorted(stacks[key].items(), key=lambda i: -i[1])
+                            for (a, stack), n in sorted(cell.mpls.items(), key=lambda i: -i[1])
                         ]
                     }
-                    if key in stacks
+                    if cell.mpls
                     else {}
                 ),
             }
@@ -264,8 +261,8 @@ def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record
     limited = {
         (t.target, label, ttl): n for t in analysis.targets for (label, ttl), n in t.limited.items()
     }
-    hops = _hops(analysis.hops, analysis.table, limited)
-    answered = sum(1 for o in result.outcomes if o.responder is not None and o.extra is None)
+    accumulated = analysis.accumulated
+    hops = _hops(analysis.hops, accumulated, limited)
     by_address = {t.target: t for t in analysis.targets}
     order = {f.label: i for i, f in enumerate(result.flows)}
     responders = {
@@ -295,11 +292,13 @@ def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record
         "finished": _utc(meta.finished),
         "duration_s": round((result.finished_ns - result.started_ns) / 1e9, 6),
         "interrupted": result.interrupted,
-        "rounds_done": 1 + max((o.round for o in result.outcomes), default=-1),
+        "rounds_done": accumulated.rounds,
+        "samples_per_hop": accumulated.samples_per_hop,
+        "series_rounds": accumulated.bucket_rounds,
         "totals": {
             "sent": result.sent,
-            "answered": answered,
-            "duplicate_or_late": len(result.extras),
+            "answered": accumulated.answered,
+            "duplicate_or_late": max(len(result.extras), accumulated.extras),
             "strays": {reason: n for reason, n in result.stray_counts},
         },
         "flows": [f.label for f in result.flows],
@@ -357,7 +356,7 @@ def validate_record(record: Any) -> None:
     """Raise UsageError naming the first place where ``record`` breaks the schema."""
     import jsonschema
 
-    if isinstance(record, dict) and record.get("schema_version") not in (None, SCHEMA_VERSION):
+    if isinstance(record, dict) and record.get("schema_version") not in (None, SCHEMA_VERSION, 1):
         raise UsageError(
             f"run record schema_version {record.get('schema_version')!r} is not supported "
             f"(this reachtest reads version {SCHEMA_VERSION})"
@@ -415,11 +414,46 @@ def parse_record(text: str, source: str) -> Record:
     except ValueError as exc:  # what the three checks raise
         raise UsageError(f"{source}: {exc}") from None
     try:
-        validate_record(record)
+        validate_record(upgrade_record(record))
     except UsageError as exc:
         raise UsageError(f"{source}: {exc}") from None
     loaded: Record = record
     return loaded
+
+
+def upgrade_record(record: Any) -> Any:
+    """A record of an older schema version brought to this one, in place (anything else
+    is returned as it is, for the schema to judge). Version 1 kept every sample of every
+    hop and no time series: its samples stay (``samples_per_hop`` says how many), and
+    each hop's series is made from them."""
+    if not isinstance(record, dict) or record.get("schema_version") != 1:
+        return record
+    from reachtest.analysis.accumulate import SERIES_BUCKETS, Bucket
+
+    try:
+        rounds = max(0, int(record.get("rounds_done", 0)))
+        width = 1
+        while rounds > SERIES_BUCKETS * width:
+            width *= 2
+        kept = 0
+        for target in record["targets"]:
+            for flow in target["flows"]:
+                for hop in flow["hops"]:
+                    buckets: dict[int, Bucket] = {}
+                    for sample in hop["samples"]:
+                        bucket = buckets.setdefault(int(sample["round"]) // width, Bucket())
+                        rtt = sample["rtt_ms"]
+                        bucket.add(
+                            None if rtt is None else float(rtt), sample["responder"] is not None
+                        )
+                    kept = max(kept, len(hop["samples"]))
+                    hop["series"] = [_bucket(i * width, b) for i, b in sorted(buckets.items())]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return record  # not a version 1 record after all: the schema says where
+    record["schema_version"] = SCHEMA_VERSION
+    record["samples_per_hop"] = kept
+    record["series_rounds"] = width
+    return record
 
 
 def dumps(record: Record) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reachtest.analysis.accumulate import accumulate
 from reachtest.analysis.analyse import TargetAnalysis, analyse
-from reachtest.analysis.stats import hop_stats
+from reachtest.analysis.stats import MS_COLUMNS
 from reachtest.analysis.summary import render_text, sentence
-from reachtest.analysis.table import outcome_table
 from reachtest.model import (
     ICMP_FLOW,
     Extra,
@@ -29,6 +30,9 @@ from reachtest.model import (
     tcp,
     udp,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TARGET = "198.18.6.2"
 HOPS = 5  # routers 198.18.1.2 .. 198.18.5.2, the target at TTL 6
@@ -442,12 +446,14 @@ def test_a_nat_that_leaves_quotes_translated_is_one_finding_between_two_hops() -
 def test_duplicates_and_late_replies_are_not_counted() -> None:
     outcomes = run(rounds=2)
     extra = Outcome(**{**_fields(outcomes[0]), "extra": Extra.DUPLICATE})
-    assert len(outcome_table([*outcomes, extra])) == len(outcomes)
+    accumulated = accumulate([*outcomes, extra])
+    assert (accumulated.counted, accumulated.extras) == (len(outcomes), 1)
+    assert accumulated.hop_stats().snt.sum() == len(outcomes)
 
 
 def test_hop_stats_are_mtrs_figures() -> None:
     outcomes = run(rounds=4)
-    stats = hop_stats(outcome_table(outcomes))
+    stats = accumulate(outcomes).hop_stats()
     row = stats[(stats.flow == "icmp") & (stats.ttl == 2)].iloc[0]
     assert (row.snt, row.rcv, row.loss_pct) == (4, 4, 0.0)
     assert row.best_ms <= row.avg_ms <= row.wrst_ms
@@ -461,7 +467,7 @@ def test_hop_stats_are_mtrs_figures() -> None:
 @given(st.integers(0, 10**6), st.floats(0.0, 1.0), st.integers(1, 12))
 def test_invariants_and_order_independence(seed: int, pct: float, rounds: int) -> None:
     outcomes = run(lossy(lambda ttl: ttl >= 2, pct, seed), rounds=rounds)
-    stats = hop_stats(outcome_table(outcomes))
+    stats = accumulate(outcomes).hop_stats()
     assert ((stats.loss_pct >= 0) & (stats.loss_pct <= 100)).all()
     assert (stats.rcv <= stats.snt).all()
     answered = stats[stats.rcv > 0]
@@ -471,7 +477,50 @@ def test_invariants_and_order_independence(seed: int, pct: float, rounds: int) -
     random.Random(seed).shuffle(shuffled)
     a, b = analyse(outcomes), analyse(shuffled)
     assert render_text(a) == render_text(b)
-    assert hop_stats(a.table).equals(hop_stats(b.table))
+    # Jitter and "last" follow the order replies come back (as mtr's do); the rest not.
+    same_frames(a.hops, b.hops, skip=("last_ms", "jitter_ms", "javg_ms", "jmax_ms", "jint_ms"))
+
+
+def same_frames(a: pd.DataFrame, b: pd.DataFrame, skip: tuple[str, ...] = ()) -> None:
+    """Equal row for row: counts, responders and kinds exactly, milliseconds to 1e-9."""
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b)
+    for column in a.columns:
+        if column in skip:
+            continue
+        for x, y in zip(a[column], b[column], strict=True):
+            if column in MS_COLUMNS or column == "loss_pct":
+                assert (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, abs_tol=1e-9), (
+                    column, x, y,
+                )  # fmt: skip
+            else:
+                assert x == y, (column, x, y)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**6), st.floats(0.0, 1.0), st.integers(1, 30))
+def test_streaming_statistics_equal_the_whole_table_ones(
+    seed: int, pct: float, rounds: int
+) -> None:
+    """The accumulators, fed the outcomes in round order, give what the whole outcome
+    table grouped in pandas gave (the statistics before they streamed): every column."""
+    from tests.unit.analysis.reference_stats import hop_stats, outcome_table
+
+    rng = random.Random(seed)
+
+    def jittery(flow: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        return None if ttl >= 3 and rng.random() < pct else "clean"
+
+    outcomes = run(jittery, rounds=rounds)
+    # RTTs that vary, so that mean, stdev and jitter have something to show
+    outcomes = [
+        o
+        if o.recv_ns is None
+        else Outcome(**{**_fields(o), "recv_ns": o.recv_ns + rng.randrange(10**7)})
+        for o in outcomes
+    ]
+    outcomes.sort(key=lambda o: (o.round, o.sent_ns))
+    same_frames(accumulate(outcomes).hop_stats(), hop_stats(outcome_table(outcomes)))
 
 
 def test_summary_says_it_in_words() -> None:

@@ -5,8 +5,10 @@ not from the target; also with one flow and no ICMP, where no other flow can sho
 
 from __future__ import annotations
 
-from reachtest.analysis.paths import closer_than_claimed, hops_back, observe
-from reachtest.analysis.table import outcome_table
+from collections import Counter
+
+from reachtest.analysis.accumulate import accumulate
+from reachtest.analysis.paths import closer_than_claimed, hops_back
 from reachtest.model import tcp
 from tests.unit.report.conftest import router, sim_record
 
@@ -60,7 +62,7 @@ def test_closer_than_claimed_reads_the_outcome_table() -> None:
     result = Tracer(
         net, ["198.18.6.2"], [tcp(443)], TraceParams(rounds=3, interval_s=0.1, max_ttl=8)
     ).run()
-    (obs,) = observe(outcome_table(result.outcomes))
+    (obs,) = accumulate(result.outcomes).targets()
     assert closer_than_claimed(obs, "tcp/443", 4) == (2, 2, "router")
 
 
@@ -72,12 +74,11 @@ def test_an_asymmetric_return_path_is_judged_by_the_targets_other_answers() -> N
     obs = Observed("198.18.6.2")
     for label in ("icmp", "tcp/443"):
         obs.flows[label] = tcp(443) if label != "icmp" else tcp(1)
-        for rnd in range(3):
-            obs.seen[label][5].append((rnd, "time-exceeded", "198.18.5.2", "", None))
-            obs.back[label][5].append(("time-exceeded", "198.18.5.2", 4))
-            final = "echo-reply" if label == "icmp" else "tcp-syn-ack"
-            obs.seen[label][6].append((rnd, final, "198.18.6.2", "", None))
-            obs.back[label][6].append((final, "198.18.6.2", 3))  # fewer than hop 5's 4
+        obs.seen[label][5][("time-exceeded", "198.18.5.2", "", None)] += 3
+        obs.back[label][5][("time-exceeded", "198.18.5.2", 4)] += 3
+        final = "echo-reply" if label == "icmp" else "tcp-syn-ack"
+        obs.seen[label][6][(final, "198.18.6.2", "", None)] += 3
+        obs.back[label][6][(final, "198.18.6.2", 3)] += 3  # fewer than hop 5's 4
     assert closer_than_claimed(obs, "tcp/443", 6) is None
-    obs.back["tcp/443"][6] = [("tcp-syn-ack", "198.18.6.2", 1)] * 3  # 2 fewer: another box
+    obs.back["tcp/443"][6] = Counter({("tcp-syn-ack", "198.18.6.2", 1): 3})  # 2 fewer: another box
     assert closer_than_claimed(obs, "tcp/443", 6) == (1, 3, "flows")

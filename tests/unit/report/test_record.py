@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from reachtest.analysis.accumulate import SAMPLES_PER_HOP, SERIES_BUCKETS
 from reachtest.errors import UsageError
 from reachtest.report.record import (
     dumps,
     load_record,
+    parse_record,
     run_ok,
     schema,
     validate_record,
@@ -49,7 +51,7 @@ def test_the_schema_is_itself_valid_draft_2020_12() -> None:
 
 def test_the_record_holds_the_runs_facts() -> None:
     record = sim_record(**SCENARIOS["drop"])  # type: ignore[arg-type]
-    assert record["schema_version"] == 1 and record["tool"]["name"] == "reachtest"
+    assert record["schema_version"] == 2 and record["tool"]["name"] == "reachtest"
     assert record["started"] == "2026-11-21T10:00:00.000000Z"
     assert record["params"]["rounds"] == 5 and record["rounds_done"] == 5
     assert record["flows"] == ["icmp", "tcp/443", "tcp/80", "udp/53"]
@@ -64,6 +66,9 @@ def test_the_record_holds_the_runs_facts() -> None:
     assert hop1["responders"] == [{"address": "198.18.1.2", "count": 5}]
     assert hop1["icmp"] == [{"type": 11, "code": 0, "count": 5}]
     assert [s["round"] for s in hop1["samples"]] == [0, 1, 2, 3, 4]
+    assert [(b["round"], b["snt"], b["rcv"]) for b in hop1["series"]] == [
+        (r, 1, 1) for r in range(5)
+    ]
     silent = next(h for h in blocked["hops"] if h["ttl"] == 4)
     assert silent["loss_pct"] == 100.0 and silent["avg_ms"] is None
     assert all(s["rtt_ms"] is None and s["kind"] == "timeout" for s in silent["samples"])
@@ -171,3 +176,57 @@ def test_a_flow_without_any_outcome_is_not_ok_and_shown_as_no_data() -> None:
     missing = view.verdicts[1]
     assert (missing.flow, missing.state, missing.ok) == ("tcp/443", "no data", False)
     assert all(row.cells[1] is None for row in view.rows)
+
+
+def test_the_record_is_flat_in_the_number_of_rounds() -> None:
+    """Counts cover every probe; samples are the most recent SAMPLES_PER_HOP and the
+    series at most SERIES_BUCKETS buckets, so ten times the rounds is about the same size."""
+    short, long = sim_record(rounds=300), sim_record(rounds=3000)
+    assert len(dumps(long)) < 1.1 * len(dumps(short))
+    assert long["rounds_done"] == 3000 and long["samples_per_hop"] == SAMPLES_PER_HOP
+    hop1 = flow(long, "icmp")["hops"][0]
+    assert hop1["snt"] == hop1["rcv"] == 3000
+    assert [s["round"] for s in hop1["samples"]] == list(range(3000 - SAMPLES_PER_HOP, 3000))
+    series = hop1["series"]
+    assert len(series) <= SERIES_BUCKETS and long["series_rounds"] == 64
+    assert [b["round"] for b in series] == list(range(0, 3000, 64))
+    assert sum(b["snt"] for b in series) == 3000 and series[-1]["snt"] == 3000 % 64
+    assert all(b["best_ms"] <= b["avg_ms"] <= b["wrst_ms"] for b in series)
+
+
+def _as_version_1(record: dict[str, object]) -> dict[str, object]:
+    """What reachtest 0.x wrote: version 1, no series (every sample kept)."""
+    old = copy.deepcopy(record)
+    old["schema_version"] = 1
+    del old["samples_per_hop"], old["series_rounds"]
+    for target in old["targets"]:  # type: ignore[attr-defined]
+        for f in target["flows"]:
+            for hop in f["hops"]:
+                del hop["series"]
+    return old
+
+
+def test_a_version_1_record_is_read_and_upgraded(tmp_path: Path) -> None:
+    """show and diff read records of schema version 1: the upgrade makes each hop's
+    series from its samples (all of them, in version 1), equal to what a new run keeps."""
+    from reachtest.cli import main
+
+    record = sim_record(**SCENARIOS["drop"], rounds=80)  # type: ignore[arg-type]
+    old = _as_version_1(record)
+    upgraded = parse_record(dumps(old), "old.json")
+    assert upgraded["schema_version"] == 2 and upgraded["series_rounds"] == 2
+    every = [h for t in record["targets"] for f in t["flows"] for h in f["hops"]]
+    assert upgraded["samples_per_hop"] == max(len(h["samples"]) for h in every) >= 80
+    assert flow(upgraded, "tcp/443")["hops"] == flow(record, "tcp/443")["hops"]
+    path = tmp_path / "old.json"
+    path.write_text(dumps(_as_version_1(record)))
+    assert main(["show", str(path), "--format", "json", "-o", str(tmp_path / "new.json")]) == 1
+    assert json.loads((tmp_path / "new.json").read_text())["schema_version"] == 2
+    assert main(["diff", str(path), str(path)]) == 0
+
+
+def test_a_future_record_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    record = sim_record()
+    record["schema_version"] = 3
+    with pytest.raises(UsageError, match="schema_version 3 is not supported"):
+        parse_record(dumps(record), "new.json")
