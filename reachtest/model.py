@@ -217,6 +217,8 @@ class RunResult:
     sent: int
     interrupted: bool = False
     budgets: tuple[HopBudget, ...] = ()
+    #: Duplicate or late replies beyond those kept in ``extras`` (a long run keeps few).
+    extras_dropped: int = 0
 
 
 class StopReason(StrEnum):

@@ -1,6 +1,10 @@
 """One trace as the user sees it: the engine in a worker thread, and in the foreground the
 live view (redrawn as evidence grows, ``q`` or Ctrl-C to stop), a progress line, or nothing.
 
+The engine keeps no outcome: each goes through a queue to the foreground, which folds it
+into the run's Accumulator (streaming statistics), so memory and the cost of a frame stay
+flat however long the run.
+
 Part of the composition root with ``cli``: it wires engine, analysis and report.
 """
 
@@ -12,10 +16,11 @@ import select
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from reachtest.analysis.accumulate import Accumulator
 from reachtest.model import Outcome, RunResult
 
 if TYPE_CHECKING:
@@ -26,13 +31,6 @@ if TYPE_CHECKING:
 
 #: The live view redraws at most this often (and less often when analysing takes long).
 MIN_REDRAW_S = 0.25
-
-
-@dataclass(slots=True)
-class Collected:
-    """What the engine has produced so far, shared with the foreground thread."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -74,8 +72,11 @@ class TraceSession:
         names: ReverseNames | None = None,
     ) -> None:
         self.tracer = tracer
+        tracer.keep_outcomes = False
         self.names = names
-        self.collected = Collected()
+        # The engine thread appends, the foreground pops (deque: both thread-safe).
+        self._queue: deque[Outcome] = deque()
+        self.accumulated = Accumulator()
         self.started_ns = tracer.transport.now_ns()
         self.started_monotonic = time.monotonic()
         self.stopped_by_user = False
@@ -88,9 +89,21 @@ class TraceSession:
         self._thread = threading.Thread(target=self._work, name="engine", daemon=True)
 
     def _on_outcome(self, outcome: Outcome) -> None:
-        self.collected.outcomes.append(outcome)
-        if self.names is not None and outcome.responder is not None:
-            self.names.submit(outcome.responder)
+        self._queue.append(outcome)
+
+    def drain(self) -> Accumulator:
+        """Fold what the engine produced since the last call into ``accumulated`` (in
+        the foreground thread only); reverse look-ups asked for new responders."""
+        queue, accumulated, names = self._queue, self.accumulated, self.names
+        while queue:
+            outcome = queue.popleft()
+            if names is not None and outcome.responder is not None:
+                key = (outcome.target, outcome.flow.label, outcome.ttl)
+                cell = accumulated.cells.get(key)
+                if cell is None or outcome.responder not in cell.responders:
+                    names.submit(outcome.responder)
+            accumulated.add(outcome)
+        return accumulated
 
     def _work(self) -> None:
         try:
@@ -101,21 +114,24 @@ class TraceSession:
             self._done.set()
 
     def snapshot(self) -> RunResult:
-        """A RunResult of what has come back so far (for the live view)."""
+        """A RunResult of the run so far (for the live view; its outcomes are in
+        ``accumulated``, brought up to date here)."""
         tracer = self.tracer
+        self.drain()
         return RunResult(
             params=tracer.params,
             targets=tracer.targets,
             flows=tracer.flows,
             started_ns=self.started_ns,
             finished_ns=tracer.transport.now_ns(),
-            outcomes=tuple(self.collected.outcomes),
+            outcomes=(),
             extras=(),
             strays=(),
             stray_counts=tuple(sorted(tracer.stray_counts.items())),
             sent=tracer.sent,
             interrupted=False,
             budgets=tracer.budgets(),
+            extras_dropped=len(tracer.extras) + tracer.extras_dropped,
         )
 
     def elapsed_s(self) -> float:
@@ -132,6 +148,7 @@ class TraceSession:
             except KeyboardInterrupt:  # a second Ctrl-C: the engine is stopping already
                 self.stop()
         self._thread.join()
+        self.drain()
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -142,6 +159,7 @@ class TraceSession:
         self._thread.start()
         try:
             while not self._done.wait(0.5):
+                self.drain()
                 if on_tick is not None:
                     on_tick()
         except KeyboardInterrupt:

@@ -567,9 +567,8 @@ def trace_command(
         found = names.settle(1.0) if names is not None else {}
         if names is not None:
             names.close()
-        record = build_record(
-            result, analyse(result.outcomes, result.params, result.budgets), meta(finished, found)
-        )
+        analysis = analyse(session.accumulated, result.params, result.budgets)
+        record = build_record(result, analysis, meta(finished, found))
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -624,13 +623,14 @@ def _live_frame(session: Any, width: int, meta: Any) -> Any:
         rounds=1 if params.fast else params.rounds,
         elapsed_s=session.elapsed_s(),
     )
-    if not snapshot.outcomes:
+    if not session.accumulated.counted:
         return Text(
             f"waiting for the first answers · round {progress.round}/{progress.rounds} · "
             f"{progress.elapsed_s:.1f} s · press q to stop",
             style="bold",
         )
-    record = build_record(snapshot, analyse(snapshot.outcomes, params, snapshot.budgets), meta)
+    analysis = analyse(session.accumulated, params, snapshot.budgets)
+    record = build_record(snapshot, analysis, meta, detail=False)
     return render(build_view(record), width, progress)
 
 

@@ -85,6 +85,7 @@ class FlowEntry:
         "next_k",
         "outstanding",
         "parked",
+        "parked_at",
         "probed_round",
         "proved",
         "target",
@@ -105,6 +106,7 @@ class FlowEntry:
         self.terminal_ttl = UNSET_TTL
         # The tracer's own bookkeeping (its sweeps waiting on this flow, its target record).
         self.parked: list[Any] = []
+        self.parked_at = 0  # the lowest TTL a parked sweep waits to send
         self.target_state: Any = None
         # Which router answered this flow at each TTL, the last round each TTL was probed,
         # and the TTLs a proof probe was sent to.

@@ -69,6 +69,8 @@ from reachtest.packet.identity import SPACE, IdentityCodec
 from reachtest.packet.parse import Malformed, Parsed, parse
 
 _NEVER = 1 << 62
+#: Parked sweeps older than a timeout and this many rounds more are let go.
+PARKED_ROUNDS = 10
 _SEND_BATCH = 64
 _RATE_BURST = 16
 _TERMINAL_FROM_ANYONE = frozenset(
@@ -204,6 +206,7 @@ class Tracer:
         self.keep_strays = keep_strays
         self.outcomes: list[Outcome] = []
         self.extras: list[Outcome] = []
+        self.extras_dropped = 0
         self.strays: list[Stray] = []
         self.stray_counts: dict[str, int] = {}
         self.sent = 0
@@ -220,6 +223,10 @@ class Tracer:
         self._heap: list[tuple[int, int, _Sweep]] = []
         self._counter = itertools.count()
         self._timeout_ns = int(params.timeout_s * 1e9)
+        interval = params.interval_s
+        self._parked_rounds = PARKED_ROUNDS + (
+            math.ceil(params.timeout_s / interval) if interval > 0 else 0
+        )
         # End-to-end probes (at or past their flow's final answer): lost ones; answered
         # ones, by sending time until they are as old as a timeout, then counted.
         self._e2e_lost = 0
@@ -350,10 +357,11 @@ class Tracer:
                     sweep = runnable[0]
                     entry = sweep.entry
                     ttl = sweep.next_ttl
-                    if ttl > self._horizon(entry) or ttl > sweep.stop_ttl:
+                    horizon = self._horizon(entry)
+                    if ttl > horizon or ttl > sweep.stop_ttl:
                         runnable.popleft()
                         if entry.outstanding and not params.fast and ttl <= sweep.stop_ttl:
-                            entry.parked.append(sweep)
+                            self._park(entry, sweep)
                         continue
                     budget = self._budget_for(entry, ttl)
                     if budget is not None:
@@ -460,6 +468,7 @@ class Tracer:
             sent=self.sent,
             interrupted=self._stop,
             budgets=self.budgets(),
+            extras_dropped=self.extras_dropped,
         )
 
     def _path_loss(self, now: int) -> float:
@@ -493,10 +502,26 @@ class Tracer:
             at_ns = max(now, probe.sent_ns + refill_ns)
             self._schedule(at_ns, _Sweep(entry, probe.round, ttl, ttl, proof=True))
 
+    def _park(self, entry: FlowEntry, sweep: _Sweep) -> None:
+        """Hold a sweep that reached its flow's horizon until an answer moves it (or no
+        probe of the flow is left in flight). Sweeps of rounds long past (older than a
+        timeout and PARKED_ROUNDS more) are let go: a flow that never ends would pile
+        up one a round, and each answer would walk them all."""
+        parked = entry.parked
+        parked.append(sweep)
+        entry.parked_at = (
+            sweep.next_ttl if len(parked) == 1 else min(entry.parked_at, sweep.next_ttl)
+        )
+        oldest = sweep.round - self._parked_rounds
+        if parked[0].round < oldest:
+            parked[:] = [s for s in parked if s.round >= oldest]
+
     def _resolved(self, entry: FlowEntry) -> None:
         entry.outstanding -= 1
         self.in_flight -= 1
-        if entry.parked:
+        # The parked sweeps go back to run only when they can do something: the horizon
+        # moved, or nothing is left in flight (then they end).
+        if entry.parked and (entry.outstanding == 0 or self._horizon(entry) >= entry.parked_at):
             self._runnable.extend(entry.parked)
             entry.parked.clear()
 
@@ -529,7 +554,10 @@ class Tracer:
             self._resolved(entry)
             return
         extra = Extra.DUPLICATE if probe.state == ANSWERED else Extra.LATE
-        self.extras.append(_with_extra(outcome, extra))
+        if self.keep_outcomes or len(self.extras) < self.keep_strays:
+            self.extras.append(_with_extra(outcome, extra))
+        else:
+            self.extras_dropped += 1
 
     def _overdue(self, budget: Budget, before_ns: int, now_ns: int) -> None:
         """Count as misses the probes to ``budget``'s router sent before ``before_ns`` and

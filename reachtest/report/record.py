@@ -176,11 +176,14 @@ def _series(cell: HopCell, bucket_rounds: int) -> list[Record]:
 
 
 def _hops(
-    hops: pd.DataFrame, accumulated: Accumulator, limited: Mapping[tuple[str, str, int], int]
+    hops: pd.DataFrame,
+    accumulated: Accumulator,
+    limited: Mapping[tuple[str, str, int], int],
+    detail: bool = True,
 ) -> dict[tuple[str, str], list[Record]]:
     """(target, flow) -> hop records in TTL order, with the most recent samples and the
-    time series; ``limited`` holds the non-answers a router's rate limit explains per
-    (target, flow, TTL)."""
+    time series (empty without ``detail``); ``limited`` holds the non-answers a router's
+    rate limit explains per (target, flow, TTL)."""
     out: dict[tuple[str, str], list[Record]] = {}
     rows: list[dict[str, Any]] = hops.to_dict("records")  # type: ignore[assignment]
     for r in rows:
@@ -201,8 +204,10 @@ def _hops(
                 ],
                 "samples": [
                     _sample(o) for o in sorted(cell.samples, key=lambda o: (o.round, o.sent_ns))
-                ],
-                "series": _series(cell, accumulated.bucket_rounds),
+                ]
+                if detail
+                else [],
+                "series": _series(cell, accumulated.bucket_rounds) if detail else [],
                 **(
                     {
                         "mpls": [
@@ -255,14 +260,18 @@ def _target(
     }
 
 
-def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record:
-    """The run record of ``result`` (analysed as ``analysis``), JSON-ready."""
+def build_record(
+    result: RunResult, analysis: Analysis, meta: RunMeta, *, detail: bool = True
+) -> Record:
+    """The run record of ``result`` (analysed as ``analysis``), JSON-ready. Without
+    ``detail`` the hops' samples and series are left empty (what no view shows: the live
+    view's frames stay as cheap late in a run as early)."""
     p = result.params
     limited = {
         (t.target, label, ttl): n for t in analysis.targets for (label, ttl), n in t.limited.items()
     }
     accumulated = analysis.accumulated
-    hops = _hops(analysis.hops, accumulated, limited)
+    hops = _hops(analysis.hops, accumulated, limited, detail)
     by_address = {t.target: t for t in analysis.targets}
     order = {f.label: i for i, f in enumerate(result.flows)}
     responders = {
@@ -298,7 +307,7 @@ def build_record(result: RunResult, analysis: Analysis, meta: RunMeta) -> Record
         "totals": {
             "sent": result.sent,
             "answered": accumulated.answered,
-            "duplicate_or_late": max(len(result.extras), accumulated.extras),
+            "duplicate_or_late": len(result.extras) + result.extras_dropped,
             "strays": {reason: n for reason, n in result.stray_counts},
         },
         "flows": [f.label for f in result.flows],
