@@ -759,7 +759,9 @@ def demo_command(out_dir: str, rounds: int, interval: float) -> int:
             ):
                 record_text, errors = child.communicate()
         except KeyboardInterrupt:
-            child.wait(timeout=30)  # it got the Ctrl-C too: it stops and writes its record
+            # It got the Ctrl-C too: it stops and writes its record, which is read (to
+            # nowhere) so that a record larger than the pipe cannot block it.
+            child.communicate(timeout=30)
             raise
         if child.returncode not in (EXIT_OK, 1):
             sys.stderr.write(errors)
