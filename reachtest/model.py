@@ -219,6 +219,9 @@ class RunResult:
     budgets: tuple[HopBudget, ...] = ()
     #: Duplicate or late replies beyond those kept in ``extras`` (a long run keeps few).
     extras_dropped: int = 0
+    #: Packets the kernel dropped before we read them (receive buffer full); None when
+    #: the transport cannot tell.
+    kernel_dropped: int | None = None
 
 
 class StopReason(StrEnum):

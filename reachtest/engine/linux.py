@@ -30,6 +30,8 @@ SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
 SO_EE_ORIGIN_TIMESTAMPING = 4
 PACKET_IGNORE_OUTGOING = 23
+#: getsockopt: struct tpacket_stats {u32 tp_packets, tp_drops}, reset by each read.
+PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD

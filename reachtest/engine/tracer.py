@@ -469,7 +469,13 @@ class Tracer:
             interrupted=self._stop,
             budgets=self.budgets(),
             extras_dropped=self.extras_dropped,
+            kernel_dropped=self.kernel_dropped(),
         )
+
+    def kernel_dropped(self) -> int | None:
+        """Packets the kernel dropped on our receive socket so far (None: not known)."""
+        stats = getattr(self.transport, "receive_stats", None)
+        return None if stats is None else int(stats()[1])
 
     def _path_loss(self, now: int) -> float:
         """The share of end-to-end probes (at or past a flow's final answer) lost, over

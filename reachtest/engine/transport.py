@@ -27,6 +27,7 @@ from reachtest.engine.linux import (
     EXTENDED_ERR,
     MSG_ERRQUEUE,
     PACKET_IGNORE_OUTGOING,
+    PACKET_STATISTICS,
     SCM_TIMESTAMPNS,
     SO_EE_ORIGIN_TIMESTAMPING,
     SO_RCVBUFFORCE,
@@ -165,6 +166,8 @@ class RawTransport:
         self._offset_ns = time.time_ns() - time.monotonic_ns()
         self._rx_fd = self._rx.fileno()
         self._recvmsg = self._rx.recvmsg
+        self._kernel_packets = 0
+        self._kernel_drops = 0
         self._cmsg_space = socket.CMSG_SPACE(_TS.size)
 
     def now_ns(self) -> int:
@@ -307,6 +310,18 @@ class RawTransport:
             frames.append((data, recv_ns))
             if len(frames) >= 512:
                 return frames
+
+    def receive_stats(self) -> tuple[int, int]:
+        """(packets the kernel queued for us, packets it dropped for want of room in the
+        receive buffer) since the socket opened; packets the filter refused are in
+        neither. The kernel resets its counters on each read: they are summed here."""
+        with contextlib.suppress(OSError, struct.error):
+            packets, drops = struct.unpack(
+                "II", self._rx.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            )
+            self._kernel_packets += packets
+            self._kernel_drops += drops
+        return self._kernel_packets, self._kernel_drops
 
     def close(self) -> None:
         if self._on_sent is not None:

@@ -332,6 +332,12 @@ def _totals(record: Record) -> str:
         f"{totals['duplicate_or_late']} duplicate or late, stray replies: {strays}"
     )
     text += f", {unrelated} unrelated packets ignored" if unrelated else ""
+    dropped = totals.get("kernel_dropped", 0)
+    if dropped:
+        text += (
+            f" · {dropped} packets dropped by the kernel before reachtest read them (host too "
+            "busy): answers among them count as lost"
+        )
     params = record["params"]
     if params.get("transport") == "unprivileged":
         notes = "; ".join(params.get("transport_notes", ()))

@@ -58,3 +58,43 @@ def test_unrelated_traffic_never_reaches_python(make_lab: MakeLab) -> None:
     without = unfiltered["totals"]["strays"].get("unrelated-traffic", 0)
     assert without > 5_000, f"the flood did not reach the client ({without} without filter)"
     assert seen < 50, f"{seen} unrelated packets got through the filter"
+
+
+def test_the_kernels_drops_are_counted(make_lab: MakeLab) -> None:
+    """A receive socket that is not read while a flood fills its buffer: the kernel's
+    drop count (PACKET_STATISTICS) says so; a quiet trace's record says 0."""
+    import time
+
+    from reachtest.engine.transport import RawTransport
+    from reachtest.lab import netns
+    from reachtest.model import ICMP_FLOW, TraceParams, tcp
+    from tests.lab.conftest import run_engine
+
+    lab = make_lab("tcp-drop")
+    quiet = run_engine(
+        lab, [lab.server()], [ICMP_FLOW, tcp(80)], TraceParams(rounds=2, interval_s=0.2)
+    )
+    assert quiet.kernel_dropped == 0
+    with netns.entered(lab.client):
+        transport = RawTransport(receive_buffer=64 * 1024)  # no filter: the flood gets in
+    try:
+        flood = subprocess.Popen(
+            ["ip", "netns", "exec", lab.plan.topology.netns("r1"), sys.executable, "-m",
+             "tests.lab.flood", "--to", str(lab.plan.topology.client_address()),
+             "--pps", "20000", "--seconds", "1"],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+            assert int(flood.stdout.readline() or 0) > 5_000
+            assert flood.wait(timeout=20) == 0
+        finally:
+            if flood.poll() is None:
+                flood.kill()
+                flood.wait()
+        time.sleep(0.2)
+        packets, drops = transport.receive_stats()
+        assert drops > 1_000 and packets > 0, (packets, drops)
+        assert transport.receive_stats() == (packets, drops)  # summed, not reset
+    finally:
+        transport.close()

@@ -131,3 +131,11 @@ def test_unrelated_packets_are_counted_apart_from_stray_replies() -> None:
     assert "stray replies: 2 unknown-probe" in line and "12 unrelated packets ignored" in line
     record["totals"]["strays"] = {"unrelated-traffic": 3}
     assert "stray replies: none, 3 unrelated packets ignored" in build_view(record).totals_line
+
+
+def test_the_kernels_drops_are_told_only_when_there_are_some() -> None:
+    record = sim_record()
+    assert "dropped by the kernel" not in render_text(build_view(record), 200)
+    record["totals"]["kernel_dropped"] = 37
+    text = render_text(build_view(record), 200)
+    assert "37 packets dropped by the kernel before reachtest read them" in " ".join(text.split())
