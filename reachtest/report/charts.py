@@ -117,6 +117,40 @@ def latency_svg(view: TargetView, salt: str) -> str:
     return inline(out.getvalue(), f"Latency and loss per hop for {len(view.flows)} flows")
 
 
+#: A run with fewer buckets than this (rounds, in a short run) gets no chart over time.
+MIN_SERIES = 16
+
+
+def series_svg(view: TargetView, salt: str) -> str | None:
+    """Each flow over time at the hop where it ends (average RTT above, loss below), from
+    the record's downsampled series; None when the run is too short to show a trend."""
+    lines = [s for s in view.series if len(s.rounds) >= MIN_SERIES]
+    if not lines:
+        return None
+    order = {flow: j for j, flow in enumerate(view.flows)}
+    with rc_context(chart_rc(f"series-{salt}")):  # type: ignore[arg-type]
+        figure = Figure(figsize=(6.2, 3.4), layout="constrained")
+        top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+        for line in lines:
+            colour = flow_colour(order.get(line.flow, 0))
+            label = f"{line.flow} (hop {line.ttl})"
+            avg = [_value(a) for a in line.avg_ms]
+            top.plot(line.rounds, avg, linewidth=1.3, color=colour, label=label)
+            bottom.step(line.rounds, line.loss_pct, where="post", linewidth=1.2, color=colour)
+        top.set_ylabel("RTT ms (avg)")
+        top.set_ylim(bottom=0)
+        top.grid(True, alpha=0.25)
+        top.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, fontsize=8)
+        bottom.set_ylabel("loss %", fontsize=8)
+        bottom.set_ylim(0, 105)
+        bottom.set_yticks([0, 50, 100])
+        bottom.grid(True, axis="y", alpha=0.25)
+        bottom.set_xlabel("round")
+        out = io.StringIO()
+        figure.savefig(out, format="svg", metadata={"Date": None})
+    return inline(out.getvalue(), f"Latency and loss over time for {len(lines)} flows")
+
+
 def inline(svg: str, label: str) -> str:
     svg = svg[svg.index("<svg") :]
     svg = _METADATA.sub("", svg, count=1)

@@ -137,7 +137,7 @@ def render_html(run: RunView) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
     from markupsafe import Markup
 
-    from reachtest.report.charts import latency_svg
+    from reachtest.report.charts import latency_svg, series_svg
 
     env = Environment(
         loader=PackageLoader("reachtest.report", "templates"),
@@ -154,6 +154,7 @@ def render_html(run: RunView) -> str:
             "diagram": diagram(t),
             # Our own SVG: matplotlib escapes every text it draws (flow labels included).
             "chart": Markup(latency_svg(t, str(i))) if t.rows else None,
+            "timeline": Markup(svg) if (svg := series_svg(t, str(i))) is not None else None,
         }
         for i, t in enumerate(run.targets)
     ]

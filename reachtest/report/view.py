@@ -130,6 +130,18 @@ class FindingLine:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesLine:
+    """One flow over time at the hop where it ends: per bucket of rounds, from ``rounds``
+    on, its loss and average RTT (None when nothing came back)."""
+
+    flow: str
+    ttl: int
+    rounds: tuple[int, ...]
+    loss_pct: tuple[float, ...]
+    avg_ms: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TargetView:
     """Everything shown for one target."""
 
@@ -143,6 +155,8 @@ class TargetView:
     rows: tuple[HopRow, ...]
     verdicts: tuple[VerdictLine, ...]
     findings: tuple[FindingLine, ...]
+    #: Each flow over time, at its last hop (from the record's series).
+    series: tuple[SeriesLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,6 +280,25 @@ def _no_data(label: str) -> Record:
     }
 
 
+def _series(flow: Record) -> SeriesLine | None:
+    """The flow over time at the hop where it stops (else its last hop that answered,
+    else its deepest)."""
+    hops = flow["hops"]
+    if not hops:
+        return None
+    path = flow["path"] or {}
+    ttl = path.get("stop_hop") or path.get("last_hop") or hops[-1]["ttl"]
+    hop = next((h for h in hops if h["ttl"] == ttl), hops[-1])
+    buckets = hop.get("series", [])
+    return SeriesLine(
+        flow=flow["flow"],
+        ttl=hop["ttl"],
+        rounds=tuple(b["round"] for b in buckets),
+        loss_pct=tuple(100.0 * (b["snt"] - b["rcv"]) / b["snt"] for b in buckets),
+        avg_ms=tuple(b["avg_ms"] for b in buckets),
+    )
+
+
 def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str]) -> TargetView:
     present = {f["flow"]: f for f in t["flows"]}
     flows = [present.get(label) or _no_data(label) for label in labels]
@@ -306,6 +339,7 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
         headline=_headline(t),
         flows=tuple(f["flow"] for f in flows),
         rows=tuple(rows),
+        series=tuple(s for f in flows if (s := _series(f)) is not None),
         verdicts=tuple(_verdict(f) for f in flows),
         findings=tuple(
             FindingLine(

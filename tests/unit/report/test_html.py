@@ -163,3 +163,25 @@ def test_every_target_gets_its_section_and_chart() -> None:
     assert text.count('<section class="target"') == 2
     assert len(CHART.findall(text)) == 2
     assert "<title>reachtest: server, other</title>" in text
+
+
+def test_a_long_run_gets_a_chart_over_time_where_each_flow_ends() -> None:
+    """From the record's downsampled series: each flow at the hop where it stops (the
+    target, or for tcp/443 dropped after hop 3, hop 3); a short run gets none."""
+    from reachtest.report.charts import series_svg
+
+    short = build_view(sim_record(**SCENARIOS["drop"]))  # type: ignore[arg-type]
+    assert series_svg(short.targets[0], "0") is None
+    assert "Over time" not in render_html(short)
+    view = build_view(sim_record(**SCENARIOS["drop"], rounds=400))  # type: ignore[arg-type]
+    lines = {s.flow: s for s in view.targets[0].series}
+    assert (lines["icmp"].ttl, lines["tcp/443"].ttl, lines["udp/53"].ttl) == (6, 3, 6)
+    assert lines["icmp"].rounds == tuple(range(0, 400, 8))  # 64 buckets at most: 8 rounds each
+    assert set(lines["icmp"].loss_pct) == {0.0}
+    svg = series_svg(view.targets[0], "0")
+    assert svg is not None
+    root = ET.fromstring(svg)
+    texts = {"".join(t.itertext()).strip() for t in root.iter(f"{SVG}text")}
+    assert {"icmp (hop 6)", "tcp/443 (hop 3)", "round", "loss %"} <= texts
+    page = render_html(view)
+    assert "Over time, where each flow ends" in page and svg in page
