@@ -6,9 +6,10 @@ on the simulated network, next to mtr at 300 and 3,000 rounds measured in the sa
 Lab `clean` (5 hops); every command runs inside the client namespace (no default route):
   reachtest trace server -4 -p tcp/443 -p tcp/80 -p udp/53 -c N -i 0.02 -n --json FILE
   mtr --report -n -c N -i 0.02 server-address            (ICMP, mtr's default)
-Peak RSS is the traced process's own (wait4), CPU is user + system, the record is the
-JSON file's size. The simulated rows run the same engine and streaming statistics in a
-fresh process on a virtual clock (4 flows, 5 routers) and build the record at the end.
+Peak RSS and CPU (user + system) are GNU time's figures for the command (`apt install
+time`); the record is the JSON file's size. The simulated rows run the same engine and
+streaming statistics in a fresh process on a virtual clock (4 flows, 5 routers), the
+record built at the end.
 Targets (issue 18): RSS at 3,000 rounds within 1.25x of 300, record within 3x, CPU per
 round flat. --runs repeats the 300 and 3,000 rows (medians); 30,000 and 86,400 run once
 (--long 0 leaves them out). Always tears the lab down.
@@ -32,91 +33,142 @@ from benchlib import lab_allowed
 LAB = "benchlong"
 REACHTEST = str(Path(sys.executable).parent / "reachtest")
 FLOWS = ["-p", "tcp/443", "-p", "tcp/80", "-p", "udp/53"]
+TIME = "/usr/bin/time"
 
 
-def measured(argv: list[str]) -> tuple[float, float, float, subprocess.Popen[str]]:
-    """(peak RSS in MB, CPU seconds, wall seconds, the process) of one command."""
-    start = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # `ip netns exec` execs the command: the child is the measured process itself.
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, wall, process
+def measured(argv: list[str]) -> tuple[float, float, float, int, str]:
+    """(peak RSS in MB, CPU seconds, wall seconds, exit code, stderr) of a command, by GNU
+    time: a child of this Python would start with its resident pages counted (fork copies
+    them: about 14 MB, more than mtr's own), a child of `time` with a few hundred KB."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [TIME, "-f", "%M %U %S", "-o", out.name, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _, err = process.communicate()
+        wall = time.perf_counter() - start
+        rss_kb, user, system = out.read().split()[-3:]
+    return int(rss_kb) / 1024, float(user) + float(system), wall, process.returncode, err
 
 
 def ours(inside: list[str], rounds: int, out: Path) -> dict[str, float]:
     argv = [*inside, REACHTEST, "trace", "server", "-4", *FLOWS, "-c", str(rounds),
             "-i", "0.02", "-n", "--json", str(out)]  # fmt: skip
-    rss, cpu, wall, process = measured(argv)
-    if process.returncode not in (0, 1):
-        err = process.stderr.read() if process.stderr else ""
-        raise SystemExit(f"bench_long: trace failed ({process.returncode}): {err}")
+    rss, cpu, wall, code, err = measured(argv)
+    if code not in (0, 1):  # 1: findings
+        raise SystemExit(f"bench_long: trace failed ({code}): {err}")
     record = json.loads(out.read_text())
     assert record["rounds_done"] == rounds, record["rounds_done"]
     return {"rss_mb": rss, "cpu_s": cpu, "wall_s": wall, "record_mb": out.stat().st_size / 1e6}
 
 
 def theirs(inside: list[str], mtr: str, rounds: int, server: str) -> dict[str, float]:
-    rss, cpu, wall, process = measured(
+    rss, cpu, wall, code, err = measured(
         [*inside, mtr, "--report", "-n", "-c", str(rounds), "-i", "0.02", server]
     )
-    if process.returncode != 0:
-        err = process.stderr.read() if process.stderr else ""
-        raise SystemExit(f"bench_long: mtr failed ({process.returncode}): {err}")
+    if code != 0:
+        raise SystemExit(f"bench_long: mtr failed ({code}): {err}")
     return {"rss_mb": rss, "cpu_s": cpu, "wall_s": wall, "record_mb": float("nan")}
 
 
 def simulated_worker(rounds: int, out: str) -> None:
     """In a fresh process: a run of ``rounds`` on the simulated network, streamed into the
-    statistics as a trace session does, the record written at the end."""
+    statistics as a trace session does, the record written at the end; beside it
+    (``out``.frames) the wall time of a live-view frame after 10 rounds and at the end."""
     from datetime import UTC, datetime
 
     from reachtest.analysis.accumulate import Accumulator
     from reachtest.analysis.analyse import analyse
     from reachtest.engine.simulated import SimHop, SimPath, SimulatedNetwork
     from reachtest.engine.tracer import Tracer
-    from reachtest.model import ICMP_FLOW, TraceParams, tcp, udp
+    from reachtest.model import ICMP_FLOW, RunResult, TraceParams, tcp, udp
     from reachtest.report.record import RunMeta, build_record, dumps
+    from reachtest.report.terminal import Progress, render
+    from reachtest.report.view import build_view
 
     hops = tuple(SimHop(address=f"198.18.{i}.2") for i in range(1, 6))
     net = SimulatedNetwork(
-        paths=(SimPath(target="198.18.6.2", hops=hops, open=frozenset({"icmp", "tcp/80"})),)
+        paths=(SimPath(target="198.18.6.2", hops=hops, open=frozenset({"icmp", "tcp/80"})),),
+        keep_sent=0,  # the simulation's own log of probes, for tests: not ours to measure
     )
     params = TraceParams(rounds=rounds, interval_s=1.0, timeout_s=1.0, max_ttl=10)
     accumulated = Accumulator()
+    now = datetime.now(UTC)
+    meta = RunMeta(command=("bench",), started=now, finished=now)
+    frames: dict[str, float] = {}
+
+    def frame_ms() -> float:
+        """The median wall time of 5 live-view frames (what `_live_frame` does)."""
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            result = snapshot()
+            analysis = analyse(accumulated, params, result.budgets)
+            record = build_record(result, analysis, meta, detail=False)
+            render(build_view(record), 120, Progress(round=0, rounds=rounds, elapsed_s=0.0))
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+    def fold(outcome: object) -> None:
+        accumulated.add(outcome)  # type: ignore[arg-type]
+        if "early_ms" not in frames and accumulated.rounds > 10:
+            frame_ms()  # the first frame pays for imports: not counted
+            frames["early_ms"] = frame_ms()
+
     tracer = Tracer(
         net,
         ["198.18.6.2"],
         [ICMP_FLOW, tcp(443), tcp(80), udp(53)],
         params,
-        on_outcome=accumulated.add,
+        on_outcome=fold,
         keep_outcomes=False,
     )
+
+    def snapshot() -> RunResult:
+        return RunResult(
+            params=params, targets=tracer.targets, flows=tracer.flows, started_ns=0,
+            finished_ns=net.now_ns(), outcomes=(), extras=(), strays=(), stray_counts=(),
+            sent=tracer.sent, budgets=tracer.budgets(),
+        )  # fmt: skip
+
     result = tracer.run()
-    now = datetime.now(UTC)
-    meta = RunMeta(command=("bench",), started=now, finished=now)
+    frames["late_ms"] = frame_ms()
     record = build_record(result, analyse(accumulated, params, result.budgets), meta)
     Path(out).write_text(dumps(record))
+    Path(out + ".frames").write_text(json.dumps(frames))
 
 
 def simulated(rounds: int, out: Path) -> dict[str, float]:
-    rss, cpu, wall, process = measured(
+    rss, cpu, wall, code, err = measured(
         [sys.executable, __file__, "--simulate", str(rounds), "--out", str(out)]
     )
-    if process.returncode != 0:
-        err = process.stderr.read() if process.stderr else ""
+    if code != 0:
         raise SystemExit(f"bench_long: the simulated run failed: {err}")
-    return {"rss_mb": rss, "cpu_s": cpu, "wall_s": wall, "record_mb": out.stat().st_size / 1e6}
+    frames = json.loads(Path(str(out) + ".frames").read_text())
+    return {
+        "rss_mb": rss,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "record_mb": out.stat().st_size / 1e6,
+        **frames,
+    }
 
 
 def row(name: str, rounds: int, runs: list[dict[str, float]]) -> dict[str, float]:
     m = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     record = "-" if m["record_mb"] != m["record_mb"] else f"{m['record_mb']:.2f}"
+    frames = (
+        f"  live frame {m['early_ms']:.0f} ms at round 10, {m['late_ms']:.0f} ms at the end"
+        if "late_ms" in m
+        else ""
+    )
     print(
         f"  {name:30s} {rounds:>7,d} rounds  RSS {m['rss_mb']:7.1f} MB  record {record:>6s} MB"
         f"  CPU {m['cpu_s']:7.2f} s  {1000 * m['cpu_s'] / rounds:6.3f} ms/round"
-        f"  (wall {m['wall_s']:.0f} s, {len(runs)} run{'s' if len(runs) > 1 else ''})",
+        f"  (wall {m['wall_s']:.0f} s, {len(runs)} run{'s' if len(runs) > 1 else ''}){frames}",
         flush=True,
     )
     return m
@@ -139,6 +191,9 @@ def main() -> int:
     from reachtest.lab import manager
 
     if not lab_allowed("bench_long"):
+        return 3
+    if not os.path.exists(TIME):
+        print("bench_long: GNU time is not installed (apt install time)", file=sys.stderr)
         return 3
     mtr = shutil.which("mtr")
     if mtr is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 from reachtest.model import MplsLabel
@@ -82,7 +83,9 @@ class SimulatedNetwork:
     send_cost_ns: int = 1_000
     injected: list[tuple[float, bytes]] = field(default_factory=list)
     clock_ns: int = 1_000_000_000
-    sent: list[tuple[int, ProbeFields]] = field(default_factory=list)
+    #: Every probe sent (time, fields), for tests; ``keep_sent`` bounds it (long runs).
+    sent: deque[tuple[int, ProbeFields]] = field(default_factory=deque)
+    keep_sent: int | None = None
     _queue: list[tuple[int, int, bytes]] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
     _expiring: dict[str, int] = field(default_factory=dict)
@@ -94,6 +97,8 @@ class SimulatedNetwork:
 
     def __post_init__(self) -> None:
         self._by_target = {packed(p.target): p for p in self.paths}
+        if self.keep_sent is not None:
+            self.sent = deque(self.sent, maxlen=self.keep_sent)
         for at_ms, data in self.injected:
             self._deliver(self.clock_ns + int(at_ms * _MS), data)
 
