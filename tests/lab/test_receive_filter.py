@@ -17,15 +17,22 @@ from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _traced(lab: Lab, env: dict[str, str]) -> dict[str, Any]:
+def _flood(lab: Lab, seconds: int) -> subprocess.Popen[str]:
+    """20,000 UDP datagrams a second from r1 to the client, once it printed "ready"."""
     flood = subprocess.Popen(
         ["ip", "netns", "exec", lab.plan.topology.netns("r1"), sys.executable, "-m",
          "tests.lab.flood", "--to", str(lab.plan.topology.client_address()),
-         "--pps", "20000", "--seconds", "6"],
+         "--pps", "20000", "--seconds", str(seconds)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+    return flood
+
+
+def _traced(lab: Lab, env: dict[str, str]) -> dict[str, Any]:
+    flood = _flood(lab, 6)
     try:
-        assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+        assert flood.stdout is not None
         argv = [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd()]
         done = subprocess.run(
             [*argv, "trace", "server", "-4", "-p", "tcp/443", "-p", "tcp/80", "-p", "udp/53",
@@ -78,14 +85,9 @@ def test_the_kernels_drops_are_counted(make_lab: MakeLab) -> None:
     with netns.entered(lab.client):
         transport = RawTransport(receive_buffer=64 * 1024)  # no filter: the flood gets in
     try:
-        flood = subprocess.Popen(
-            ["ip", "netns", "exec", lab.plan.topology.netns("r1"), sys.executable, "-m",
-             "tests.lab.flood", "--to", str(lab.plan.topology.client_address()),
-             "--pps", "20000", "--seconds", "1"],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        flood = _flood(lab, 1)
         try:
-            assert flood.stdout is not None and flood.stdout.readline().strip() == "ready"
+            assert flood.stdout is not None
             assert int(flood.stdout.readline() or 0) > 5_000
             assert flood.wait(timeout=20) == 0
         finally:
