@@ -66,6 +66,7 @@ def worker(kind: str, targets: list[str], rounds: int) -> None:
                 "sent": tracer.sent,
                 "matched": tracer.matched,
                 "strays": sum(n for _, n in result.stray_counts),
+                "kernel_dropped": result.kernel_dropped or 0,
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "rss_mb": after.ru_maxrss / 1024,
