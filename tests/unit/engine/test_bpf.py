@@ -101,3 +101,28 @@ def test_icmp_alone_passes_icmp_only() -> None:
     assert {k for k, v in got.items() if v} == {
         "echo reply", "time-exceeded (tcp)", "port unreachable (udp)",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("targets", [1, MAX_TARGETS + 1])
+def test_libpcap_called_directly_compiles_what_scapy_compiles(targets: int) -> None:
+    """The program from libpcap through ctypes is byte for byte scapy's compile_filter's
+    (which wraps the same libpcap call, at 0.4 s of import)."""
+    import ctypes
+
+    from scapy.arch.common import compile_filter
+
+    from reachtest.engine.bpf import LINKTYPE_RAW
+
+    hosts = [f"198.18.{6 + i // 250}.{2 + i % 250}" for i in range(targets)]
+    text = expression(hosts, FLOWS)
+    theirs = compile_filter(text, linktype=LINKTYPE_RAW)
+    oracle = ctypes.string_at(ctypes.addressof(theirs.bf_insns.contents), theirs.bf_len * 8)
+    assert compiled(text) == oracle
+
+
+def test_an_expression_libpcap_refuses_is_one_error_and_no_filter() -> None:
+    from reachtest.engine import bpf
+
+    with pytest.raises(ValueError, match=r"libpcap: .*syntax error"):
+        compiled("tcp and ((")
+    assert "scapy" not in bpf.__dict__  # the filter costs no scapy import
