@@ -431,6 +431,21 @@ def parse_record(text: str, source: str) -> Record:
     return loaded
 
 
+def _hops_of(record: dict[str, Any]) -> list[Any]:
+    """Every hop entry of a record that may not be one (what can be found of them)."""
+
+    def listed(value: Any, key: str) -> list[Any]:
+        inner = value.get(key) if isinstance(value, dict) else None
+        return [x for x in inner if isinstance(x, dict)] if isinstance(inner, list) else []
+
+    return [
+        hop
+        for t in listed(record, "targets")
+        for f in listed(t, "flows")
+        for hop in listed(f, "hops")
+    ]
+
+
 def upgrade_record(record: Any) -> Any:
     """A record of an older schema version brought to this one, in place (anything else
     is returned as it is, for the schema to judge). Version 1 kept every sample of every
@@ -440,26 +455,24 @@ def upgrade_record(record: Any) -> Any:
         return record
     from reachtest.analysis.accumulate import SERIES_BUCKETS, Bucket
 
-    try:
-        rounds = max(0, int(record.get("rounds_done", 0)))
-        width = 1
-        while rounds > SERIES_BUCKETS * width:
-            width *= 2
-        kept = 0
-        for target in record["targets"]:
-            for flow in target["flows"]:
-                for hop in flow["hops"]:
-                    buckets: dict[int, Bucket] = {}
-                    for sample in hop["samples"]:
-                        bucket = buckets.setdefault(int(sample["round"]) // width, Bucket())
-                        rtt = sample["rtt_ms"]
-                        bucket.add(
-                            None if rtt is None else float(rtt), sample["responder"] is not None
-                        )
-                    kept = max(kept, len(hop["samples"]))
-                    hop["series"] = [_bucket(i * width, b) for i, b in sorted(buckets.items())]
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return record  # not a version 1 record after all: the schema says where
+    rounds = record.get("rounds_done")
+    width = 1
+    while isinstance(rounds, int) and rounds > SERIES_BUCKETS * width:
+        width *= 2
+    kept = 0
+    for hop in _hops_of(record):
+        # A hop this cannot read gets no series: the schema then says where and what.
+        hop.setdefault("series", [])
+        try:
+            buckets: dict[int, Bucket] = {}
+            for sample in hop["samples"]:
+                bucket = buckets.setdefault(int(sample["round"]) // width, Bucket())
+                rtt = sample["rtt_ms"]
+                bucket.add(None if rtt is None else float(rtt), sample["responder"] is not None)
+            hop["series"] = [_bucket(i * width, b) for i, b in sorted(buckets.items())]
+            kept = max(kept, len(hop["samples"]))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
     record["schema_version"] = SCHEMA_VERSION
     record["samples_per_hop"] = kept
     record["series_rounds"] = width

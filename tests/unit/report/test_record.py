@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,25 @@ def test_a_future_record_version_is_refused_in_one_line(tmp_path: Path) -> None:
     record["schema_version"] = 3
     with pytest.raises(UsageError, match="schema_version 3 is not supported"):
         parse_record(dumps(record), "new.json")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no-samples", "at targets/0/flows/0/hops/0: 'samples' is a required property"),
+        ("targets", "at targets: 5 is not of type 'array'"),
+        ("round", "at targets/0/flows/0/hops/0/samples/0/round: 'x' is not of type 'integer'"),
+    ],
+)
+def test_a_broken_version_1_record_is_refused_where_it_breaks(breakage: str, message: str) -> None:
+    """The upgrade leaves what it cannot read as it is, so the schema names the place."""
+    old = _as_version_1(sim_record())
+    hop = old["targets"][0]["flows"][0]["hops"][0]  # type: ignore[index]
+    if breakage == "no-samples":
+        del hop["samples"]
+    elif breakage == "targets":
+        old["targets"] = 5
+    else:
+        hop["samples"][0]["round"] = "x"
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_record(dumps(old), "old.json")
