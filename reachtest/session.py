@@ -97,11 +97,8 @@ class TraceSession:
         queue, accumulated, names = self._queue, self.accumulated, self.names
         while queue:
             outcome = queue.popleft()
-            if names is not None and outcome.responder is not None:
-                key = (outcome.target, outcome.flow.label, outcome.ttl)
-                cell = accumulated.cells.get(key)
-                if cell is None or outcome.responder not in cell.responders:
-                    names.submit(outcome.responder)
+            if names is not None:
+                names.submit(outcome.responder)  # once per address: it keeps track
             accumulated.add(outcome)
         return accumulated
 
@@ -125,13 +122,13 @@ class TraceSession:
             started_ns=self.started_ns,
             finished_ns=tracer.transport.now_ns(),
             outcomes=(),
-            extras=(),
+            extras=tuple(tracer.extras),  # at most keep_strays of them
             strays=(),
             stray_counts=tuple(sorted(tracer.stray_counts.items())),
             sent=tracer.sent,
             interrupted=False,
             budgets=tracer.budgets(),
-            extras_dropped=len(tracer.extras) + tracer.extras_dropped,
+            extras_dropped=tracer.extras_dropped,
         )
 
     def elapsed_s(self) -> float:

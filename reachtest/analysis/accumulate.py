@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from reachtest.analysis.paths import Observed, hops_back
 from reachtest.analysis.stats import STAT_COLUMNS
-from reachtest.model import FlowSpec, Outcome
+from reachtest.model import Outcome
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,7 +166,7 @@ class Accumulator:
         if obs is None:
             obs = self.observed[o.target] = Observed(o.target)
         if label not in obs.flows:
-            obs.flows[label] = FlowSpec(protocol=o.flow.protocol, port=o.flow.port)
+            obs.flows[label] = o.flow
         kind = str(o.kind)
         responder = o.responder
         answered = responder is not None
@@ -231,7 +231,7 @@ class Accumulator:
                 obs.flows = dict(sorted(obs.flows.items(), key=lambda item: item[1]))
         return [self.observed[t] for t in sorted(self.observed, key=_address_key)]
 
-    def keys(self) -> list[tuple[str, str, int]]:
+    def ordered(self) -> list[tuple[str, str, int]]:
         """The cells' keys in (target, flow, TTL) order, as strings sort."""
         return sorted(self.cells)
 
@@ -240,7 +240,7 @@ class Accumulator:
         import pandas as pd
 
         rows = []
-        for key in self.keys():
+        for key in self.ordered():
             cell = self.cells[key]
             rows.append(
                 {
@@ -251,8 +251,8 @@ class Accumulator:
                     "rcv": cell.rcv,
                     "loss_pct": 100.0 * (cell.snt - cell.rcv) / cell.snt,
                     **cell.figures(),
-                    "responders": _ranked(cell.responders),
-                    "kinds": _ranked(cell.kinds),
+                    "responders": ranked(cell.responders),
+                    "kinds": ranked(cell.kinds),
                 }
             )
         frame = pd.DataFrame.from_records(rows, columns=list(STAT_COLUMNS))
@@ -261,7 +261,7 @@ class Accumulator:
         return frame
 
 
-def _ranked(counts: Counter[str]) -> tuple[tuple[str, int], ...]:
+def ranked(counts: Counter[str]) -> tuple[tuple[str, int], ...]:
     """Most frequent first, then by name."""
     return tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 

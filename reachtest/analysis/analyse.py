@@ -44,9 +44,13 @@ class Analysis:
     conclusions; ``findings`` holds every target's findings, most urgent first."""
 
     accumulated: Accumulator
-    hops: pd.DataFrame
     targets: tuple[TargetAnalysis, ...]
     findings: tuple[Finding, ...]
+
+    @property
+    def hops(self) -> pd.DataFrame:
+        """The hop statistics as a table (pandas; the record reads the cells directly)."""
+        return self.accumulated.hop_stats()
 
 
 def analyse(
@@ -61,12 +65,7 @@ def analyse(
     limited = {b.address: b for b in budgets if b.limited}
     targets = tuple(_target(obs, params, limited) for obs in accumulated.targets())
     every = rules.sort_findings([f for t in targets for f in t.findings])
-    return Analysis(
-        accumulated=accumulated,
-        hops=accumulated.hop_stats(),
-        targets=targets,
-        findings=tuple(every),
-    )
+    return Analysis(accumulated=accumulated, targets=targets, findings=tuple(every))
 
 
 def _target(

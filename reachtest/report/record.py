@@ -29,8 +29,6 @@ from reachtest.model import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from reachtest.analysis.accumulate import Accumulator, Bucket, HopCell
     from reachtest.analysis.analyse import Analysis, TargetAnalysis
 
@@ -176,7 +174,6 @@ def _series(cell: HopCell, bucket_rounds: int) -> list[Record]:
 
 
 def _hops(
-    hops: pd.DataFrame,
     accumulated: Accumulator,
     limited: Mapping[tuple[str, str, int], int],
     detail: bool = True,
@@ -184,21 +181,22 @@ def _hops(
     """(target, flow) -> hop records in TTL order, with the most recent samples and the
     time series (empty without ``detail``); ``limited`` holds the non-answers a router's
     rate limit explains per (target, flow, TTL)."""
+    from reachtest.analysis.accumulate import ranked
+
     out: dict[tuple[str, str], list[Record]] = {}
-    rows: list[dict[str, Any]] = hops.to_dict("records")  # type: ignore[assignment]
-    for r in rows:
-        key = (str(r["target"]), str(r["flow"]), int(r["ttl"]))
+    for key in accumulated.ordered():
         cell = accumulated.cells[key]
+        figures = cell.figures()
         out.setdefault(key[:2], []).append(
             {
                 "ttl": key[2],
-                "snt": int(r["snt"]),
-                "rcv": int(r["rcv"]),
-                "loss_pct": _num(r["loss_pct"], 2),
+                "snt": cell.snt,
+                "rcv": cell.rcv,
+                "loss_pct": _num(100.0 * (cell.snt - cell.rcv) / cell.snt, 2),
                 "limited": limited.get(key, 0),
-                **{column: _num(r[column]) for column in MS_COLUMNS},
-                "responders": [{"address": a, "count": n} for a, n in r["responders"]],
-                "kinds": [{"kind": k, "count": n} for k, n in r["kinds"]],
+                **{column: _num(figures[column]) for column in MS_COLUMNS},
+                "responders": [{"address": a, "count": n} for a, n in ranked(cell.responders)],
+                "kinds": [{"kind": k, "count": n} for k, n in ranked(cell.kinds)],
                 "icmp": [
                     {"type": t, "code": c, "count": n} for (t, c), n in sorted(cell.icmp.items())
                 ],
@@ -271,7 +269,7 @@ def build_record(
         (t.target, label, ttl): n for t in analysis.targets for (label, ttl), n in t.limited.items()
     }
     accumulated = analysis.accumulated
-    hops = _hops(analysis.hops, accumulated, limited, detail)
+    hops = _hops(accumulated, limited, detail)
     by_address = {t.target: t for t in analysis.targets}
     order = {f.label: i for i, f in enumerate(result.flows)}
     responders = {
