@@ -44,7 +44,6 @@ TRACE_MODULES = (
     "encodings.idna",
     "zoneinfo",
     "numpy",
-    "pandas",
     "scipy.stats",
     "jsonschema",
     "rich.console",

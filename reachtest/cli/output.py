@@ -123,10 +123,9 @@ def _umask() -> int:
     return mask
 
 
-def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Path:
-    """Write ``text`` (or bytes) to ``path`` whole or not at all (a temporary file renamed
-    into place).
-    ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
+def _temporary_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (descriptor, name), after refusing a ``path``
+    that is a link, a device or a folder: the first step of every write."""
     import tempfile
 
     try:
@@ -137,16 +136,28 @@ def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Pat
         raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     except OSError as exc:  # a folder that takes no new file (/proc), a full disk, ...
         raise UsageError(
             f"cannot write {path}: its folder {str(path.parent)!r} takes no new file "
             f"({exc.strerror or exc})"
         ) from None
+
+
+def _as_open_makes_it(temporary: str) -> None:
+    """The mode open() would give a new file under the umask, not mkstemp's 0600."""
+    os.chmod(temporary, 0o666 & ~_umask())
+
+
+def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Path:
+    """Write ``text`` (or bytes) to ``path`` whole or not at all (a temporary file renamed
+    into place).
+    ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
+    fd, temporary = _temporary_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(text.encode() if isinstance(text, str) else text)
-        os.chmod(temporary, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
+        _as_open_makes_it(temporary)
         if not exclusive:
             os.replace(temporary, path)
             return path
@@ -172,20 +183,7 @@ class StreamFile:
     readable up to what was flushed."""
 
     def __init__(self, path: Path) -> None:
-        import tempfile
-
-        try:
-            odd = path.is_symlink() or (path.exists() and not path.is_file())
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        if odd:
-            raise UsageError(f"cannot write {path}: it is not a regular file, left as it is")
-        try:
-            fd, temporary = tempfile.mkstemp(
-                dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
-            )
-        except OSError as exc:
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        fd, temporary = _temporary_beside(path, ".partial")
         self.path = path
         self.temporary = temporary
         self.file = os.fdopen(fd, "wb")
@@ -193,7 +191,7 @@ class StreamFile:
     def commit(self) -> Path:
         try:
             self.file.close()
-            os.chmod(self.temporary, 0o666 & ~_umask())
+            _as_open_makes_it(self.temporary)
             os.replace(self.temporary, self.path)
         except OSError as exc:
             self.discard()

@@ -10,9 +10,7 @@ however long the run, and a run killed outright leaves every record written so f
 from __future__ import annotations
 
 import heapq
-import io
 import itertools
-from collections.abc import Iterable
 from typing import IO, Any
 
 LINKTYPE_RAW = 101
@@ -57,13 +55,3 @@ class PcapStream:
             sec, nanos = divmod(ns + self._offset, 1_000_000_000)
             self._writer.write_packet(packet, sec=sec, usec=nanos)
             self.written += 1
-
-
-def render_pcap(packets: Iterable[tuple[int, bytes]], wall_offset_ns: int) -> bytes:
-    """``packets``: (monotonic ns, IP packet) as one pcap file's bytes."""
-    out = io.BytesIO()
-    stream = PcapStream(out, wall_offset_ns)
-    for ns, packet in packets:
-        stream.add(ns, packet)
-    stream.close()
-    return out.getvalue()

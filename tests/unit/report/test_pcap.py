@@ -11,9 +11,19 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.utils import RawPcapReader
 
-from reachtest.report.pcap import LINKTYPE_RAW, render_pcap
+from reachtest.report.pcap import LINKTYPE_RAW, PcapStream
 
 OFFSET = 1_795_000_000_000_000_000  # monotonic 0 = this Unix time in ns
+
+
+def render_pcap(packets: list[tuple[int, bytes]], offset: int) -> bytes:
+    """The file a run with these (monotonic ns, packet) pairs writes."""
+    out = io.BytesIO()
+    stream = PcapStream(out, offset)
+    for ns, packet in packets:
+        stream.add(ns, packet)
+    stream.close()
+    return out.getvalue()
 
 
 def test_packets_come_back_in_time_order_with_nanoseconds() -> None:
