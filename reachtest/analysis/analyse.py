@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reachtest.analysis import findings as rules
-from reachtest.analysis.accumulate import Accumulator
+from reachtest.analysis.accumulate import Accumulator, accumulate
 from reachtest.analysis.paths import Observed, flow_path, host_verdict, reach, service_verdict
 from reachtest.model import (
     Finding,
@@ -61,7 +61,7 @@ def analyse(
     """Analyse a run's outcomes (duplicates and late replies are left out), given as they
     are or already accumulated (what a long run keeps), with what the engine learned of
     the routers' ICMP budgets. Costs the same after ten rounds and after ten thousand."""
-    accumulated = outcomes if isinstance(outcomes, Accumulator) else Accumulator().extend(outcomes)
+    accumulated = outcomes if isinstance(outcomes, Accumulator) else accumulate(outcomes)
     limited = {b.address: b for b in budgets if b.limited}
     targets = tuple(_target(obs, params, limited) for obs in accumulated.targets())
     every = rules.sort_findings([f for t in targets for f in t.findings])
