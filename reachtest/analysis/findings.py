@@ -635,10 +635,12 @@ def _te_responders(obs: Observed, label: str, ttl: int) -> Counter[str | None]:
 
 def ecmp(obs: Observed) -> list[Finding]:
     """Hops where flows (or one flow) meet different routers: load balancing. Consecutive
-    TTLs that split the flows the same way are one divergence (the parallel branches)."""
+    TTLs that each meet several routers are one divergence (the parallel branches, and the
+    hop after them that answers from the branch a probe came in on), however the flows
+    group at each: answers lost to rate limiting or loss regroup them from TTL to TTL."""
     found: list[Finding] = []
     ttls = sorted({t for rows in obs.seen.values() for t in rows})
-    previous: tuple[frozenset[str], ...] | None = None
+    previous: int | None = None
     for ttl in ttls:
         per_flow = {label: _te_responders(obs, label, ttl) for label in obs.flows}
         per_flow = {label: c for label, c in per_flow.items() if c}
@@ -647,18 +649,18 @@ def ecmp(obs: Observed) -> list[Finding]:
             previous = None
             continue
         groups = {a: sorted(label for label, c in per_flow.items() if a in c) for a in addresses}
-        split = tuple(sorted(frozenset(flows) for flows in groups.values()))
         proof = tuple(
             e
             for label in per_flow
             for e in evidence(obs, label, ttl)
             if e.kind is ReplyKind.TIME_EXCEEDED
         )
-        if split == previous and found:
+        if previous == ttl - 1 and found:
+            previous = ttl
             last = found[-1]
             found[-1] = replace(last, last_hop=ttl, evidence=last.evidence + proof)
             continue
-        previous = split
+        previous = ttl
         within = [label for label, c in per_flow.items() if len(c) > 1]
         note = "; ".join(f"{a}: {', '.join(flows)}" for a, flows in groups.items())
         if within:

@@ -415,6 +415,21 @@ def test_ecmp_across_flows_is_one_finding_over_the_branch() -> None:
     assert "198.18.103.2: tcp/443" in split.note
 
 
+def test_a_branch_that_answers_one_flow_less_at_the_next_hop_is_still_one_divergence() -> None:
+    # The lab's ECMP: hop 3 is two routers, hop 4 one router answering from the branch a
+    # probe came in on. One flow's answers lost at hop 4 change how the flows group there;
+    # it is the same divergence, not a second one.
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if ttl == 4 and f == tcp(80):
+            return None
+        if ttl in (3, 4) and f == tcp(443):
+            return (ReplyKind.TIME_EXCEEDED, f"198.18.{100 + ttl}.2")
+        return "clean"
+
+    [split] = [f for f in only(run(rule)).findings if f.kind is FindingKind.ECMP]
+    assert (split.first_hop, split.last_hop) == (3, 4)
+
+
 def test_several_routers_within_one_flow_are_named() -> None:
     def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
         if ttl == 2 and f == ICMP_FLOW and rnd % 2:
