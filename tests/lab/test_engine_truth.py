@@ -93,6 +93,7 @@ def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     for outcome in result.outcomes:
         seen[(":" in outcome.target, outcome.flow.label, outcome.ttl)].append(outcome)
     problems = []
+    lossy_sent = lossy_answered = 0
     for v6 in (False, True):
         family = "IPv6" if v6 else "IPv4"
         for flow in truth.flows:
@@ -113,10 +114,18 @@ def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
                 must_answer = (
                     ttl <= last_ttl_to_probe(truth, flow) and ttl not in truth.ratelimited_hops
                 )
-                if got and want - {TIMEOUT} and must_answer and not answered:
+                if must_answer and truth.loses(flow.flow, ttl) and want - {TIMEOUT}:
+                    # Loss on purpose: a cell may lose every round by chance (20% loss,
+                    # 6 rounds: 1 in 15,000 per cell, ~0.5% per run); the lossy cells
+                    # together must still answer most probes.
+                    lossy_sent += len(got)
+                    lossy_answered += len(answered)
+                elif got and want - {TIMEOUT} and must_answer and not answered:
                     problems.append(
                         f"{family} {flow.flow} ttl {ttl}: no answer in {len(got)} rounds"
                     )
+    if lossy_sent and lossy_answered < lossy_sent / 2:
+        problems.append(f"past the loss: {lossy_answered} of {lossy_sent} probes answered")
     assert not problems, "\n".join(problems)
 
 
