@@ -31,6 +31,8 @@ from reachtest.errors import EnvironmentProblem
 PR_CAPBSET_DROP = 24
 CAP_SETPCAP = 8
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_KEEPCAPS = 8
+CAP_NET_RAW = 13
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -152,11 +154,18 @@ def _status() -> dict[str, str]:
         return dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
 
 
-def drop_privileges(modules: Iterable[str] = TRACE_MODULES) -> Dropped:
+def drop_privileges(
+    modules: Iterable[str] = TRACE_MODULES, *, keep_net_raw: bool = False
+) -> Dropped:
     """Import ``modules``, then become the invoking user (or stay uid 0), drop every
     capability and set no_new_privs. Raises EnvironmentProblem when the kernel refuses
-    any step: a run that cannot shed its privileges does not go on with them."""
+    any step: a run that cannot shed its privileges does not go on with them.
+
+    With ``keep_net_raw`` (a service that opens raw sockets per probe: the exporter),
+    CAP_NET_RAW alone stays, in the effective and permitted sets and nowhere else, as
+    systemd's ``AmbientCapabilities=CAP_NET_RAW`` with ``User=`` would leave it."""
     target = invoking_user()
+    kept = 1 << CAP_NET_RAW if keep_net_raw else 0
     if target is not None and not all(_reachable(p, *target) for p in _code_paths()):
         for name in modules:
             importlib.import_module(name)
@@ -165,29 +174,41 @@ def drop_privileges(modules: Iterable[str] = TRACE_MODULES) -> Dropped:
         # The bounding set first (that needs CAP_SETPCAP), the user next (CAP_SETUID and
         # CAP_SETGID; leaving uid 0 also empties the sets), every other set last.
         if os.geteuid() == 0:
-            _drop_bounding_set(libc)
+            _drop_bounding_set(libc, kept)
         if _prctl(libc, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
         if target is not None:
             uid, gid = target
+            if kept and _prctl(libc, PR_SET_KEEPCAPS, 1) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
         header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-        if libc.capset(ctypes.byref(header), (_CapData * 2)()) != 0:
+        data = (_CapData * 2)()
+        data[0].effective = data[0].permitted = kept  # capabilities 0-31 (CAP_NET_RAW: 13)
+        if libc.capset(ctypes.byref(header), data) != 0:
             raise OSError(ctypes.get_errno(), "capset")
         if _prctl(libc, PR_SET_NO_NEW_PRIVS, 1) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
         status = _status()
     except OSError as exc:
         raise EnvironmentProblem(f"cannot give up privileges: {exc}") from exc
-    left = {k: status.get(k, "?") for k in ("CapEff", "CapPrm", "CapAmb")}
-    if any(v.strip("0") for v in left.values()) or status.get("NoNewPrivs") != "1":
+    left = {k: status.get(k, "?") for k in ("CapEff", "CapPrm", "CapAmb", "CapInh")}
+    want = {"CapEff": kept, "CapPrm": kept, "CapAmb": 0, "CapInh": 0}
+    if any(_hex(v) != want[k] for k, v in left.items()) or status.get("NoNewPrivs") != "1":
         raise EnvironmentProblem(f"cannot give up privileges: still {left}")
     return Dropped(uid=os.getuid(), gid=os.getgid(), switched=target is not None)
 
 
-def _drop_bounding_set(libc: ctypes.CDLL) -> None:
+def _hex(value: str) -> int | None:
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+def _drop_bounding_set(libc: ctypes.CDLL, kept: int = 0) -> None:
     """Remove every capability from the bounding set: nothing executed later regains one.
     That needs CAP_SETPCAP; root started without it (``setpriv --bounding-set=-all``)
     keeps the set it was given, and no_new_privs (set below) bars every gain on exec."""
@@ -199,5 +220,7 @@ def _drop_bounding_set(libc: ctypes.CDLL) -> None:
     except (OSError, ValueError):
         top = 63
     for cap in range(top + 1):
+        if kept >> cap & 1:
+            continue
         if _prctl(libc, PR_CAPBSET_DROP, cap) != 0 and ctypes.get_errno() != 22:
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")

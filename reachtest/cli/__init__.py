@@ -8,9 +8,19 @@ package registers every command; the heavy layers load inside the commands.
 
 from __future__ import annotations
 
-from reachtest.cli import lab, scheduled, trace
+from reachtest.cli import exporter, lab, scheduled, trace
 from reachtest.cli.base import cli, main
 from reachtest.cli.output import save_reports, write_file
 from reachtest.cli.trace import DEMO_LAB
 
-__all__ = ["DEMO_LAB", "cli", "lab", "main", "save_reports", "scheduled", "trace", "write_file"]
+__all__ = [
+    "DEMO_LAB",
+    "cli",
+    "exporter",
+    "lab",
+    "main",
+    "save_reports",
+    "scheduled",
+    "trace",
+    "write_file",
+]

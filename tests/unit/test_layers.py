@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "__main__": {"cli"},
 }
-EVERYTHING = {"cli", "schedule", "session"}  # the composition root and its helpers
+EVERYTHING = {"cli", "schedule", "serve", "session"}  # the composition root and its helpers
 #: Never imported at module level anywhere in the package (start-up time).
 HEAVY = {
     "scapy", "pandas", "numpy", "matplotlib", "scipy", "icmplib", "rich", "jinja2", "dns",

@@ -1,0 +1,1 @@
+"""Long-running services: the Prometheus exporter (``reachtest exporter``)."""

@@ -1,0 +1,314 @@
+"""One probe of the exporter: a module run against one target within a deadline, and
+the metrics of what it found.
+
+The engine is the one ``trace`` and ``run`` use; a scrape's deadline stops it early (what
+was answered so far is analysed and the probe is marked partial). The metrics are built
+from the run record, as ``run``'s textfile is, through a collector of their own per probe
+(no global state: a probe's series are exactly what it found).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from reachtest.model import TraceParams
+from reachtest.schedule.metrics import blocked_at
+from reachtest.schedule.run import CHECK_TTL, Judged, judge
+
+if TYPE_CHECKING:
+    from reachtest.engine.transport import Transport
+    from reachtest.model import FlowSpec
+    from reachtest.report.record import Record
+    from reachtest.serve.config import Module
+
+#: Makes the transport of one probe, given its target and flows.
+TransportFactory = Callable[[str, "Sequence[FlowSpec]"], "Transport"]
+#: Time kept back from a scrape's deadline for analysis and the answer.
+ANSWER_MARGIN_S = 0.2
+SERVICE_STATES = ("open", "closed", "filtered", "open|filtered")
+HOST_STATES = ("reachable", "unreachable")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeResult:
+    """What one probe found, as metrics and as a run record."""
+
+    module: str
+    host: str  # as Prometheus gave it
+    address: str | None  # None: not resolved
+    record: Record | None
+    judged: tuple[Judged, ...]
+    success: bool
+    partial: bool
+    duration_s: float
+    error: str | None = None  # why nothing was probed
+    labels: Mapping[str, str] = field(default_factory=dict)  # vantage and configured labels
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def params_for(module: Module, budget_s: float | None) -> tuple[TraceParams, float | None]:
+    """The engine's settings for ``module`` and, with a time budget, when (seconds from
+    now) to stop it so that every probe in flight is answered or timed out within it."""
+    t = module.target
+    timeout = t.timeout_s
+    stop_after = None
+    if budget_s is not None:  # a run that ends sooner never sees its stop
+        timeout = max(0.05, min(timeout, budget_s * 0.4))
+        stop_after = max(0.0, budget_s - timeout - ANSWER_MARGIN_S)
+    if module.mode == "check":
+        params = TraceParams(
+            first_ttl=CHECK_TTL,
+            max_ttl=CHECK_TTL,
+            rounds=t.rounds,
+            interval_s=t.interval_s,
+            timeout_s=timeout,
+            gap_limit=1,
+        )
+    else:
+        params = TraceParams(
+            max_ttl=t.max_ttl, rounds=t.rounds, interval_s=t.interval_s, timeout_s=timeout
+        )
+    return params, stop_after
+
+
+def run_probe(
+    module: Module,
+    host: str,
+    address: str,
+    make_transport: TransportFactory,
+    *,
+    budget_s: float | None,
+    labels: Mapping[str, str],
+    transport_name: str = "raw",
+) -> ProbeResult:
+    """Probe ``address`` (``host`` as asked) with ``module`` within ``budget_s`` seconds."""
+    from reachtest.analysis.analyse import analyse
+    from reachtest.engine.tracer import Tracer
+    from reachtest.report.record import RunMeta, build_record
+
+    began = time.monotonic()
+    started = datetime.now(UTC)
+    flows = list(module.target.flows)
+    params, stop_after = params_for(module, budget_s)
+    transport = make_transport(address, flows)
+    try:
+        tracer = Tracer(transport, [address], flows, params)
+        timer = None
+        if stop_after is not None:
+            timer = threading.Timer(stop_after, tracer.stop)
+            timer.daemon = True
+            timer.start()
+        try:
+            result = tracer.run()
+        finally:
+            if timer is not None:
+                timer.cancel()
+    finally:
+        transport.close()
+    meta = RunMeta(
+        command=("reachtest", "exporter", f"module={module.name}"),
+        started=started,
+        finished=datetime.now(UTC),
+        hosts={address: host},
+        dns=False,
+        transport=transport_name,
+    )
+    analysis = analyse(result.outcomes, result.params, result.budgets)
+    record = build_record(result, analysis, meta)
+    target = record["targets"][0] if record["targets"] else None
+    traced = module.mode == "trace"
+    config = module.target
+    judged = tuple(judge(config, target, address, traced))
+    return ProbeResult(
+        module=module.name,
+        host=host,
+        address=address,
+        record=record,
+        judged=judged,
+        success=success(config.expect, judged),
+        partial=bool(result.interrupted),
+        duration_s=time.monotonic() - began,
+        labels=labels,
+        started=started,
+    )
+
+
+def success(expect: Mapping[str, str], judged: Sequence[Judged]) -> bool:
+    """Every expectation met; without expectations, every flow answered (a service
+    open, closed or open|filtered says the host answered; the host reachable)."""
+    if not judged:
+        return False
+    if expect:
+        return all(j.met is not False for j in judged)
+    return all(j.got not in ("filtered", "unreachable", "unresolved") for j in judged)
+
+
+def failed(
+    module: str, host: str, error: str, labels: Mapping[str, str], began: float
+) -> ProbeResult:
+    """A probe that sent nothing (its target did not resolve): probe_success 0."""
+    return ProbeResult(
+        module=module,
+        host=host,
+        address=None,
+        record=None,
+        judged=(),
+        success=False,
+        partial=False,
+        duration_s=time.monotonic() - began,
+        error=error,
+        labels=labels,
+    )
+
+
+def path_hash(flow: Mapping[str, Any]) -> str:
+    """12 hex digits naming the flow's path: its most frequent responder at each hop up
+    to where it stops ('*' for a silent hop). The same routers give the same hash."""
+    hops = []
+    stop = (flow.get("path") or {}).get("stop_hop")
+    for hop in flow.get("hops", []):
+        if stop is not None and hop["ttl"] > stop:
+            break
+        responders = hop.get("responders") or []
+        hops.append(responders[0]["address"] if responders else "*")
+    while hops and hops[-1] == "*":
+        hops.pop()
+    return hashlib.sha256(" ".join(hops).encode()).hexdigest()[:12]
+
+
+class ProbeCollector:
+    """The series of one probe, for prometheus_client's exposition."""
+
+    def __init__(self, result: ProbeResult) -> None:
+        self.result = result
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+        r = self.result
+        extra = sorted(r.labels)
+        more = [r.labels[k] for k in extra]
+
+        def family(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=[*labels, *extra])
+
+        flow_labels = ("flow", "protocol", "port")
+        success_ = family(
+            "probe_success",
+            "1 when every expectation of the module holds "
+            "(without expectations: every flow answered)",
+        )
+        success_.add_metric(more, 1 if r.success else 0)
+        duration = family("probe_duration_seconds", "Seconds the probe took")
+        duration.add_metric(more, round(r.duration_s, 6))
+        partial = family(
+            "reachtest_probe_partial",
+            "1 when the scrape's timeout stopped the probe before every round was sent",
+        )
+        partial.add_metric(more, 1 if r.partial else 0)
+        resolved = family("reachtest_probe_resolved", "1 when the target resolved to an address")
+        resolved.add_metric(more, 0 if r.address is None else 1)
+        out: list[Any] = [success_, duration, partial, resolved]
+        if r.record is None:
+            yield from out
+            return
+        flow_ok = family(
+            "reachtest_flow_success",
+            "1 when the flow got through (open; host reachable)",
+            flow_labels,
+        )
+        state = family(
+            "reachtest_flow_state",
+            "1 for the flow's state, 0 for the others (one-hot)",
+            (*flow_labels, "state"),
+        )
+        met = family(
+            "reachtest_expectation_met",
+            "1 when the flow is as the module expects, 0 when not",
+            (*flow_labels, "expected"),
+        )
+        blocked = family(
+            "reachtest_blocked_at_hop",
+            "The first TTL the flow does not get past (silent drop: the last answering hop"
+            " + 1; a reject: the TTL of the rejected probe); 0 when it gets through"
+            " (trace mode)",
+            flow_labels,
+        )
+        out += [flow_ok, state, met, blocked]
+        for j in r.judged:
+            protocol, _, port = j.flow.partition("/")
+            labels = [j.flow, protocol, port]
+            through = j.got in ("open", "reachable")
+            flow_ok.add_metric([*labels, *more], 1 if through else 0)
+            for word in HOST_STATES if protocol == "icmp" else SERVICE_STATES:
+                state.add_metric([*labels, word, *more], 1 if j.got == word else 0)
+            if j.expected is not None:
+                met.add_metric([*labels, j.expected, *more], 1 if j.met else 0)
+            if j.traced:
+                blocked.add_metric([*labels, *more], 0 if through else blocked_at(j))
+        target = r.record["targets"][0] if r.record["targets"] else None
+        sent = family("reachtest_probe_packets_sent", "Probes sent")
+        sent.add_metric(more, r.record["totals"]["sent"])
+        out.append(sent)
+        if target is not None and target.get("distance") is not None:
+            hops = family("reachtest_hop_count", "Hops to the target")
+            hops.add_metric(more, target["distance"])
+            out.append(hops)
+        if target is not None and any(j.traced for j in r.judged):
+            limited = family(
+                "reachtest_rate_limited_hops",
+                "Routers on the path seen rate-limiting their ICMP errors",
+            )
+            limited.add_metric(more, sum(1 for b in r.record["budgets"] if b["limited"]))
+            loss = family(
+                "reachtest_hop_loss_ratio",
+                "Share of the flow's probes at this TTL unanswered",
+                (*flow_labels, "ttl"),
+            )
+            rtt = family(
+                "reachtest_hop_rtt_seconds",
+                "Mean round trip of the flow's answers at this TTL",
+                (*flow_labels, "ttl"),
+            )
+            info = InfoMetricFamily(
+                "reachtest_path",
+                "The flow's path: a hash of the routers it crosses",
+                labels=[*flow_labels, *extra],
+            )
+            for flow in target["flows"]:
+                labels = [flow["flow"], flow["protocol"], str(flow["port"] or "")]
+                for hop in flow["hops"]:
+                    at = [*labels, str(hop["ttl"]), *more]
+                    if hop["snt"]:
+                        loss.add_metric(at, round(1 - hop["rcv"] / hop["snt"], 4))
+                    if hop["avg_ms"] is not None:
+                        rtt.add_metric(at, hop["avg_ms"] / 1000)
+                info.add_metric([*labels, *more], {"path": path_hash(flow)})
+            out += [limited, loss, rtt, info]
+        yield from out
+
+
+def exposition(result: ProbeResult, openmetrics: bool) -> tuple[bytes, str]:
+    """The probe's series as Prometheus text (or OpenMetrics), with its content type."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Wrapped(result))
+    if openmetrics:
+        from prometheus_client.openmetrics import exposition as om
+
+        return om.generate_latest(registry), om.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
+    from prometheus_client import exposition as text
+
+    return text.generate_latest(registry), text.CONTENT_TYPE_LATEST
+
+
+class _Wrapped(ProbeCollector):
+    def describe(self) -> list[Any]:
+        return []
