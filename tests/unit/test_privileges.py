@@ -52,6 +52,41 @@ def test_the_process_ends_without_privileges(sudo: bool) -> None:
     assert status["NoNewPrivs"] == "1"
 
 
+KEEPING = """
+import json, socket
+from reachtest.privileges import drop_privileges
+dropped = drop_privileges(keep_net_raw=True)
+status = dict(l.rstrip("\\n").split(":\\t", 1) for l in open("/proc/self/status") if ":\\t" in l)
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)  # still allowed
+sock.close()
+try:
+    open("/root/.reachtest-probe", "w")  # CAP_DAC_OVERRIDE is gone
+    wrote = True
+except PermissionError:
+    wrote = False
+print(json.dumps([dropped.uid, wrote, status]))
+"""
+
+
+@ROOT_ONLY
+def test_a_service_keeps_cap_net_raw_and_nothing_else() -> None:
+    import json
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SUDO_")}
+    done = subprocess.run(
+        [sys.executable, "-c", KEEPING], env=base | {"SUDO_UID": "65534", "SUDO_GID": "65534"},
+        capture_output=True, text=True, cwd="/", check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    uid, wrote, status = json.loads(done.stdout)
+    assert uid == 65534 and not wrote
+    net_raw = 1 << 13
+    for key, want in (("CapEff", net_raw), ("CapPrm", net_raw), ("CapBnd", net_raw)):
+        assert int(status[key], 16) == want, key
+    assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0
+    assert status["NoNewPrivs"] == "1"
+
+
 def test_the_invoking_user_comes_from_sudo_only_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUDO_UID", "1000")
     monkeypatch.setenv("SUDO_GID", "1001")
