@@ -62,6 +62,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_vantage(vantage: str) -> str:
+    """``vantage`` when it can be a label value; a clear error otherwise."""
+    from reachtest.serve.config import _LABEL_VALUE
+
+    if not _LABEL_VALUE.fullmatch(vantage):
+        raise UsageError(f"--vantage {vantage!r}: use 1 to 64 printable characters")
+    return vantage
+
+
 def _transport(unprivileged: bool) -> tuple[Any, str]:
     """The transport factory and its name; privileges given up first (CAP_NET_RAW alone
     kept for raw sockets, nothing for ordinary sockets)."""
@@ -142,12 +151,12 @@ def exporter(
     with hop-by-hop service reachability: probe_success, per-flow state, where a flow
     is blocked, per-hop loss and RTT. /metrics: the exporter's own; /: recent probes."""
     from reachtest.serve.app import Exporter
-    from reachtest.serve.config import _LABEL_VALUE, load_exporter_config
+    from reachtest.serve.config import load_exporter_config
     from reachtest.serve.webconfig import BasicAuth, load_web_config, ssl_context
 
     host, port = parse_listen(listen)
-    if vantage is not None and not _LABEL_VALUE.fullmatch(vantage):
-        raise UsageError(f"--vantage {vantage!r}: use 1 to 64 printable characters")
+    if vantage is not None:
+        check_vantage(vantage)
     if not 0 <= timeout_offset < 60:
         raise UsageError("--timeout-offset: give seconds from 0 to 60")
     config = load_exporter_config(config_file)

@@ -462,6 +462,14 @@ def schedule_group() -> None:
     help="Where to write [/etc/cron.d, or /etc/systemd/system with --systemd].",
 )
 @click.option("--print", "show", is_flag=True, help="Print what would be written; write nothing.")
+@click.option(
+    "--exporter",
+    is_flag=True,
+    help="A systemd service that runs `reachtest exporter --config FILE` (an exporter "
+    "configuration) for good, instead of scheduled runs.",
+)
+@click.option("--listen", default=None, metavar="HOST:PORT", help="--exporter: where it serves.")
+@click.option("--vantage", default=None, metavar="NAME", help="--exporter: its vantage label.")
 def schedule_install(
     config_file: str,
     interval: str,
@@ -469,11 +477,16 @@ def schedule_install(
     mail_to: str | None,
     dest: str | None,
     show: bool,
+    exporter: bool,
+    listen: str | None,
+    vantage: str | None,
 ) -> int:
     """Write a cron.d file or a systemd service + timer that runs the configuration.
 
     The configuration is checked first. With --systemd, enable it afterwards with:
     systemctl daemon-reload && systemctl enable --now reachtest-NAME.timer
+
+    With --exporter: a systemd service for the Prometheus exporter (CAP_NET_RAW only).
     """
     from reachtest.schedule.config import load_config
     from reachtest.schedule.install import (
@@ -484,6 +497,10 @@ def schedule_install(
         unit_name,
     )
 
+    if exporter:
+        return _install_exporter(config_file, listen, vantage, dest, show, mail_to)
+    if listen is not None or vantage is not None:
+        raise UsageError("--listen and --vantage go with --exporter")
     if mail_to is not None:
         if systemd:
             raise UsageError("--mail-to is for cron; a systemd unit's output goes to the journal")
@@ -534,6 +551,58 @@ def schedule_install(
             + f"\nEnable it: systemctl daemon-reload && systemctl enable --now {name}.timer",
             err=True,
         )
+    return EXIT_OK
+
+
+def _executable() -> str:
+    return (
+        str(Path(sys.argv[0]).resolve())
+        if Path(sys.argv[0]).name == "reachtest"
+        else (shlex.join([sys.executable, "-m", "reachtest"]))
+    )
+
+
+def _install_exporter(
+    config_file: str,
+    listen: str | None,
+    vantage: str | None,
+    dest: str | None,
+    show: bool,
+    mail_to: str | None,
+) -> int:
+    from reachtest.cli.exporter import DEFAULT_LISTEN, check_vantage, parse_listen
+    from reachtest.schedule.install import SERVICE_USER, exporter_unit
+    from reachtest.serve.config import load_exporter_config
+
+    if mail_to is not None:
+        raise UsageError("--mail-to is for cron; the exporter's log goes to the journal")
+    parse_listen(listen or DEFAULT_LISTEN)
+    if vantage is not None:
+        check_vantage(vantage)
+    config = Path(config_file).resolve()
+    load_exporter_config(config)
+    files = exporter_unit(_executable(), config, listen or DEFAULT_LISTEN, vantage)
+    folder = Path(dest or "/etc/systemd/system")
+    if show:
+        for file_name, text in files.items():
+            click.echo(f"# {folder / file_name}\n{text}")
+        return EXIT_OK
+    check_out_dir(str(folder), "--dest")
+    for file_name in files:
+        target = folder / file_name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise UsageError(f"{target} exists and is not a regular file: left as it is")
+        if target.exists() and not _written_by_install(target):
+            raise UsageError(f"{target} exists and is not reachtest's: left as it is")
+    for file_name, text in files.items():
+        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
+    name = next(iter(files))
+    click.echo(
+        f"It runs as the system user {SERVICE_USER} with CAP_NET_RAW only. Once: "
+        f"useradd --system --user-group --no-create-home --shell /usr/sbin/nologin "
+        f"{SERVICE_USER}\nStart it: systemctl daemon-reload && systemctl enable --now {name}",
+        err=True,
+    )
     return EXIT_OK
 
 

@@ -166,3 +166,29 @@ def systemd_units(
         "[Install]\nWantedBy=timers.target\n"
     )
     return {f"{name}.service": service, f"{name}.timer": timer}
+
+
+def exporter_unit(
+    executable: str, config: Path, listen: str, vantage: str | None
+) -> dict[str, str]:
+    """``name.service`` running ``reachtest exporter`` for good (restarted when it fails),
+    as the system user with CAP_NET_RAW alone and the file system read-only."""
+    argv = [
+        safe_path(executable, "the program"), "exporter",
+        "--config", safe_path(config, "config"), "--listen", safe_path(listen, "--listen"),
+    ]  # fmt: skip
+    if vantage is not None:
+        argv += ["--vantage", safe_path(vantage, "--vantage")]
+    shown = _systemd(safe_path(config, "config"))
+    name = unit_name(config).replace("reachtest-", "reachtest-exporter-", 1)
+    service = (
+        "[Unit]\n"
+        f"Description=reachtest Prometheus exporter ({shown})\n"
+        "Wants=network-online.target\nAfter=network-online.target\n\n"
+        "[Service]\nType=simple\n"
+        f"ExecStart={_systemd(shlex.join(argv)).replace('$', '$$')}\n"
+        "Restart=on-failure\nRestartSec=5\n"
+        + _HARDENING.format(user=SERVICE_USER)
+        + "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+    return {f"{name}.service": service}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,48 @@ def test_the_service_runs_hardened_as_its_own_user_and_passes_systemd_analyze(
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+
+
+EXPORTER_CONFIG = '[exporter]\nallow = ["198.18.0.0/15"]\n[module.web]\nservices = ["tcp/443"]\n'
+
+
+def test_the_exporter_gets_a_long_running_service_with_cap_net_raw_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "exporter.toml"
+    config.write_text(EXPORTER_CONFIG)
+    dest = tmp_path / "units"
+    assert _install(config, dest, "--exporter", "--vantage", "site a", "--listen", ":9469") == 0
+    [unit] = list(dest.iterdir())
+    assert unit.name.startswith("reachtest-exporter-") and unit.suffix == ".service"
+    text = unit.read_text()
+    exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    assert argv[1:] == ["exporter", "--config", str(config.resolve()), "--listen", ":9469",
+                        "--vantage", "site a"]  # fmt: skip
+    for line in ("Type=simple", "Restart=on-failure", "User=reachtest",
+                 "AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
+                 "NoNewPrivileges=yes", "ProtectSystem=strict", "WantedBy=multi-user.target"):  # fmt: skip
+        assert line in text.splitlines(), line
+    assert "ReadWritePaths" not in text  # it writes nothing
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--listen", ":9469"), "--listen and --vantage go with --exporter"),
+        (("--exporter", "--listen", "nowhere"), "--listen 'nowhere'"),
+        (("--exporter", "--mail-to", "root"), "--mail-to is for cron"),
+    ],
+)
+def test_exporter_install_mistakes_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], words: str
+) -> None:
+    config = tmp_path / "exporter.toml"
+    config.write_text(EXPORTER_CONFIG)
+    dest = tmp_path / "units"
+    assert _install(config, dest, *args) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1
+    assert not dest.exists()
