@@ -266,9 +266,12 @@ def test_the_exporter_gets_a_long_running_service_with_cap_net_raw_only(
     argv = shlex.split(exec_start.removeprefix("ExecStart="))
     assert argv[1:] == ["exporter", "--config", str(config.resolve()), "--listen", ":9469",
                         "--vantage", "site a"]  # fmt: skip
-    for line in ("Type=simple", "Restart=on-failure", "User=reachtest",
-                 "AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW",
-                 "NoNewPrivileges=yes", "ProtectSystem=strict", "WantedBy=multi-user.target"):  # fmt: skip
+    wanted = (
+        "Type=simple", "Restart=on-failure", "User=reachtest", "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict",
+        "WantedBy=multi-user.target",
+    )  # fmt: skip
+    for line in wanted:
         assert line in text.splitlines(), line
     assert "ReadWritePaths" not in text  # it writes nothing
     capsys.readouterr()
