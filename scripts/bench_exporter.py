@@ -43,7 +43,7 @@ MODULE = """\
 [exporter]
 allow = ["198.18.0.0/15", "2001:db8::/32"]
 concurrency = {concurrency}
-queue = 256
+queue = {queue}
 [module.web]
 services = ["tcp/443", "tcp/80", "udp/53"]
 mode = "trace"
@@ -106,7 +106,7 @@ def warm_probe(plan: Any, probes: int) -> dict[str, float]:
     server = str(plan.topology.server_address())
     hops = plan.scenario.truth.server_hop
     config = parse_exporter_config(
-        MODULE.format(concurrency=4, rounds=5, interval=0.1, max_ttl=hops + 2)
+        MODULE.format(concurrency=4, queue=16, rounds=5, interval=0.1, max_ttl=hops + 2)
     )
     module = config.modules["web"]
     engine, beyond = [], []
@@ -155,7 +155,7 @@ def peer_icmp(plan: Any, scrapes: int, tmp: Path) -> dict[str, float] | None:
         "    icmp: {preferred_ip_protocol: ip4}\n"
     )
     (tmp / "exporter.toml").write_text(
-        MODULE.format(concurrency=4, rounds=1, interval=0.1, max_ttl=8)
+        MODULE.format(concurrency=4, queue=16, rounds=1, interval=0.1, max_ttl=8)
     )
     out = {}
     peers = {
@@ -218,7 +218,7 @@ def load(targets: int, minutes: float, tmp: Path) -> dict[str, Any]:
         addresses = [str(a) for a in plan.topology.extra_targets()[0]][:targets]
         hops = plan.scenario.truth.server_hop
         (tmp / "load.toml").write_text(
-            MODULE.format(concurrency=16, rounds=3, interval=0.2, max_ttl=hops + 2)
+            MODULE.format(concurrency=16, queue=32, rounds=3, interval=0.2, max_ttl=hops + 2)
         )
         (tmp / "prometheus.yml").write_text(
             "global: {scrape_interval: 30s, scrape_timeout: 25s}\nscrape_configs:\n"
@@ -275,6 +275,10 @@ def load(targets: int, minutes: float, tmp: Path) -> dict[str, Any]:
             rss = prom_query(client, f'process_resident_memory_bytes{{job="exporter"}}[{span}]')
             samples = [float(v) for _, v in rss[0]["values"]] if rss else []
             sixth = max(1, len(samples) // int(max(1, minutes)))
+            per_minute = [
+                statistics.median(samples[i : i + 6]) / 2**20 for i in range(0, len(samples), 6)
+            ]
+            print("  exporter RSS by minute (MB): " + " ".join(f"{m:.1f}" for m in per_minute))
             return {
                 "scrapes": scrapes,
                 "failed": scrapes - good,
@@ -312,7 +316,7 @@ def main() -> int:
             peer = peer_icmp(plan, args.probes * 2, tmp)
             if peer:
                 print(
-                    f"icmp probe per scrape, median of {args.probes * 2}: blackbox_exporter "
+                    f"icmp probe per scrape, mean of {args.probes * 2}: blackbox_exporter "
                     f"{peer['blackbox_cpu_ms']:.1f} ms CPU "
                     f"({peer['blackbox_wall_ms']:.0f} ms wall),"
                     f" reachtest check mode {peer['reachtest_cpu_ms']:.1f} ms CPU "

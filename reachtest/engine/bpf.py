@@ -12,6 +12,7 @@ what a SOCK_DGRAM packet socket shows its filter.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import os
 import struct
@@ -75,8 +76,9 @@ PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 SNAPLEN = 65535
 
 
+@functools.cache
 def _libpcap() -> ctypes.CDLL:
-    """libpcap, loaded (OSError when it is not installed)."""
+    """libpcap, loaded once (OSError when it is not installed)."""
     import ctypes.util
 
     names = [*LIBPCAP_NAMES, *filter(None, [ctypes.util.find_library("pcap")])]
