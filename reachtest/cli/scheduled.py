@@ -516,11 +516,7 @@ def schedule_install(
         )
         if p is not None
     )
-    executable = (
-        str(Path(sys.argv[0]).resolve())
-        if Path(sys.argv[0]).name == "reachtest"
-        else (shlex.join([sys.executable, "-m", "reachtest"]))
-    )
+    executable = _executable()
     name = unit_name(config)
     if systemd:
         files = systemd_units(executable, config, interval, writes)
@@ -528,19 +524,8 @@ def schedule_install(
     else:
         files = {name: cron_file(executable, config, interval, mail_to)}
         folder = Path(dest or "/etc/cron.d")
-    if show:
-        for file_name, text in files.items():
-            click.echo(f"# {folder / file_name}\n{text}")
+    if _write_units(folder, files, show):
         return EXIT_OK
-    check_out_dir(str(folder), "--dest")
-    for file_name in files:  # replace only what an earlier install of this config wrote
-        target = folder / file_name
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise UsageError(f"{target} exists and is not a regular file: left as it is")
-        if target.exists() and not _written_by_install(target):
-            raise UsageError(f"{target} exists and is not reachtest's: left as it is")
-    for file_name, text in files.items():
-        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
     if systemd:
         folders = " ".join(shlex.quote(str(p)) for p in sorted(set(writes)))
         click.echo(
@@ -552,6 +537,25 @@ def schedule_install(
             err=True,
         )
     return EXIT_OK
+
+
+def _write_units(folder: Path, files: dict[str, str], show: bool) -> bool:
+    """Print ``files`` (with ``show``: True, nothing written) or write them into
+    ``folder``, replacing only what an earlier install of the same config wrote."""
+    if show:
+        for file_name, text in files.items():
+            click.echo(f"# {folder / file_name}\n{text}")
+        return True
+    check_out_dir(str(folder), "--dest")
+    for file_name in files:
+        target = folder / file_name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise UsageError(f"{target} exists and is not a regular file: left as it is")
+        if target.exists() and not _written_by_install(target):
+            raise UsageError(f"{target} exists and is not reachtest's: left as it is")
+    for file_name, text in files.items():
+        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
+    return False
 
 
 def _executable() -> str:
@@ -583,19 +587,8 @@ def _install_exporter(
     load_exporter_config(config)
     files = exporter_unit(_executable(), config, listen or DEFAULT_LISTEN, vantage)
     folder = Path(dest or "/etc/systemd/system")
-    if show:
-        for file_name, text in files.items():
-            click.echo(f"# {folder / file_name}\n{text}")
+    if _write_units(folder, files, show):
         return EXIT_OK
-    check_out_dir(str(folder), "--dest")
-    for file_name in files:
-        target = folder / file_name
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            raise UsageError(f"{target} exists and is not a regular file: left as it is")
-        if target.exists() and not _written_by_install(target):
-            raise UsageError(f"{target} exists and is not reachtest's: left as it is")
-    for file_name, text in files.items():
-        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
     name = next(iter(files))
     click.echo(
         f"It runs as the system user {SERVICE_USER} with CAP_NET_RAW only. Once: "

@@ -145,18 +145,39 @@ def _words(words: Sequence[str]) -> str:
     return ", ".join(words)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read, parse and check the configuration file at ``path``."""
-    where = str(path)
+def read_config_text(path: str | Path) -> str:
+    """The text of the configuration file at ``path`` (a BOM some editors add taken off);
+    ConfigError when it cannot be read."""
     from reachtest.inputs import MIB, read_text
 
     if not Path(path).exists():
-        raise ConfigError(f"{where}: no such file")
+        raise ConfigError(f"{path}: no such file")
     try:
         text = read_text(path, "configuration", 4 * MIB)
     except UsageError as exc:
         raise ConfigError(str(exc)) from None
-    config = parse_config(text.removeprefix("\ufeff"), where)  # a BOM some editors add
+    return text.removeprefix("\ufeff")
+
+
+def toml_data(text: str, where: str) -> dict[str, Any]:
+    """``text`` parsed as TOML; ConfigError naming the line and column otherwise."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if found:
+            message = message[: found.start()].strip()
+            raise ConfigError(
+                f"{where}:{found.group(1)}: not valid TOML: {message} (column {found.group(2)})"
+            ) from None
+        raise ConfigError(f"{where}: not valid TOML: {message}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and check the configuration file at ``path``."""
+    where = str(path)
+    config = parse_config(read_config_text(path), where)
     here = Path(path).parent  # relative paths in the file are relative to the file
 
     def beside(value: Path | None) -> Path | None:
@@ -172,17 +193,7 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(text: str, where: str = "<config>") -> Config:
     """The configuration in ``text``; ``where`` names it in errors."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        if found:
-            message = message[: found.start()].strip()
-            raise ConfigError(
-                f"{where}:{found.group(1)}: not valid TOML: {message} (column {found.group(2)})"
-            ) from None
-        raise ConfigError(f"{where}: not valid TOML: {message}") from None
+    data = toml_data(text, where)
 
     def fail(path: Sequence[str | int], message: str) -> ConfigError:
         return _fail(where, text, path, message)

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reachtest.errors import UsageError
 from reachtest.schedule.config import (
     _HOST,
     _LABEL,
@@ -41,6 +39,8 @@ from reachtest.schedule.config import (
     _section_end,
     _target,
     key_path,
+    read_config_text,
+    toml_data,
 )
 
 MODES = ("check", "trace")
@@ -109,31 +109,12 @@ def locate(text: str, path: Sequence[str | int]) -> int | None:
 
 def load_exporter_config(path: str | Path) -> ExporterConfig:
     """Read, parse and check the exporter's configuration file at ``path``."""
-    from reachtest.inputs import MIB, read_text
-
-    where = str(path)
-    if not Path(path).exists():
-        raise ConfigError(f"{where}: no such file")
-    try:
-        text = read_text(path, "configuration", 4 * MIB)
-    except UsageError as exc:
-        raise ConfigError(str(exc)) from None
-    return parse_exporter_config(text.removeprefix("\ufeff"), where)
+    return parse_exporter_config(read_config_text(path), str(path))
 
 
 def parse_exporter_config(text: str, where: str = "<config>") -> ExporterConfig:
     """The exporter configuration in ``text``; ``where`` names it in errors."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        if found:
-            raise ConfigError(
-                f"{where}:{found.group(1)}: not valid TOML: {message[: found.start()].strip()}"
-                f" (column {found.group(2)})"
-            ) from None
-        raise ConfigError(f"{where}: not valid TOML: {message}") from None
+    data = toml_data(text, where)
 
     def fail(path: Sequence[str | int], message: str) -> ConfigError:
         line = locate(text, path)
