@@ -75,10 +75,10 @@ def _transport(unprivileged: bool) -> tuple[Any, str]:
     """The transport factory and its name; privileges given up first (CAP_NET_RAW alone
     kept for raw sockets, nothing for ordinary sockets)."""
     from reachtest.engine.transport import effective_capabilities
-    from reachtest.privileges import HTML_MODULES, TRACE_MODULES, drop_privileges
+    from reachtest.privileges import CAP_NET_RAW, HTML_MODULES, TRACE_MODULES, drop_privileges
 
     modules = TRACE_MODULES + HTML_MODULES + SERVE_MODULES
-    raw = not unprivileged and effective_capabilities() >> 13 & 1
+    raw = not unprivileged and effective_capabilities() >> CAP_NET_RAW & 1
     if not raw:
         if not unprivileged:
             _tell("no CAP_NET_RAW: probing with ordinary sockets (--unprivileged)")

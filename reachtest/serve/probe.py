@@ -188,6 +188,9 @@ class ProbeCollector:
     def __init__(self, result: ProbeResult) -> None:
         self.result = result
 
+    def describe(self) -> list[Any]:
+        return []  # no metadata up front: the registry need not collect to register it
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
@@ -299,7 +302,7 @@ def exposition(result: ProbeResult, openmetrics: bool) -> tuple[bytes, str]:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Wrapped(result))
+    registry.register(ProbeCollector(result))
     if openmetrics:
         from prometheus_client.openmetrics import exposition as om
 
@@ -307,8 +310,3 @@ def exposition(result: ProbeResult, openmetrics: bool) -> tuple[bytes, str]:
     from prometheus_client import exposition as text
 
     return text.generate_latest(registry), text.CONTENT_TYPE_LATEST
-
-
-class _Wrapped(ProbeCollector):
-    def describe(self) -> list[Any]:
-        return []
