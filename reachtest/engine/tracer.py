@@ -34,6 +34,7 @@ import itertools
 import math
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -310,8 +311,9 @@ class Tracer:
             horizon = min(horizon, reach)
         return horizon
 
-    def run(self) -> RunResult:
-        """Probe until every round is sent and every probe answered or timed out."""
+    def run(self, *, stop_at: float | None = None) -> RunResult:
+        """Probe until every round is sent and every probe answered or timed out; with
+        ``stop_at`` (a ``time.monotonic()`` instant), stop then as ``stop()`` would."""
         params = self.params
         transport = self.transport
         clock = transport.now_ns
@@ -337,6 +339,8 @@ class Tracer:
         try:
             while True:
                 now = clock()
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    self._stop = True
                 if self._stop:
                     break
                 while next_round < rounds and now >= next_round_ns:
@@ -434,6 +438,8 @@ class Tracer:
                 if wait_ns == _NEVER:
                     break
                 wait_ns = min(wait_ns, _STOP_CHECK_NS)  # see stop() soon
+                if stop_at is not None:
+                    wait_ns = min(wait_ns, int((stop_at - time.monotonic()) * 1e9))
                 for data, recv_ns in transport.receive(max(wait_ns, 0) / 1e9):
                     self._handle(data, recv_ns)
                 # -- timeouts and forgetting

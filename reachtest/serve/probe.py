@@ -10,7 +10,6 @@ from the run record, as ``run``'s textfile is, through a collector of their own 
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,16 +98,7 @@ def run_probe(
     transport = make_transport(address, flows)
     try:
         tracer = Tracer(transport, [address], flows, params)
-        timer = None
-        if stop_after is not None:
-            timer = threading.Timer(stop_after, tracer.stop)
-            timer.daemon = True
-            timer.start()
-        try:
-            result = tracer.run()
-        finally:
-            if timer is not None:
-                timer.cancel()
+        result = tracer.run(stop_at=None if stop_after is None else began + stop_after)
     finally:
         transport.close()
     meta = RunMeta(

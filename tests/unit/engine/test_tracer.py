@@ -4,6 +4,7 @@ horizons, pacing, rate cap, in-flight cap, fast mode, many targets, strays, stop
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -254,6 +255,24 @@ def test_stop_ends_the_run_early_and_says_so() -> None:
     )
     result = tracer.run()
     assert result.interrupted and max(o.round for o in result.outcomes) <= 2
+
+
+def test_a_stop_instant_ends_the_run_on_the_wall_clock() -> None:
+    """``stop_at`` is real time (a scrape's deadline), not the transport's clock: a network
+    that takes real time per wake-up is stopped when the instant passes."""
+
+    class Slow(SimulatedNetwork):
+        def receive(self, timeout_s: float) -> list[tuple[bytes, int]]:
+            time.sleep(0.02)
+            return super().receive(timeout_s)
+
+    tracer = Tracer(Slow(paths=(path(),)), [TARGET], FLOWS, TraceParams(rounds=50))
+    began = time.monotonic()
+    result = tracer.run(stop_at=began + 0.3)
+    took = time.monotonic() - began
+    assert result.interrupted
+    assert 0.3 <= took < 0.6, took
+    assert max(o.round for o in result.outcomes) < 49
 
 
 def test_memory_of_sent_probes_is_forgotten_after_the_retention_window() -> None:
