@@ -8,9 +8,11 @@
 2. Load: a lab with 200 extra targets, a real Prometheus scraping each every 30 s
    (timeout 25 s) through the exporter pinned to one core, for 5 minutes: scrapes that
    failed or missed their timeout, the slowest scrape, the exporter's CPU share and its
-   resident memory over time (first minute against last).
+   resident memory over time (first minute against last). The exporter runs with the
+   environment its systemd unit sets (``--glibc-default``: without it).
 
     python scripts/bench_exporter.py [--probes 15] [--minutes 5] [--targets 200] [--skip-load]
+        [--glibc-default]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import lab_allowed
 
 from reachtest.lab import manager, netns
+from reachtest.schedule.install import EXPORTER_ENVIRONMENT
 
 EXE = str(Path(sys.executable).parent / "reachtest")
 PROM_PORT = 19090
@@ -60,9 +63,13 @@ timeout = 1.0
 
 
 @contextmanager
-def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     try:
         yield proc
     finally:
@@ -207,7 +214,7 @@ def scalar(ns: str, promql: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def load(targets: int, minutes: float, tmp: Path) -> dict[str, Any]:
+def load(targets: int, minutes: float, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise SystemExit("prometheus is missing (apt install prometheus)")
@@ -249,7 +256,7 @@ def load(targets: int, minutes: float, tmp: Path) -> dict[str, Any]:
             f"--web.listen-address=127.0.0.1:{PROM_PORT}",
         ]
         with (
-            process(["ip", "netns", "exec", client, *exporter], tmp / "exporter.log"),
+            process(["ip", "netns", "exec", client, *exporter], tmp / "exporter.log", env),
             process(["ip", "netns", "exec", client, *server], tmp / "prometheus.log"),
         ):
             wait_listening(client, "http://127.0.0.1:19469/metrics")
@@ -299,6 +306,11 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--targets", type=int, default=200)
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="run the exporter without the environment its systemd unit sets",
+    )
     args = parser.parse_args()
     if not lab_allowed("bench_exporter"):
         return 3
@@ -330,7 +342,10 @@ def main() -> int:
                 f"load: {args.targets} targets every 30 s for {args.minutes:g} min, "
                 "exporter on one core:"
             )
-            got = load(args.targets, args.minutes, tmp)
+            env = {} if args.glibc_default else dict(EXPORTER_ENVIRONMENT)
+            shown = " ".join(f"{k}={v}" for k, v in env.items()) or "glibc's defaults"
+            print(f"  exporter environment: {shown}")
+            got = load(args.targets, args.minutes, tmp, env)
             print(
                 f"  scrapes {got['scrapes']:.0f}, failed {got['failed']:.0f}, partial "
                 f"{got['partial']:.0f}, slowest {got['slowest_s']:.2f} s (timeout 25 s); "

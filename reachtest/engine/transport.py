@@ -165,7 +165,11 @@ class RawTransport:
         # Kernel timestamps are CLOCK_REALTIME; the engine's clock is monotonic.
         self._offset_ns = time.time_ns() - time.monotonic_ns()
         self._rx_fd = self._rx.fileno()
-        self._recvmsg = self._rx.recvmsg
+        # One buffer for every read: a 64 KiB bytes object per recvmsg (then shrunk) costs
+        # an allocation per wake-up and, over a day of threads doing it, fragments the heap.
+        self._buffer = bytearray(65535)
+        self._view = memoryview(self._buffer)
+        self._recvmsg_into = self._rx.recvmsg_into
         self._kernel_packets = 0
         self._kernel_drops = 0
         self._cmsg_space = socket.CMSG_SPACE(_TS.size)
@@ -259,8 +263,8 @@ class RawTransport:
             pending = self._tx_pending[family]
             while pending:
                 try:
-                    data, ancillary, _flags, _address = sock.recvmsg(
-                        65535, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
+                    size, ancillary, _flags, _address = sock.recvmsg_into(
+                        [self._buffer], 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT
                     )
                 except (BlockingIOError, InterruptedError):
                     break
@@ -279,19 +283,25 @@ class RawTransport:
                 packet, _sent_ns = probe
                 # The looped-back copy starts with the link-layer header; the IP packet
                 # (as the kernel finished it) is its last len(packet) bytes.
-                sent = data[-len(packet) :] if len(data) >= len(packet) else packet
+                sent = (
+                    self._view[size - len(packet) : size].tobytes()
+                    if size >= len(packet)
+                    else packet
+                )
                 self._on_sent(sent, stamp)
 
     def receive(self, timeout_s: float) -> list[tuple[bytes, int]]:
         if self._on_sent is not None:
             self._drain_sent()
         frames: list[tuple[bytes, int]] = []
-        recvmsg = self._recvmsg
+        recvmsg_into = self._recvmsg_into
+        buffers = [self._buffer]
+        view = self._view
         space = self._cmsg_space
         offset = self._offset_ns
         while True:
             try:
-                data, ancillary, _flags, address = recvmsg(65535, space)
+                size, ancillary, _flags, address = recvmsg_into(buffers, space)
             except BlockingIOError:
                 if frames or timeout_s <= 0:
                     return frames
@@ -307,7 +317,7 @@ class RawTransport:
                     recv_ns = seconds * 1_000_000_000 + nanos - offset
             if not recv_ns:
                 recv_ns = time.monotonic_ns()
-            frames.append((data, recv_ns))
+            frames.append((view[:size].tobytes(), recv_ns))
             if len(frames) >= 512:
                 return frames
 

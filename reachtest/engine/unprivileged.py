@@ -37,6 +37,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Any
 
 from reachtest.engine.linux import (
     EXTENDED_ERR,
@@ -134,6 +135,7 @@ class UnprivilegedTransport:
         self._source: dict[str, str] = {}
         self._out: list[tuple[bytes, int]] = []
         self._offset_ns = time.time_ns() - time.monotonic_ns()
+        self._buffer = memoryview(bytearray(65535))  # every read, copied out (see transport)
         self.forced_ports = 0
         self.tcp_sent = 0
         #: TCP probes not sent: every descriptor this process may open was in use.
@@ -337,7 +339,7 @@ class UnprivilegedTransport:
         family = 6 if sock.family == socket.AF_INET6 else 4
         while True:
             try:
-                data, ancillary, _flags, address = sock.recvmsg(65535, _ANCILLARY)
+                data, ancillary, address = self._read(sock, 0)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error's errno (its details are on the error queue)
@@ -356,11 +358,15 @@ class UnprivilegedTransport:
                 reply = replies.ip_packet(remote, ours, PROTO_UDP, header + data, ttl)
             self._out.append((reply, ns))
 
+    def _read(self, sock: socket.socket, flags: int) -> tuple[bytes, list[Any], Any]:
+        size, ancillary, _flags, address = sock.recvmsg_into([self._buffer], _ANCILLARY, flags)
+        return self._buffer[:size].tobytes(), ancillary, address
+
     def _error_queue(self, sock: socket.socket, tcp_fd: int | None) -> bool:
         """Read one error from ``sock``'s queue and rebuild the ICMP error it was; False
         when the queue is empty."""
         try:
-            data, ancillary, _flags, _address = sock.recvmsg(65535, _ANCILLARY, MSG_ERRQUEUE)
+            data, ancillary, _address = self._read(sock, MSG_ERRQUEUE)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
