@@ -149,7 +149,10 @@ def exporter(
 ) -> int:
     """Serve /probe?target=HOST&module=NAME for Prometheus, like blackbox_exporter,
     with hop-by-hop service reachability: probe_success, per-flow state, where a flow
-    is blocked, per-hop loss and RTT. /metrics: the exporter's own; /: recent probes."""
+    is blocked, per-hop loss and RTT. /metrics: the exporter's own; /: recent probes.
+
+    For flat memory in long runs, run it as its systemd unit does, with
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0 (schedule install --exporter)."""
     from reachtest.serve.app import Exporter
     from reachtest.serve.config import load_exporter_config
     from reachtest.serve.webconfig import BasicAuth, load_web_config, ssl_context
