@@ -292,7 +292,8 @@ class Tracer:
         heapq.heappush(self._heap, (at_ns, next(self._counter), sweep))
 
     def stop(self) -> None:
-        """Ask a running trace to stop after what is in flight (for Ctrl-C and ``q``)."""
+        """Ask a running trace to stop at its next wake-up (within 0.2 s; for Ctrl-C and
+        ``q``): probes still in flight are not waited for, the result says interrupted."""
         self._stop = True
 
     # -- the loop ----------------------------------------------------------------------
