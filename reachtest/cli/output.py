@@ -144,20 +144,25 @@ def _temporary_beside(path: Path, suffix: str) -> tuple[int, str]:
         ) from None
 
 
-def _as_open_makes_it(temporary: str) -> None:
-    """The mode open() would give a new file under the umask, not mkstemp's 0600."""
-    os.chmod(temporary, 0o666 & ~_umask())
+def _as_open_makes_it(temporary: str, mode: int | None = None) -> None:
+    """``mode`` exactly, or the mode open() would give a new file under the umask (not
+    mkstemp's 0600) but never writable by others, whatever the umask (``umask 000``)."""
+    os.chmod(temporary, mode if mode is not None else 0o666 & ~(_umask() | 0o002))
 
 
-def write_file(path: Path, text: str | bytes, *, exclusive: bool = False) -> Path:
+def write_file(
+    path: Path, text: str | bytes, *, exclusive: bool = False, mode: int | None = None
+) -> Path:
     """Write ``text`` (or bytes) to ``path`` whole or not at all (a temporary file renamed
     into place).
-    ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead."""
+    ``exclusive``: never replace an existing file; add -2, -3, ... to the name instead.
+    ``mode``: the file's mode exactly (files root writes for others: units, cron files);
+    by default the umask's, less write for others."""
     fd, temporary = _temporary_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(text.encode() if isinstance(text, str) else text)
-        _as_open_makes_it(temporary)
+        _as_open_makes_it(temporary, mode)
         if not exclusive:
             os.replace(temporary, path)
             return path

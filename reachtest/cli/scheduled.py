@@ -74,7 +74,12 @@ def config_check(config_file: str) -> int:
 def check_config_paths(config: Any) -> None:
     """Every path a run of ``config`` writes, checked before anything is sent; a problem
     names the config key."""
+    from reachtest.files import refuse_unsafe
+    from reachtest.history.store import refuse_links
+    from reachtest.schedule.lock import lock_path
+
     where = str(config.path)
+    refuse_unsafe(lock_path(config.history, config.path), f"{where}: the lock")
     if config.reports is not None:
         check_out_dir(str(config.reports), f"{where}: reports")
     if config.history is not None:
@@ -87,6 +92,10 @@ def check_config_paths(config: Any) -> None:
             raise UsageError(f"{where}: history {history}: permission denied")
         if history.exists() and _same(history, Path(config.path)):
             raise UsageError(f"{where}: history {history}: it is the configuration itself")
+        try:
+            refuse_links(history)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from None
     if config.prometheus is not None:
         check_output(str(config.prometheus), f"the metrics ({where}: prometheus)")
         check_distinct(
@@ -553,8 +562,9 @@ def _write_units(folder: Path, files: dict[str, str], show: bool) -> bool:
             raise UsageError(f"{target} exists and is not a regular file: left as it is")
         if target.exists() and not _written_by_install(target):
             raise UsageError(f"{target} exists and is not reachtest's: left as it is")
-    for file_name, text in files.items():
-        click.echo(f"reachtest: wrote {write_file(folder / file_name, text)}", err=True)
+    for file_name, text in files.items():  # root's files, read by cron or systemd: 0644
+        written = write_file(folder / file_name, text, mode=0o644)
+        click.echo(f"reachtest: wrote {written}", err=True)
     return False
 
 

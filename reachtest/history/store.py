@@ -14,13 +14,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reachtest.errors import EnvironmentProblem, UsageError
+from reachtest.files import refuse_unsafe
 from reachtest.model import UNRESOLVED
 
 if TYPE_CHECKING:
@@ -87,34 +91,70 @@ def _locked(exc: sqlite3.Error) -> bool:
     )
 
 
+#: The files SQLite keeps beside a history (WAL, its index, the rollback journal).
+SIBLINGS = ("-wal", "-shm", "-journal")
+
+
+def refuse_links(path: Path) -> None:
+    """The history and its journal files must each be absent or a regular file with one
+    link: a link planted beside a history (in a folder others may write) would turn the
+    writes of a root run into writes at its target. ``UnsafeFile`` otherwise (exit 2)."""
+    try:
+        refuse_unsafe(path, "history")
+        for suffix in SIBLINGS:
+            refuse_unsafe(path.with_name(path.name + suffix), "the history's journal")
+    except UsageError as exc:
+        raise HistoryError(str(exc)) from None
+
+
+@cache
+def schema(version: int) -> frozenset[tuple[str, str, str, str | None]]:
+    """What ``sqlite_master`` holds in a reachtest history of schema ``version``: the
+    migrations up to it, applied to an empty database in memory."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        for step in MIGRATIONS[:version]:
+            for statement in step:
+                db.execute(statement)
+        return frozenset(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
+
+
 def foreign(path: Path) -> str | None:
     """Why the file at ``path`` is not a history of ours to open (None: it is one, or it
-    is new or empty). Looks without changing a byte: the header, then a read-only open."""
+    is new or empty). Looks without changing a byte: the header, then a read-only open,
+    whose tables must be exactly those of a reachtest history of its schema version."""
     try:
-        with path.open("rb") as file:
-            head = file.read(100)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
+    with os.fdopen(fd, "rb") as file:
+        head = file.read(100) if stat.S_ISREG(os.fstat(fd).st_mode) else b"?"
     if not head:
         return None
     if not head.startswith(SQLITE_MAGIC):
         return "is not a SQLite database (it holds something else)"
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
             app = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            found = frozenset(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"))
     except sqlite3.DatabaseError as exc:
         return f"cannot be read as SQLite ({exc})"
-    if app == APPLICATION_ID or (app == 0 and not tables):
-        return None
-    if app == 0 and version >= 1 and {"runs", "services"} <= tables:
-        return None  # a reachtest history from before the application id
-    if app:
+    if app not in (0, APPLICATION_ID):
         return f"is another application's SQLite database (application_id {app:#010x})"
-    names = ", ".join(sorted(tables)[:4])
+    if not found and version == 0:
+        return None  # new: nothing in it yet
+    if app == APPLICATION_ID and version > SCHEMA_VERSION:
+        return (
+            f"has schema version {version}, newer than this reachtest knows "
+            f"({SCHEMA_VERSION}; upgrade reachtest)"
+        )
+    if 1 <= version <= SCHEMA_VERSION and found == schema(version):
+        return None  # ours (app 0: from before the application id)
+    names = ", ".join(sorted({row[2] for row in found})[:4]) or "none"
+    if app == APPLICATION_ID:
+        return f"is marked as a reachtest history but its tables ({names}) are not reachtest's"
     return f"is another application's SQLite database (it has tables {names})"
 
 
@@ -127,6 +167,7 @@ class HistoryStore:
         write lock for more than a second: a run then waits up to 30 s, not silently."""
         self.path = Path(path)
         self._on_wait = on_wait
+        refuse_links(self.path)
         why = foreign(self.path)
         if why is not None:
             raise HistoryError(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reachtest.errors import UsageError
+from reachtest.files import check_path_text
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
 from reachtest.spec import MAX_FLOWS, parse_flows
 
@@ -241,6 +242,10 @@ def _path(data: Mapping[str, Any], key: str, fail: Fail) -> Path | None:
         return None
     if not isinstance(value, str) or not value:
         raise fail([key], "must be a path (a non-empty string)")
+    try:
+        check_path_text(value, "the path")
+    except UsageError as exc:
+        raise fail([key], str(exc).removeprefix("the path: ")) from None
     return Path(value)
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reachtest.errors import EnvironmentProblem
+from reachtest.files import PRIVATE, open_regular
 
 #: How often a waiting run tries the lock again.
 HOLDER_TRIES = 10
@@ -45,12 +46,16 @@ def _holder(fd: int) -> str:
 
 @contextlib.contextmanager
 def hold(path: Path, wait_s: float = 0.0) -> Iterator[None]:
-    """Hold the lock at ``path`` for the block; wait up to ``wait_s`` seconds for it."""
+    """Hold the lock at ``path`` for the block; wait up to ``wait_s`` seconds for it.
+
+    The lock file is ours alone (mode 0600): a link, a device, a FIFO or a file with
+    other hard links at ``path`` is refused untouched (exit 2), since the holder truncates
+    and writes it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot open the lock {path}: {exc.strerror or exc}") from None
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, "the lock", PRIVATE)
     try:
         deadline = time.monotonic() + wait_s
         while True:

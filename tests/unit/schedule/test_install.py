@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from reachtest.cli import main
+from reachtest.cli import main, write_file
 from reachtest.errors import UsageError
 from reachtest.schedule.install import cron_file, every, systemd_units, unit_name
 
@@ -295,3 +297,21 @@ def test_exporter_install_mistakes_write_nothing(
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1
     assert not dest.exists()
+
+
+def test_files_root_writes_for_others_are_0644_under_any_umask(tmp_path: Path) -> None:
+    """Under ``umask 000`` cron and systemd files were written world-writable (issue)."""
+    config = tmp_path / "site.toml"
+    config.write_text(CONFIG)
+    old = os.umask(0)
+    try:
+        assert _install(config, tmp_path / "cron") == 0
+        assert _install(config, tmp_path / "units", "--systemd") == 0
+        assert main(["config", "check", str(config)]) == 0
+        report = write_file(tmp_path / "report.md", "x\n")
+    finally:
+        os.umask(old)
+    written = [*(tmp_path / "cron").iterdir(), *(tmp_path / "units").iterdir()]
+    assert len(written) == 3
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written} == {0o644}
+    assert not stat.S_IMODE(report.stat().st_mode) & 0o002  # an output: never world-writable
