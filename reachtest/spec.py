@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import unicodedata
 from collections.abc import Iterable
 
 from reachtest.errors import UsageError
@@ -154,9 +155,35 @@ _LOOKS_NUMERIC = re.compile(r"[0-9.]+|.*:.*")
 _LABEL = re.compile(r"[\w-]+")
 
 
+def normal_host(text: str) -> str:
+    """``text`` as one host is spelled once: NFKC (fullwidth and other compatibility
+    forms become the plain letters IDNA would map them to), without surrounding space."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def host_key(text: str) -> str:
+    """What two spellings of one host have in common: an address in its canonical form,
+    a name normalised (NFKC), case-folded, without the root's dot."""
+    normal = normal_host(text)
+    try:
+        return str(ipaddress.ip_address(normal.strip("[]")))
+    except ValueError:
+        return normal.casefold().rstrip(".")
+
+
+def _scripts(label: str) -> list[str]:
+    """The scripts of the letters in ``label`` (LATIN, CYRILLIC, ...), in order met."""
+    found: dict[str, None] = {}
+    for char in label:
+        if char.isalpha():
+            found[unicodedata.name(char, "UNKNOWN").split(" ")[0]] = None
+    return list(found)
+
+
 def host_name_problem(text: str) -> str | None:
     """Why ``text`` (no address) cannot be a host name, before asking the resolver:
-    ``256.1.1.1`` and ``2001:db8::g`` are broken addresses, not names to look up."""
+    ``256.1.1.1`` and ``2001:db8::g`` are broken addresses, not names to look up; a part
+    that mixes scripts (a Cyrillic letter among Latin ones) is a look-alike."""
     if _LOOKS_NUMERIC.fullmatch(text):
         return "a broken IPv4 or IPv6 address"
     name = text[:-1] if text.endswith(".") else text
@@ -171,11 +198,19 @@ def host_name_problem(text: str) -> str | None:
             return "a part between dots is at most 63 characters (in IDNA)"
         if len(encoded) > 63:
             return "a part between dots is at most 63 characters"
+        scripts = _scripts(label)
+        if len(scripts) > 1:
+            odd = next(c for c in label if c.isalpha() and scripts[1] in unicodedata.name(c, ""))
+            return (
+                f"{label!r} mixes {scripts[0].title()} and {scripts[1].title()} letters "
+                f"({odd!r} is {unicodedata.name(odd, '?')}): a look-alike name?"
+            )
     return None
 
 
 def resolve_target(text: str, family: int | None = None) -> str:
     """An address for ``text``: itself when it is one, else the first from the resolver."""
+    text = normal_host(text)
     try:
         address = ipaddress.ip_address(text.strip("[]"))
     except ValueError:

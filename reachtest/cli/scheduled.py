@@ -149,30 +149,31 @@ def run_command(config_file: str, wait: float, verbose: bool) -> int:
     config = load_config(config_file)
     check_config_paths(config)
     require_raw_capability()
-    with interrupts() as guard, hold(lock_path(config.history, config.path), wait):
+    with (
+        interrupts() as guard,
+        hold(lock_path(config.history, config.path), wait),
+        contextlib.ExitStack() as stack,
+    ):
         history = None
         if config.history is not None:
             from reachtest.history.store import HistoryStore
 
-            history = HistoryStore(config.history, on_wait=_tell)
+            history = stack.enter_context(HistoryStore(config.history, on_wait=_tell))
         try:
-            try:
-                with _run_progress() as progress:
-                    batch = run_batch(
-                        config, history=history, progress=progress, resolve=resolve_target
-                    )
-            except KeyboardInterrupt:
-                raise Interrupted(
-                    "interrupted before the run was stored: nothing written"
-                ) from None
-            # From here on the run's results are written whole: an interrupt waits.
-            with guard.held():
-                batch = store_batch(batch, config, history, save_reports)
-                if config.prometheus is not None:
-                    write_file(config.prometheus, metrics.render(batch))
-        finally:
-            if history is not None:
-                history.close()
+            with _run_progress() as progress:
+                batch = run_batch(
+                    config, history=history, progress=progress, resolve=resolve_target
+                )
+            # The history's write lock first (a wait that Ctrl-C ends, exit 3 after
+            # 30 s): no report is written unless the batch can be stored with it.
+            writer = stack.enter_context(history.writing()) if history is not None else None
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted before the run was stored: nothing written") from None
+        # From here on the run's results are written whole: an interrupt waits.
+        with guard.held():
+            batch = store_batch(batch, config, writer, save_reports)
+            if config.prometheus is not None:
+                write_file(config.prometheus, metrics.render(batch))
         stored = f"run {batch.run_id} in {config.history}" if batch.run_id else "nothing"
         wrote = "metrics written" if config.prometheus else "no metrics"
         guard.raise_pending(

@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from functools import cache
@@ -83,6 +84,8 @@ class HistoryLocked(EnvironmentProblem):
 
 #: The first wait for a locked history, before saying so (then up to the busy timeout).
 QUIET_WAIT_MS = 1_000
+#: SQLite waits for the lock this long at a time, Python between (signals are handled).
+POLL_MS = 100
 
 
 def _locked(exc: sqlite3.Error) -> bool:
@@ -158,6 +161,70 @@ def foreign(path: Path) -> str | None:
     return f"is another application's SQLite database (it has tables {names})"
 
 
+class Writing:
+    """The open write transaction of ``HistoryStore.writing``: batches added, then one
+    commit."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def add_batch(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
+        """Add the records of one ``reachtest run`` (kind, record) as one batch; their
+        ids, in order (stored at ``commit``)."""
+        ids: list[int] = []
+        for kind, record in records:
+            if kind not in KINDS:
+                raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+            ids.append(self._insert(self._db, kind, record, ids[0] if ids else None))
+        return ids
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    @staticmethod
+    def _insert(
+        db: sqlite3.Connection, kind: str, record: Mapping[str, Any], batch: int | None
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO runs (started, finished, tool_version, record, kind) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                record["started"],
+                record["finished"],
+                record["tool"]["version"],
+                json.dumps(record, separators=(",", ":"), allow_nan=False),
+                kind,
+            ),
+        )
+        run_id = cursor.lastrowid
+        assert run_id is not None
+        db.execute("UPDATE runs SET batch = ? WHERE id = ?", (batch or run_id, run_id))
+        rows = [
+            (
+                run_id,
+                target["host"],
+                target["address"],
+                flow["flow"],
+                flow["verdict"]["state"] if flow["verdict"] else None,
+                bool(flow["verdict"] and flow["verdict"]["reached"]),
+                flow["verdict"]["reason"] if flow["verdict"] else None,
+                flow["verdict"]["reason_hop"] if flow["verdict"] else None,
+                flow["path"]["last_hop"] if flow["path"] else None,
+            )
+            for target in record["targets"]
+            for flow in target["flows"]
+        ]
+        # A target whose name did not resolve: its flows are stored as unresolved (no
+        # address), so a DNS outage shows in `history` and `diff` like any other state.
+        rows += [
+            (run_id, gone["host"], "", label, UNRESOLVED, False, UNRESOLVED, None, None)
+            for gone in record.get("unresolved", ())
+            for label in gone["flows"]
+        ]
+        db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return run_id
+
+
 class HistoryStore:
     """Runs kept in one SQLite file, which must be reachtest's (``PRAGMA application_id``)
     and sound (``PRAGMA quick_check``) before anything is written to it."""
@@ -213,28 +280,29 @@ class HistoryStore:
         )
 
     def _begin(self) -> None:
-        """BEGIN IMMEDIATE: a second writer waits, first quietly, then saying so."""
-        self._db.execute(f"PRAGMA busy_timeout = {QUIET_WAIT_MS}")
+        """BEGIN IMMEDIATE: a second writer waits, first quietly, then saying so, up to
+        BUSY_TIMEOUT_MS in all. SQLite waits in short steps (``POLL_MS``) and Python
+        between them, so Ctrl-C or SIGTERM stops the wait at once (KeyboardInterrupt)."""
+        began = time.monotonic()
+        told = False
+        self._db.execute(f"PRAGMA busy_timeout = {POLL_MS}")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _locked(exc):
-                raise
-        finally:
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if self._on_wait is not None:
-            self._on_wait(
-                f"waiting for the history {self.path}: another process is writing it "
-                f"(up to {(BUSY_TIMEOUT_MS - QUIET_WAIT_MS) // 1000} s more)"
-            )
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS - QUIET_WAIT_MS}")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _locked(exc):
-                raise self._held() from None
-            raise
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _locked(exc):
+                        raise
+                waited_ms = (time.monotonic() - began) * 1000
+                if waited_ms >= BUSY_TIMEOUT_MS:
+                    raise self._held()
+                if waited_ms >= QUIET_WAIT_MS and not told and self._on_wait is not None:
+                    told = True
+                    self._on_wait(
+                        f"waiting for the history {self.path}: another process is writing "
+                        f"it (up to {(BUSY_TIMEOUT_MS - QUIET_WAIT_MS) // 1000} s more)"
+                    )
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
@@ -248,6 +316,20 @@ class HistoryStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def writing(self) -> Iterator[Writing]:
+        """The history's write lock, taken now (waiting as ``_begin`` does, interruptible):
+        what the block adds is stored when it calls ``commit``, and is rolled back if it
+        leaves without (an error, an interrupt). ``reachtest run`` takes it before it
+        writes any report, so reports and the batch are written together or not at all."""
+        self._begin()
+        writer = Writing(self._db)
+        try:
+            yield writer
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
 
     @property
     def version(self) -> int:
@@ -280,56 +362,10 @@ class HistoryStore:
     def add_batch(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> list[int]:
         """Store the records of one ``reachtest run`` (kind, record) as one batch, in one
         transaction: all of them or none. Their ids, in order."""
-        ids: list[int] = []
-        with self._transaction() as db:
-            for kind, record in records:
-                if kind not in KINDS:
-                    raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-                ids.append(self._insert(db, kind, record, ids[0] if ids else None))
+        with self.writing() as writer:
+            ids = writer.add_batch(records)
+            writer.commit()
         return ids
-
-    @staticmethod
-    def _insert(
-        db: sqlite3.Connection, kind: str, record: Mapping[str, Any], batch: int | None
-    ) -> int:
-        cursor = db.execute(
-            "INSERT INTO runs (started, finished, tool_version, record, kind) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (
-                record["started"],
-                record["finished"],
-                record["tool"]["version"],
-                json.dumps(record, separators=(",", ":"), allow_nan=False),
-                kind,
-            ),
-        )
-        run_id = cursor.lastrowid
-        assert run_id is not None
-        db.execute("UPDATE runs SET batch = ? WHERE id = ?", (batch or run_id, run_id))
-        rows = [
-            (
-                run_id,
-                target["host"],
-                target["address"],
-                flow["flow"],
-                flow["verdict"]["state"] if flow["verdict"] else None,
-                bool(flow["verdict"] and flow["verdict"]["reached"]),
-                flow["verdict"]["reason"] if flow["verdict"] else None,
-                flow["verdict"]["reason_hop"] if flow["verdict"] else None,
-                flow["path"]["last_hop"] if flow["path"] else None,
-            )
-            for target in record["targets"]
-            for flow in target["flows"]
-        ]
-        # A target whose name did not resolve: its flows are stored as unresolved (no
-        # address), so a DNS outage shows in `history` and `diff` like any other state.
-        rows += [
-            (run_id, gone["host"], "", label, UNRESOLVED, False, UNRESOLVED, None, None)
-            for gone in record.get("unresolved", ())
-            for label in gone["flows"]
-        ]
-        db.executemany("INSERT INTO services VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return run_id
 
     def record(self, run_id: int) -> dict[str, Any]:
         """The run record stored as ``run_id``."""

@@ -11,6 +11,7 @@ text (table headers, dotted and quoted keys, inline tables) for the message.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 from reachtest.errors import UsageError
 from reachtest.files import check_path_text
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
-from reachtest.spec import MAX_FLOWS, parse_flows
+from reachtest.spec import MAX_FLOWS, host_key, host_name_problem, normal_host, parse_flows
 
 #: What a service (TCP/UDP) may be expected to be; ``blocked`` is anything but open.
 SERVICE_WORDS = ("open", "closed", "filtered", "open|filtered", "blocked")
@@ -218,11 +219,23 @@ def parse_config(text: str, where: str = "<config>") -> Config:
     for i, table in enumerate(targets):
         unknown(table, TARGET_KEYS, ["target", i])
         checked.append(_target(table, defaults, ["target", i], fail))
-    names = [t.name for t in checked]
+    names = [t.name.casefold() for t in checked]
+    hosts = [(host_key(t.host), t.family) for t in checked]
     for i, name in enumerate(names):
         if name in names[:i]:
             key = "name" if "name" in targets[i] else "host"
-            raise fail(["target", i, key], f"the name {name!r} is used twice (set name = ...)")
+            first = checked[names.index(name)].name
+            raise fail(
+                ["target", i, key],
+                f"the name {checked[i].name!r} is used twice (as {first!r} before; set name = ...)",
+            )
+        if hosts[i] in hosts[:i]:
+            other = checked[hosts.index(hosts[i])]
+            raise fail(
+                ["target", i, "host"],
+                f"{checked[i].host!r} is the host of target {other.name!r} too ({other.host!r}): "
+                "one address is traced once; put its services and expectations in one target",
+            )
     return Config(
         path=Path(where),
         targets=tuple(checked),
@@ -274,12 +287,14 @@ def _target(
 ) -> TargetConfig:
     if "host" not in table:
         raise fail(path, "missing key host (the name or address to trace)")
-    host = _typed(table["host"], str, [*path, "host"], fail).strip()
+    host = normal_host(_typed(table["host"], str, [*path, "host"], fail))
     if not host:
         raise fail([*path, "host"], "must not be empty")
     if not _HOST.fullmatch(host):
         raise fail([*path, "host"], f"{_shown(host)} is not a host name or address")
-    name = _typed(table.get("name", host), str, [*path, "name"], fail)
+    if not _is_address(host) and (problem := host_name_problem(host)):
+        raise fail([*path, "host"], f"{_shown(host)} is not a host name or address: {problem}")
+    name = normal_host(_typed(table.get("name", host), str, [*path, "name"], fail))
     if not _NAME.fullmatch(name) or ".." in name:
         raise fail(
             [*path, "name" if "name" in table else "host"],
@@ -377,6 +392,14 @@ def _target(
         family=family,
         labels=labels,
     )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _one_flow(spec: str) -> FlowSpec:

@@ -13,6 +13,7 @@ Part of the composition root: it wires engine, analysis, report and history.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,7 +37,7 @@ from reachtest.report.record import Record
 from reachtest.schedule.config import Config, TargetConfig
 
 if TYPE_CHECKING:
-    from reachtest.history.store import HistoryStore
+    from reachtest.history.store import HistoryStore, Writing
 
 #: The fast check probes at this TTL only: far enough for any real path.
 CHECK_TTL = 64
@@ -405,11 +406,24 @@ def run_batch(
     started = datetime.now(UTC)
     members: list[tuple[TargetConfig, str]] = []
     unresolved: list[tuple[TargetConfig, str]] = []
+    owner: dict[str, str] = {}  # address -> the target traced for it
     for t in config.targets:
         try:
-            members.append((t, resolve(t.host, t.family)))
+            address = resolve(t.host, t.family)
         except ReachtestError as exc:
             unresolved.append((t, str(exc)))
+            continue
+        if address in owner:  # two names, one address: traced once, under the first
+            unresolved.append(
+                (
+                    t,
+                    f"{t.host} resolves to {address}, the address of target {owner[address]!r}:"
+                    f" traced once, as {owner[address]!r} (give one target per address)",
+                )
+            )
+            continue
+        owner[address] = t.name
+        members.append((t, address))
     service_groups = len({tuple(f for f in t.flows if f != ICMP_FLOW) for t, _ in members})
     steps = 1 + service_groups + len({_trace_key(t) for t, _ in members})
     check_record, spent = check(members, progress, steps)
@@ -468,16 +482,27 @@ def run_batch(
 
 
 def store_batch(
-    batch: Batch, config: Config, history: HistoryStore | None, save_reports: SaveReports
+    batch: Batch, config: Config, writer: Writing | None, save_reports: SaveReports
 ) -> Batch:
-    """Write what ``batch`` found: the traces' reports, then the batch in the history (one
-    transaction). The batch with its reports and run id. Nothing before this writes."""
+    """Write what ``batch`` found, all or nothing: the traces' reports, then the batch in
+    the history's open transaction (``writer``, taken by the caller before: the wait for
+    the lock comes before any file), committed last. If anything fails on the way, the
+    reports already written are removed and the transaction is not committed. The batch
+    with its reports and run id. Nothing before this writes."""
     reports: list[Path] = []
-    if config.reports is not None:
-        for kind, record in batch.records:
-            if kind == "trace":
-                reports += save_reports(record, str(config.reports))
-    run_id = history.add_batch(list(batch.records))[0] if history is not None else None
+    try:
+        if config.reports is not None:
+            for kind, record in batch.records:
+                if kind == "trace":
+                    reports += save_reports(record, str(config.reports))
+        run_id = writer.add_batch(list(batch.records))[0] if writer is not None else None
+        if writer is not None:
+            writer.commit()
+    except BaseException:
+        for path in reports:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     return replace(batch, reports=tuple(reports), run_id=run_id)
 
 

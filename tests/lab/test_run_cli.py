@@ -245,36 +245,105 @@ def test_an_interrupt_during_the_writes_lets_them_finish_and_says_so(
     before = stored_runs(history)
     quick = config.with_name("always.toml")  # a short run that traces, so it saves reports
     quick.write_text(config.read_text() + 'policy = "always"\n')
-    blocker = sqlite3.connect(history, isolation_level=None)
+    saved = len(list((tmp_path / "reports").glob("*.json")))
+    victim = _start(lab, quick)
     try:
-        blocker.execute("BEGIN IMMEDIATE")  # the history's write lock: the run's store waits
-        victim = _start(lab, quick)
         deadline = time.monotonic() + 60
-        saved = len(list((tmp_path / "reports").glob("*.md")))
-        while len(list((tmp_path / "reports").glob("*.md"))) == saved:
+        while len(list((tmp_path / "reports").glob("*.json"))) == saved:
             assert time.monotonic() < deadline, "no report written"
             assert victim.poll() is None, victim.communicate()
-            time.sleep(0.05)
-        time.sleep(0.5)  # the reports are written: it is waiting to store the batch
-        victim.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        assert victim.poll() is None, "the interrupt cut the writes short"
+            time.sleep(0.005)
+        victim.send_signal(signal.SIGINT)  # the JSON is written; HTML, Markdown, batch to come
+        _, err = victim.communicate(timeout=60)
     finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
-    _, err = victim.communicate(timeout=60)
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
     assert victim.returncode == 130, err
     after = stored_runs(history)
     assert len({b for _, b, _ in after}) == len({b for _, b, _ in before}) + 1
     batch = max(b for _, b, _ in after)
-    waiting, interrupted = err.splitlines()
-    assert waiting.startswith(f"reachtest: waiting for the history {history}: another process")
-    assert interrupted == (
+    assert err == (
         f"reachtest: error: interrupted (SIGINT) after the run was stored (run {batch} in "
-        f"{history}; 3 report files, metrics written)"
+        f"{history}; 3 report files, metrics written)\n"
     )
+    assert len(list((tmp_path / "reports").iterdir())) == 3 * (saved + 1)
     assert metrics.parse(prom.read_text())  # whole
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["reachtest.prom"]
+
+
+def test_a_locked_history_is_waited_for_within_a_bound_that_ctrl_c_ends_at_once(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """Another process holds the history's write lock: the run writes no report while it
+    waits, stops at once on Ctrl-C (exit 130) and gives up after 30 s (exit 3), nothing
+    written either way (issue: reports written, no batch stored, Ctrl-C ignored ~30 s)."""
+    lab = make_lab("clean")
+    config = write_config(tmp_path, lab)
+    (tmp_path / "metrics").mkdir()
+    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
+    history, prom = tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+    before, metrics_before = stored_runs(history), prom.read_bytes()
+    reports = sorted((tmp_path / "reports").iterdir())
+    quick = config.with_name("always.toml")  # a run that traces, so it would save reports
+    quick.write_text(config.read_text() + 'policy = "always"\n')
+    blocker = sqlite3.connect(history, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the history's write lock
+        for interrupt in (True, False):
+            victim = _start(lab, quick)
+            try:
+                line = victim.stderr.readline() if victim.stderr else ""  # type: ignore[union-attr]
+                assert line.startswith(f"reachtest: waiting for the history {history}"), line
+                began = time.monotonic()
+                if interrupt:
+                    victim.send_signal(signal.SIGINT)
+                _, err = victim.communicate(timeout=60)
+                took = time.monotonic() - began
+            finally:
+                if victim.poll() is None:
+                    victim.kill()
+                    victim.wait(10)
+            if interrupt:
+                assert victim.returncode == 130 and took < 2, (took, err)
+                assert err == (
+                    "reachtest: error: interrupted before the run was stored: nothing written\n"
+                )
+            else:
+                assert victim.returncode == 3, err
+                assert err.startswith(f"reachtest: error: history {history} is locked by")
+                assert err.count("\n") == 1
+            assert stored_runs(history) == before
+            assert sorted((tmp_path / "reports").iterdir()) == reports
+            assert prom.read_bytes() == metrics_before
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+def test_two_names_of_one_address_are_traced_once_and_stored_under_their_own_names(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """A name and an address of the same server (config check cannot know): the second
+    is not traced again but said to be the first's address; the run stores its batch
+    (issue: a UNIQUE constraint, exit 4, nothing stored, reports under the other name)."""
+    lab = make_lab("clean")
+    config = tmp_path / "two.toml"
+    config.write_text(
+        'history = "history.sqlite"\nreports = "reports"\n[defaults]\n'
+        'services = ["tcp/80"]\nrounds = 2\ninterval = 0.1\ntimeout = 0.5\n'
+        'policy = "always"\n'
+        f'[[target]]\nhost = "server"\nname = "byname"\nfamily = 4\n'
+        f'[[target]]\nhost = "{lab.server()}"\nname = "byaddress"\n'
+    )
+    assert here("config", "check", str(config)).returncode == 0
+    done = in_lab(lab, "run", "--config", str(config), "-v")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "byaddress: not resolved, nothing sent" in done.stdout
+    assert "the address of target 'byname'" in done.stdout
+    assert len({b for _, b, _ in stored_runs(tmp_path / "history.sqlite")}) == 1
+    names = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "reports").iterdir())
+    assert names == ["byname.html", "byname.json", "byname.md"]
 
 
 UNRESOLVED_CONFIG = """\

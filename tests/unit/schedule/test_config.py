@@ -170,3 +170,36 @@ def test_config_check_verifies_the_paths_run_writes(
     config.write_text('reports = "new/reports"\nprometheus = "x.prom"\n[[target]]\nhost = "h"\n')
     assert main(["config", "check", str(config)]) == 0  # a folder run will make is fine
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "why"),
+    [
+        ("198.18.0.1", "198.18.0.1", "is the host of target '198.18.0.1' too"),
+        ("2001:db8::1", "2001:0db8:0:0::1", "is the host of target '2001:db8::1' too"),
+        ("web.example", "WEB.example.", "is the host of target 'web.example' too"),
+        ("web.example", "\uff57\uff45\uff42.example", "is the host of target 'web.example' too"),
+    ],
+)
+def test_two_targets_for_one_host_are_refused_with_both_names(
+    first: str, second: str, why: str
+) -> None:
+    """Two spellings of one host (case, root dot, fullwidth letters, address forms) were
+    accepted, and every run with a history then ended in exit 4 (issue)."""
+    text = f'[[target]]\nhost = "{first}"\n\n[[target]]\nhost = "{second}"\nname = "b"\n'
+    with pytest.raises(ConfigError, match=r"t\.toml:5: target\[2\]\.host: ") as caught:
+        parse_config(text, "t.toml")
+    assert why in str(caught.value) and "one target" in str(caught.value)
+
+
+def test_a_name_that_mixes_scripts_is_refused_naming_the_odd_letter() -> None:
+    text = '[[target]]\nhost = "p\u0430ypal.example"\n'  # a Cyrillic a
+    with pytest.raises(ConfigError, match="mixes Latin and Cyrillic") as caught:
+        parse_config(text, "t.toml")
+    assert "CYRILLIC SMALL LETTER A" in str(caught.value)
+    assert parse_config('[[target]]\nhost = "\u043f\u0440\u0438\u043c\u0435\u0440.example"\n')
+
+
+def test_fullwidth_forms_are_read_as_the_plain_letters() -> None:
+    config = parse_config('[[target]]\nhost = "\uff57\uff45\uff42.example"\n')
+    assert config.targets[0].host == "web.example" and config.targets[0].name == "web.example"
