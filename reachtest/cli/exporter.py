@@ -165,28 +165,27 @@ def exporter(
     config = load_exporter_config(config_file)
     web = load_web_config(web_config) if web_config else None
     context = ssl_context(web) if web is not None and web.tls else None
-    from cheroot import wsgi
-
     make, name = _transport(unprivileged)
-    app: Any = Exporter(
+    exporter_app = Exporter(
         config, make, vantage=vantage, transport_name=name, timeout_offset_s=timeout_offset
     )
+    app: Any = exporter_app
     if web is not None and web.users:
         app = BasicAuth(app, web.users)
         if context is None:
             _tell("basic auth without TLS: passwords cross the network in clear")
     threads = config.concurrency + config.queue + 4
-    server = wsgi.Server((host, port), app, numthreads=threads, server_name="reachtest",
-                         request_queue_size=64, timeout=30)  # fmt: skip
-    if context is not None:
-        from cheroot.ssl.builtin import BuiltinSSLAdapter
+    from reachtest.serve.http import make_server
 
-        adapter = BuiltinSSLAdapter(str(web.cert_file), str(web.key_file))  # type: ignore[union-attr]
-        adapter.context = context
-        server.ssl_adapter = adapter
+    server, watchdog = make_server(
+        (host, port), app, threads=threads, tls_context=context,
+        cert_file=str(web.cert_file) if web is not None and web.tls else None,
+        key_file=str(web.key_file) if web is not None and web.tls else None,
+    )  # fmt: skip
     try:
         server.prepare()
     except OSError as exc:
+        watchdog.close()
         raise EnvironmentProblem(f"cannot listen on {listen}: {exc.strerror or exc}") from None
     scheme = "https" if context is not None else "http"
     shown = f"[{host}]" if ":" in host else host
@@ -202,7 +201,11 @@ def exporter(
     except KeyboardInterrupt:
         pass
     finally:
+        # Stop taking work: queued probes are refused (503), running ones stop at their
+        # next wake-up, so the server's workers are free within a second or two.
+        exporter_app.stop()
         server.stop()
+        watchdog.close()
     _say("stopped", "")
     return 0
 

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from reachtest.errors import ReachtestError
-from reachtest.serve.probe import ProbeResult, TransportFactory, exposition, failed, run_probe
+from reachtest.serve.probe import (
+    ProbeResult,
+    Stopper,
+    TransportFactory,
+    exposition,
+    failed,
+    run_probe,
+)
 from reachtest.spec import resolve_target
 
 if TYPE_CHECKING:
@@ -92,6 +99,7 @@ class Exporter:
         self._targets: dict[str, tuple[threading.Lock, int]] = {}  # address -> lock, users
         self._recent: deque[_Recent] = deque(maxlen=RECENT)
         self._numbers = 0
+        self._stopper = Stopper()
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)
         self.m_probes = Counter(
@@ -112,6 +120,21 @@ class Exporter:
         self.m_queued = Gauge(
             "reachtest_exporter_probes_queued", "Probes waiting for a free slot", registry=reg
         )
+
+    def stop(self) -> None:
+        """Stop taking work: waiting probes are refused (503) and running ones asked to
+        stop at their next wake-up (within 0.2 s; their scrape gets what they found)."""
+        self._stopper.stop()
+
+    def _acquire(self, lock: Any, deadline: float) -> bool:
+        """``lock`` within the scrape's deadline, in short steps so a stop is seen."""
+        while not self._stopper.stopped:
+            left = deadline - time.monotonic() - 0.2
+            if lock.acquire(timeout=max(0.0, min(0.2, left))):
+                return True
+            if left <= 0.2:
+                return False
+        raise Refused("503 Service Unavailable", "the exporter is stopping")
 
     # -- WSGI -------------------------------------------------------------------------
 
@@ -134,6 +157,20 @@ class Exporter:
             else:
                 raise Refused("404 Not Found", "not found: try /probe?target=HOST&module=NAME")
         except Refused as exc:
+            return self._refuse(exc, method, start_response)
+        except Exception as exc:  # a bug: one line in the log, never a traceback to a client
+            log.error("%s %s failed: %s: %s", method, path[:200], type(exc).__name__, exc)
+            return self._refuse(
+                Refused("500 Internal Server Error", "internal error (see the exporter's log)"),
+                method,
+                start_response,
+            )
+        start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [b"" if method == "HEAD" else body]
+
+    @staticmethod
+    def _refuse(exc: Refused, method: str, start_response: StartResponse) -> list[bytes]:
+        if True:
             message = f"{exc}\n".encode()
             start_response(
                 exc.status,
@@ -143,8 +180,6 @@ class Exporter:
                 ],
             )
             return [b"" if method == "HEAD" else message]
-        start_response("200 OK", [("Content-Type", ctype), ("Content-Length", str(len(body)))])
-        return [b"" if method == "HEAD" else body]
 
     # -- /probe -------------------------------------------------------------------------
 
@@ -177,8 +212,19 @@ class Exporter:
 
     def probe(self, environ: Mapping[str, Any]) -> tuple[bytes, str]:
         began = time.monotonic()
-        query = parse_qs(environ.get("QUERY_STRING", ""), max_num_fields=10)
+        try:
+            query = parse_qs(
+                environ.get("QUERY_STRING", ""), max_num_fields=10, strict_parsing=False
+            )
+        except ValueError as exc:
+            self.m_refused.labels("bad-request").inc()
+            raise Refused("400 Bad Request", f"malformed query: {str(exc)[:80]}") from None
         target = (query.get("target") or [""])[0].strip()
+        if not target.isprintable() or len(target) > 255:
+            self.m_refused.labels("bad-request").inc()
+            raise Refused(
+                "400 Bad Request", "target: a host name or address (printable, 255 at most)"
+            )
         if not target:
             self.m_refused.labels("bad-request").inc()
             raise Refused(
@@ -239,12 +285,14 @@ class Exporter:
             self._targets[address] = (lock, users + 1)
         got_target = got_slot = False
         try:
-            got_target = lock.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.2))
-            if got_target:
-                got_slot = self._slots.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.2))
-            with self._lock:
-                self._waiting -= 1
-                self.m_queued.set(self._waiting)
+            try:
+                got_target = self._acquire(lock, deadline)
+                if got_target:
+                    got_slot = self._acquire(self._slots, deadline)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+                    self.m_queued.set(self._waiting)
             if not got_target:
                 self.m_refused.labels("target-busy").inc()
                 raise Refused(
@@ -264,7 +312,7 @@ class Exporter:
                 return run_probe(
                     module, target, address, self.make_transport,
                     budget_s=max(0.05, deadline - time.monotonic()), labels=self.labels,
-                    transport_name=self.transport_name,
+                    transport_name=self.transport_name, stopper=self._stopper,
                 )  # fmt: skip
             except ReachtestError as exc:
                 self.m_probes.labels(module.name, "error").inc()

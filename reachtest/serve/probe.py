@@ -10,6 +10,7 @@ from the run record, as ``run``'s textfile is, through a collector of their own 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,32 @@ def params_for(module: Module, budget_s: float | None) -> tuple[TraceParams, flo
     return params, stop_after
 
 
+class Stopper:
+    """The probes running now, to stop them all at once (the exporter's SIGTERM): each
+    stops at its tracer's next wake-up; one that starts after ``stop`` stops at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tracers: set[Any] = set()
+        self.stopped = False
+
+    def add(self, tracer: Any) -> None:
+        with self._lock:
+            self._tracers.add(tracer)
+            if self.stopped:
+                tracer.stop()
+
+    def discard(self, tracer: Any) -> None:
+        with self._lock:
+            self._tracers.discard(tracer)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for tracer in self._tracers:
+                tracer.stop()
+
+
 def run_probe(
     module: Module,
     host: str,
@@ -85,8 +112,10 @@ def run_probe(
     budget_s: float | None,
     labels: Mapping[str, str],
     transport_name: str = "raw",
+    stopper: Stopper | None = None,
 ) -> ProbeResult:
-    """Probe ``address`` (``host`` as asked) with ``module`` within ``budget_s`` seconds."""
+    """Probe ``address`` (``host`` as asked) with ``module`` within ``budget_s`` seconds;
+    ``stopper`` can stop it early (the exporter stopping)."""
     from reachtest.analysis.analyse import analyse
     from reachtest.engine.tracer import Tracer
     from reachtest.report.record import RunMeta, build_record
@@ -98,7 +127,13 @@ def run_probe(
     transport = make_transport(address, flows)
     try:
         tracer = Tracer(transport, [address], flows, params)
-        result = tracer.run(stop_at=None if stop_after is None else began + stop_after)
+        if stopper is not None:
+            stopper.add(tracer)
+        try:
+            result = tracer.run(stop_at=None if stop_after is None else began + stop_after)
+        finally:
+            if stopper is not None:
+                stopper.discard(tracer)
     finally:
         transport.close()
     meta = RunMeta(

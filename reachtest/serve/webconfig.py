@@ -33,6 +33,18 @@ TOP_KEYS = ("tls_server_config", "basic_auth_users", "http_server_config")
 #: Verified (user, password) pairs remembered, as digests, so a scrape every few seconds
 #: does not cost a bcrypt check each time (exporter-toolkit caches alike).
 AUTH_CACHE = 64
+#: bcrypt checks at once (each takes a core for ~0.25 s at cost 12), and how long a login
+#: waits for one before it fails.
+CONCURRENT_CHECKS = 2
+CHECK_WAIT_S = 5.0
+
+
+def _cost(hashed: bytes) -> int:
+    """The cost factor of a bcrypt hash ($2b$12$...), 4 to 16 (the decoy is made at start)."""
+    try:
+        return min(16, max(4, int(hashed.split(b"$")[2])))
+    except (IndexError, ValueError):
+        return 12
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,10 +170,17 @@ class BasicAuth:
     """WSGI middleware: every request needs one of ``users`` (bcrypt) or gets 401."""
 
     def __init__(self, app: App, users: Mapping[str, bytes]) -> None:
+        import bcrypt
+
         self.app = app
         self.users = dict(users)
         self._ok: dict[bytes, None] = {}
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(CONCURRENT_CHECKS)
+        # An unknown user is checked against this hash, of the costliest user's cost, so
+        # that a wrong name takes as long as a wrong password (names cannot be told apart).
+        cost = max((_cost(h) for h in self.users.values()), default=12)
+        self._decoy = bcrypt.hashpw(b"decoy", bcrypt.gensalt(rounds=cost))
 
     def check(self, header: str) -> bool:
         import bcrypt
@@ -175,17 +194,24 @@ class BasicAuth:
             )
         except (binascii.Error, UnicodeDecodeError):
             return False
-        hashed = self.users.get(user)
-        if not sep or hashed is None:
+        if not sep:
             return False
+        known = self.users.get(user)
+        hashed = known if known is not None else self._decoy
         digest = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed))).digest()
         with self._lock:
             if any(hmac.compare_digest(digest, d) for d in self._ok):
                 return True
+        # At most CONCURRENT_CHECKS bcrypt checks at once: bad logins cost the CPU of that
+        # many threads, never all of them; a check that cannot start in time fails.
+        if not self._checks.acquire(timeout=CHECK_WAIT_S):
+            return False
         try:
-            good = bcrypt.checkpw(password.encode(), hashed)
+            good = bcrypt.checkpw(password.encode(), hashed) and known is not None
         except ValueError:
             return False
+        finally:
+            self._checks.release()
         if good:
             with self._lock:
                 self._ok[digest] = None

@@ -16,7 +16,6 @@ from typing import Any
 
 import bcrypt
 import pytest
-from cheroot import wsgi
 
 from reachtest.engine.simulated import SimHop, SimPath, SimulatedNetwork
 from reachtest.errors import UsageError
@@ -24,6 +23,7 @@ from reachtest.model import FlowSpec
 from reachtest.schedule.metrics import parse
 from reachtest.serve.app import Exporter
 from reachtest.serve.config import parse_exporter_config
+from reachtest.serve.http import make_server
 from reachtest.serve.webconfig import BasicAuth
 
 SERVER = "198.18.6.2"
@@ -110,7 +110,7 @@ def resolve(name: str, family: int | None) -> str:
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
-    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=12)
+    server, watchdog = make_server(("127.0.0.1", 0), app, threads=12)
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
@@ -119,6 +119,7 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.stop()
         thread.join(5)
+        watchdog.close()
 
 
 def exporter(factory: Factory, concurrency: int = 4, queue: int = 16, **kw: Any) -> Exporter:

@@ -11,10 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cheroot import wsgi
-from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from reachtest.errors import UsageError
+from reachtest.serve.http import make_server
 from reachtest.serve.webconfig import load_web_config, ssl_context
 
 
@@ -45,10 +44,10 @@ def test_tls_from_the_web_configuration_serves_https(tmp_path: Path) -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])  # type: ignore[operator]
         return [b"hello\n"]
 
-    server = wsgi.Server(("127.0.0.1", 0), app)
-    adapter = BuiltinSSLAdapter(str(cert), str(key))
-    adapter.context = ssl_context(config)
-    server.ssl_adapter = adapter
+    server, watchdog = make_server(
+        ("127.0.0.1", 0), app, threads=4, tls_context=ssl_context(config),
+        cert_file=str(cert), key_file=str(key),
+    )  # fmt: skip
     server.prepare()
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
@@ -64,6 +63,7 @@ def test_tls_from_the_web_configuration_serves_https(tmp_path: Path) -> None:
     finally:
         server.stop()
         thread.join(5)
+        watchdog.close()
 
 
 @pytest.mark.parametrize(
