@@ -453,7 +453,10 @@ def _since(text: str | None) -> str | None:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        raise UsageError(f"--since {text}: out of the range of dates") from None
 
 
 @cli.group("schedule", epilog=EXIT_CODES_HELP)

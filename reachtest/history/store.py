@@ -372,7 +372,12 @@ class HistoryStore:
         row = self._db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise HistoryError(f"history {self.path}: no run {run_id}")
-        loaded: dict[str, Any] = json.loads(row[0])
+        try:
+            loaded = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError):
+            loaded = None
+        if not isinstance(loaded, dict):
+            raise HistoryError(f"history {self.path}: run {run_id} is damaged (not a record)")
         return loaded
 
     def services(self, target: str | None = None, since: str | None = None) -> pd.DataFrame:

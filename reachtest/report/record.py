@@ -374,6 +374,15 @@ def validate_record(record: Any) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "the top level"
         raise UsageError(f"not a reachtest run record: at {where}: {error.message}")
+    from datetime import datetime
+
+    for key in ("started", "finished"):  # the schema's pattern lets 2026-13-45 through
+        try:
+            datetime.fromisoformat(str(record[key]).replace("Z", "+00:00"))
+        except (ValueError, OverflowError):
+            raise UsageError(
+                f"not a reachtest run record: at {key}: {str(record[key])[:40]!r} is no date"
+            ) from None
 
 
 def load_record(path: str) -> Record:
@@ -421,6 +430,8 @@ def parse_record(text: str, source: str) -> Record:
         ) from None
     except ValueError as exc:  # what the three checks raise
         raise UsageError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: nested too deeply to be a run record") from None
     try:
         validate_record(upgrade_record(record))
     except UsageError as exc:

@@ -165,6 +165,8 @@ def toml_data(text: str, where: str) -> dict[str, Any]:
     """``text`` parsed as TOML; ConfigError naming the line and column otherwise."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply (tables or arrays)") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)

@@ -72,6 +72,8 @@ def load_web_config(path: str | Path) -> WebConfig:
     text = read_text(path, "web configuration", MIB)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
