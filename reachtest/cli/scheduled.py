@@ -351,7 +351,7 @@ def diff_command(
     if output is None:
         sys.stdout.write(text)
     else:
-        click.echo(f"reachtest: wrote {write_file(Path(output), text)}", err=True)
+        _tell(f"wrote {write_file(Path(output), text)}")
     if fail_on == "regression" and diff.regressions:
         return EXIT_NOT_REACHED
     if fail_on == "change" and diff.changed:
@@ -397,7 +397,7 @@ def history_command(
         if html_path == "-":
             sys.stdout.write(page)
             return EXIT_OK
-        click.echo(f"reachtest: wrote {write_file(Path(html_path), page)}", err=True)
+        _tell(f"wrote {write_file(Path(html_path), page)}")
     out = _console()
     batches = runs["batch"].nunique()
     out.print(
@@ -556,8 +556,10 @@ def _write_units(folder: Path, files: dict[str, str], show: bool) -> bool:
     """Print ``files`` (with ``show``: True, nothing written) or write them into
     ``folder``, replacing only what an earlier install of the same config wrote."""
     if show:
+        from reachtest.report.escape import for_terminal
+
         for file_name, text in files.items():
-            click.echo(f"# {folder / file_name}\n{text}")
+            click.echo(f"# {for_terminal(str(folder / file_name))}\n{text}")
         return True
     check_out_dir(str(folder), "--dest")
     for file_name in files:
@@ -568,7 +570,7 @@ def _write_units(folder: Path, files: dict[str, str], show: bool) -> bool:
             raise UsageError(f"{target} exists and is not reachtest's: left as it is")
     for file_name, text in files.items():  # root's files, read by cron or systemd: 0644
         written = write_file(folder / file_name, text, mode=0o644)
-        click.echo(f"reachtest: wrote {written}", err=True)
+        _tell(f"wrote {written}")
     return False
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reachtest.cli.base import EXIT_CODES_HELP, _console, _progress, _say, cli
+from reachtest.cli.base import EXIT_CODES_HELP, _console, _progress, _say, _tell, cli
 from reachtest.cli.output import (
     DEFAULT_OUT_DIR,
     RENDER,
@@ -582,7 +582,7 @@ def trace_command(
     if not stdout_taken:
         print_report(record)
     for path in written:
-        click.echo(f"reachtest: wrote {path}", err=True)
+        _tell(f"wrote {path}")
     return exit_code(record)
 
 
@@ -687,7 +687,7 @@ def show_command(
     elif not extra_on_stdout:
         print_report(record)
     for path in written:
-        click.echo(f"reachtest: wrote {path}", err=True)
+        _tell(f"wrote {path}")
     return exit_code(record)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -488,9 +489,17 @@ def upgrade_record(record: Any) -> Any:
     return record
 
 
+#: Characters JSON leaves raw under ensure_ascii=False that a terminal or editor acts on
+#: or shows misleadingly: DEL and C1 controls (CSI among them), line and paragraph
+#: separators, bidirectional overrides and isolates, the byte-order mark.
+_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff]")
+
+
 def dumps(record: Record) -> str:
-    """The record as JSON text (UTF-8, two-space indent, a final newline)."""
-    return json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The record as JSON text (UTF-8, two-space indent, a final newline); every control
+    or bidirectional character written as a \\u escape (they occur only in strings)."""
+    text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def service_ok(flow: Record) -> bool:

@@ -97,3 +97,26 @@ def test_a_damaged_row_in_the_history_is_one_line(
     assert main(["diff", str(first), str(second), "--history", str(history)]) == 2
     err = capsys.readouterr().err
     assert f"run {second} is damaged" in err and err.count("\n") == 1
+
+
+def test_json_output_escapes_every_control_and_bidi_character(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = sim_record()
+    hostile = "a\x9b2Jb\u202eevil\u2028c\x7f"  # CSI, a right-to-left override, LS, DEL
+    record["targets"][0]["host"] = hostile
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(record))
+    assert main(["show", str(path), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x9b\u202e\u2028\x7f"), out[:200]
+    assert json.loads(out)["targets"][0]["host"] == hostile  # the same string, escaped
+
+
+def test_a_path_in_a_notice_is_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    record = tmp_path / "rec.json"
+    record.write_text(json.dumps(sim_record()))
+    out = tmp_path / "x\x1b]0;PWNED\x07.md"
+    assert main(["show", str(record), "--markdown", str(out)]) in (0, 1)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "wrote" in err, err
