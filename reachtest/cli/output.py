@@ -210,9 +210,17 @@ class StreamFile:
             os.unlink(self.temporary)
 
 
+#: A saved report's name holds at most this many bytes of its target's name: with the
+#: time, suffixes and the temporary file's affixes it stays under NAME_MAX (255 bytes)
+#: whatever the script (a 4-byte letter 60 times did not).
+NAME_BYTES = 120
+
+
 def _safe(text: str) -> str:
-    keep = "".join(c if c.isalnum() or c in "-._" else "_" for c in text)
-    return keep.strip("._")[:60] or "target"
+    keep = "".join(c if c.isalnum() or c in "-._" else "_" for c in text).strip("._")[:60]
+    while len(keep.encode()) > NAME_BYTES:
+        keep = keep[:-1]
+    return keep or "target"
 
 
 def _stdout_is_terminal() -> bool:

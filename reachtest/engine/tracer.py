@@ -139,6 +139,10 @@ class _Sweep:
 #: Bounds that keep every time an integer of nanoseconds: 31 years of rounds, a day a wait.
 MAX_ROUNDS = 1_000_000_000
 MAX_SECONDS = 86_400.0
+#: A packet-rate cap is 0 (none) or in this range: below, one probe takes longer than
+#: any run (and the pacing's arithmetic overflows); above, no machine sends that fast.
+MIN_RATE_PPS = 0.01
+MAX_RATE_PPS = 10_000_000.0
 
 
 def validate(params: TraceParams) -> None:
@@ -164,8 +168,11 @@ def validate(params: TraceParams) -> None:
         )
     if params.max_in_flight < 1:
         raise ValueError(f"max in flight must be at least 1, not {params.max_in_flight}")
-    if params.rate_pps < 0:
-        raise ValueError(f"rate must not be negative, not {params.rate_pps}")
+    if params.rate_pps != 0 and not MIN_RATE_PPS <= params.rate_pps <= MAX_RATE_PPS:
+        raise ValueError(
+            f"rate must be 0 (no cap) or {MIN_RATE_PPS:g} to {MAX_RATE_PPS:g} packets a "
+            f"second, not {params.rate_pps:g}"
+        )
     if params.gap_limit < 1:
         raise ValueError(f"gap limit must be at least 1, not {params.gap_limit}")
 

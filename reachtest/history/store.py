@@ -20,6 +20,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,32 @@ def foreign(path: Path) -> str | None:
     if app == APPLICATION_ID:
         return f"is marked as a reachtest history but its tables ({names}) are not reachtest's"
     return f"is another application's SQLite database (it has tables {names})"
+
+
+#: A row of another type than this code writes (ids of the runs that hold one).
+_BAD_ROWS = """
+SELECT r.id FROM services s JOIN runs r ON r.id = s.run_id WHERE
+    typeof(s.target) != 'text' OR typeof(s.address) != 'text' OR typeof(s.flow) != 'text'
+    OR (s.state IS NOT NULL AND typeof(s.state) != 'text') OR s.reached NOT IN (0, 1)
+    OR (s.reason IS NOT NULL AND typeof(s.reason) != 'text')
+    OR (s.reason_hop IS NOT NULL AND typeof(s.reason_hop) != 'integer')
+    OR (s.last_hop IS NOT NULL AND typeof(s.last_hop) != 'integer')
+UNION ALL
+SELECT id FROM runs WHERE typeof(started) != 'text' OR kind NOT IN ('check', 'trace')
+    OR typeof(batch) != 'integer'
+LIMIT 1
+"""
+
+
+def _encodable(path: Path, target: str | None) -> None:
+    """A target name SQLite can take (UTF-8): one from the command line may hold bytes
+    that are no text (``surrogateescape``)."""
+    if target is None:
+        return
+    try:
+        target.encode()
+    except UnicodeEncodeError:
+        raise HistoryError(f"history {path}: {target!r} is not a name it can hold") from None
 
 
 class Writing:
@@ -380,9 +407,30 @@ class HistoryStore:
             raise HistoryError(f"history {self.path}: run {run_id} is damaged (not a record)")
         return loaded
 
+    def _check_rows(self) -> None:
+        """HistoryError when a row of ``services`` or ``runs`` is not of the types this
+        code writes (a crafted or damaged history): one line, never a TypeError later."""
+        bad = self._db.execute(_BAD_ROWS).fetchone()
+        if bad is not None:
+            raise HistoryError(
+                f"history {self.path}: run {bad[0]} has a damaged row (values of the wrong "
+                f"type): move the history aside (mv {self.path} {self.path}.damaged)"
+            )
+        for run_id, started in self._db.execute("SELECT id, started FROM runs"):
+            try:
+                datetime.fromisoformat(started.replace("Z", "+00:00"))
+            except ValueError:
+                raise HistoryError(
+                    f"history {self.path}: run {run_id} has a damaged start time "
+                    f"{started[:40]!r}: move the history aside"
+                ) from None
+
     def services(self, target: str | None = None, since: str | None = None) -> pd.DataFrame:
         """One row per run, target and flow, oldest first (pandas)."""
         import pandas as pd
+
+        self._check_rows()
+        _encodable(self.path, target)
 
         query = (
             "SELECT r.id AS run_id, r.batch, r.kind, r.started, s.target, s.address, s.flow, "
@@ -404,6 +452,7 @@ class HistoryStore:
     def latest(self, target: str | None = None, count: int = 1) -> list[int]:
         """The ids of the newest ``count`` runs (that hold ``target``), newest first; of
         each batch the trace when it holds one, else its check."""
+        _encodable(self.path, target)
         query = (
             "SELECT r.batch, r.id FROM runs r WHERE (? IS NULL OR EXISTS ("
             "SELECT 1 FROM services s WHERE s.run_id = r.id AND s.target = ?)) "

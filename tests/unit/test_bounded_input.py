@@ -120,3 +120,29 @@ def test_a_path_in_a_notice_is_escaped(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["show", str(record), "--markdown", str(out)]) in (0, 1)
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "wrote" in err, err
+
+
+@pytest.mark.parametrize(
+    "crafted",
+    [
+        "UPDATE services SET state = x'00ff'",
+        "UPDATE services SET reached = 'maybe'",
+        "UPDATE services SET reason_hop = 'x'",
+        "UPDATE services SET target = x'ff'",
+        "UPDATE runs SET started = '2026-99-99'",
+    ],
+)
+def test_crafted_history_rows_are_one_line_for_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], crafted: str
+) -> None:
+    history = tmp_path / "h.sqlite"
+    with HistoryStore(history) as store:
+        store.add_run(sim_record())
+        store.add_run(sim_record())
+    with closing(sqlite3.connect(history)) as db:
+        db.execute(crafted)
+        db.commit()
+    for args in (["history"], ["history", "--html", str(tmp_path / "h.html")]):
+        assert main([*args, "--history", str(history)]) == 2
+        err = capsys.readouterr().err
+        assert "damaged" in err and err.count("\n") == 1, err

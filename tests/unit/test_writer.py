@@ -56,3 +56,15 @@ def test_a_signal_mid_write_leaves_no_temporary_and_no_half_file(
     assert child.returncode == 130, err
     assert err == "reachtest: error: interrupted\n"
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_saved_report_of_a_long_name_in_any_script_fits_a_file_name(tmp_path: Path) -> None:
+    """60 four-byte letters made a name past NAME_MAX: the run failed after the first
+    target's reports (issue 30)."""
+    from reachtest.cli.output import save_reports
+    from tests.unit.report.conftest import sim_record
+
+    record = sim_record()
+    record["targets"][0]["host"] = "\U00010330" * 200  # GOTHIC LETTER AHSA, 4 bytes each
+    written = save_reports(record, str(tmp_path))
+    assert len(written) == 3 and all(len(p.name.encode()) < 200 for p in written)
