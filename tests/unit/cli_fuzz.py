@@ -38,12 +38,19 @@ BASE = {("trace",): ["198.18.0.1", "-p", "tcp/443"], ("probe",): ["198.18.0.1"],
 FILES = ["rec.json", "nan.json", "huge.json", "bad.json", "evil.json", "conf.toml",
          "bad.toml", "bom.toml", "hist.sqlite", "other.sqlite", "hosts.txt", "nul.txt",
          "folder", "new.json", "out.html", "/dev/null", "/dev/full",
-         "/proc/version", "missing/x.json", "link"]  # fmt: skip
+         "/proc/version", "missing/x.json", "link", "deep.json", "date.json", "deep.toml",
+         "linked.toml", "fifo.toml", "alike.toml", "twice.toml", "lookalike.sqlite",
+         "linked.sqlite"]  # fmt: skip
+#: A file outside the scratch folder's names that links point at: it must keep every byte.
+VICTIM = "victim.txt"
+VICTIM_TEXT = "not reachtest's: must never change\n" * 10
 WORDS = ["", "-", "0", "1", "2", "-1", "nan", "inf", "-inf", "1e400", "99999999999999999999",
          "x", "tcp/443", "udp/53", "icmp", "tcp/0", "tcp/99999", "https", "tcp/1-70000",
          "198.18.0.1", "2001:db8::1", "256.1.1.1", "a" * 70 + ".example", "a\x1b[2Jb",
          "a\nb", "\x00", "7d", "12h", "99999999d", "2026-11-01", "15m", "7m", "1h",
          "root", "ops@example.org", "root\n* * * * * root x", "regression", "change",
+         "0001-01-01T00:00+14:00", "1e-300", "5e-324", "p\u0430ypal.example",
+         "\uff57\uff45\uff42.example", "a\u202eb", "x\x9b2J",
          "json", "html", "text", "csv", "markdown", "--", "-4", "-6"]  # fmt: skip
 
 
@@ -105,6 +112,26 @@ def make_files(folder: Path) -> None:
     (folder / "hosts.txt").write_text("198.18.0.1 # a host\n256.1.1.1\n")
     (folder / "nul.txt").write_bytes(b"198.18\x000.1\n")
     (folder / "folder").mkdir()
+    # Issue 30: links and FIFOs where a run keeps its lock and history, a look-alike of a
+    # history, deep nesting, dates that do not exist, two spellings of one host.
+    (folder / VICTIM).write_text(VICTIM_TEXT)
+    for name, history in (("linked", "linked.sqlite"), ("fifo", "fifo.sqlite")):
+        (folder / f"{name}.toml").write_text(config.replace("hist.sqlite", history))
+    (folder / "linked.sqlite.lock").symlink_to(folder / VICTIM)
+    (folder / "linked.sqlite").symlink_to(folder / VICTIM)
+    os.mkfifo(folder / "fifo.sqlite.lock")
+    (folder / "alike.toml").write_text(config.replace("198.18.0.1", "p\u0430ypal.example"))
+    (folder / "twice.toml").write_text(config + '[[target]]\nhost = "198.18.0.1"\nname = "b"\n')
+    with contextlib.closing(sqlite3.connect(folder / "lookalike.sqlite")) as db:
+        db.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, x)")
+        db.execute("CREATE TABLE services (y)")
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    (folder / "deep.json").write_text("[" * 50_000 + "]" * 50_000)
+    (folder / "deep.toml").write_text("x = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    dated = json.loads(json.dumps(record))
+    dated["started"] = "2026-13-45T25:61:00.000000Z"
+    (folder / "date.json").write_text(json.dumps(dated))
     # No FIFO: reading one blocks until a writer comes, as `cat` does (and as process
     # substitution needs); outputs that are FIFOs or devices are tested in test_cli.py.
     (folder / "link").symlink_to(folder / "rec.json")
@@ -184,4 +211,6 @@ if __name__ == "__main__":
     os.chdir(folder)
     make_files(folder)
     check(int(sys.argv[2]))
+    victim = (folder / VICTIM).read_text()
+    assert victim == VICTIM_TEXT, f"a file behind a link was changed: {victim[:80]!r}"
     print("ok")
