@@ -177,6 +177,15 @@ LIMIT 1
 """
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the regular file at ``path`` (not followed), None otherwise."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
+
+
 def _encodable(path: Path, target: str | None) -> None:
     """A target name SQLite can take (UTF-8): one from the command line may hold bytes
     that are no text (``surrogateescape``)."""
@@ -267,6 +276,7 @@ class HistoryStore:
             raise HistoryError(
                 f"history {self.path} {why}: refusing to change it; name another file"
             )
+        before = _identity(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -277,11 +287,19 @@ class HistoryStore:
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(str(check).splitlines()[0])
+            now = _identity(self.path)
+            if now is None or (before is not None and now != before):
+                raise HistoryError(
+                    f"history {self.path} was replaced while it was opened: refusing to change it"
+                )
             self._db.execute("PRAGMA foreign_keys = ON")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise HistoryError(f"history {self.path}: cannot use WAL mode (got {mode})")
             self._migrate()
+        except HistoryError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if _locked(exc):
