@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -26,6 +27,8 @@ from typing import Any
 from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+log = logging.getLogger("reachtest.exporter")
 
 #: Request line and headers together, at most (blackbox_exporter's Go server: 1 MiB;
 #: a scrape sends well under 1 KiB).
@@ -127,12 +130,26 @@ class Server(wsgi.Server):
     read (cheroot hands it to a worker at once, which then waits up to the socket timeout:
     8 idle connections held every worker); then, while its request line and headers are
     incomplete (plain HTTP: looked at with MSG_PEEK) or its TLS handshake is unfinished
-    (made here, without blocking), it waits in ``Gate``, at most ``REQUEST_READ_S`` from
-    its first byte. Slowloris and idle clients hold no worker; a TLS client that has
-    finished its handshake and then sends slowly holds one for ``REQUEST_READ_S`` at most
-    (the watchdog)."""
+    (made here, without blocking, and its request read here into the connection's buffer),
+    it waits in ``Gate``, at most ``REQUEST_READ_S`` from its first byte. Slowloris and
+    idle clients, over HTTP or TLS, hold no worker; the watchdog bounds what is left (a
+    body, a client that stops reading the answer)."""
 
     gate: Gate
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """cheroot's messages as one escaped log line each: the exception's type and text
+        instead of a traceback (a client that hangs up while it is answered is the
+        network's doing, not a bug to dump)."""
+        import sys
+
+        from reachtest.report.escape import for_terminal
+
+        if traceback:
+            kind, error, _ = sys.exc_info()
+            if kind is not None:
+                msg = f"{msg} ({kind.__name__}: {error})"
+        log.log(level if level >= logging.WARNING else logging.INFO, "%s", for_terminal(msg))
 
     def process_conn(self, conn: Any) -> None:
         if not getattr(conn, "waited", False):
@@ -177,7 +194,11 @@ class Gate:
             ends = self._waiting.get(conn)
             if ends is None:
                 return  # dispatched or closed meanwhile
-            state = _head_state(conn)
+            try:
+                state = _head_state(conn)
+            except Exception as exc:  # a connection in a state not foreseen: it goes
+                log.warning("closing a connection that failed in the gate: %r", exc)
+                state, ends = "wait", 0.0
             if state == "wait" and time.monotonic() < ends:
                 return
             del self._waiting[conn]
@@ -190,11 +211,15 @@ class Gate:
         self.server.process_conn(conn)
 
     def _poll(self) -> None:
+        trimmed = time.monotonic()
         while not self._stop.wait(self.POLL_S):
             with self._lock:
                 waiting = list(self._waiting)
             for conn in waiting:
                 self._check(conn)
+            if time.monotonic() - trimmed > TRIM_EVERY_S:
+                trimmed = time.monotonic()
+                _trim()
 
     def close(self) -> None:
         self._stop.set()
@@ -206,36 +231,66 @@ class Gate:
                 conn.close()
 
 
+#: How often the allocator is asked to give free memory back (a burst of connections,
+#: each with OpenSSL's buffers, otherwise leaves the process some MB larger for good).
+TRIM_EVERY_S = 10.0
+
+
+def _trim() -> None:
+    """glibc's ``malloc_trim(0)``: free heap pages back to the system (a C library
+    without it: nothing)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _head_state(conn: Any) -> str:
     """``ready`` when a worker can read the request without waiting for the client (the
-    head is in, or the connection is closed or broken); ``wait`` otherwise."""
-    sock = conn.socket
-    if conn.rfile.has_data():
-        return "ready"
+    head is in, or the connection is closed or broken); ``wait`` otherwise. Plain HTTP is
+    looked at with MSG_PEEK; TLS is read here, without blocking, into cheroot's own
+    read-ahead buffer of the connection (``rfile``), where the worker then finds it."""
+    sock, rfile = conn.socket, conn.rfile
     if isinstance(sock, ssl.SSLSocket):
-        if getattr(conn, "handshaken", False):
-            return "ready"  # the watchdog bounds the rest
-        sock.setblocking(False)
-        try:
-            sock.do_handshake()
-            conn.handshaken = True
-            return "ready"
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return "wait"
-        except (OSError, ValueError):
-            return "ready"  # the worker reads the failure and closes
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(SOCKET_TIMEOUT_S)
+        return _tls_head_state(conn, sock, rfile)
+    buffered = bytes(rfile._read_buf[rfile._read_pos :])
+    if _complete(buffered):
+        return "ready"
     try:
         head = sock.recv(MAX_HEADER_BYTES + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return "wait"
     except OSError:
         return "ready"
-    if not head or b"\r\n\r\n" in head or len(head) > MAX_HEADER_BYTES:
-        return "ready"
-    return "wait"
+    return "ready" if not head or _complete(buffered + head) else "wait"
+
+
+def _complete(head: bytes) -> bool:
+    """A whole request head (or more than one may be: the worker refuses it)."""
+    return b"\r\n\r\n" in head or len(head) > MAX_HEADER_BYTES
+
+
+def _tls_head_state(conn: Any, sock: ssl.SSLSocket, rfile: Any) -> str:
+    try:
+        sock.setblocking(False)
+        if not getattr(conn, "handshaken", False):
+            sock.do_handshake()
+            conn.handshaken = True
+        while True:
+            buffered = bytes(rfile._read_buf[rfile._read_pos :])
+            if _complete(buffered):
+                return "ready"
+            chunk = sock.recv(MAX_HEADER_BYTES + 1)
+            if not chunk:
+                return "ready"  # closed: the worker ends it
+            rfile._read_buf, rfile._read_pos = buffered + chunk, 0
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return "wait"
+    except (OSError, ValueError):
+        return "ready"  # the worker reads the failure and closes
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(SOCKET_TIMEOUT_S)
 
 
 class LazyTLSAdapter(BuiltinSSLAdapter):
