@@ -207,12 +207,17 @@ def _start(lab: Lab, config: Path) -> subprocess.Popen[str]:
     )
 
 
-def test_an_interrupt_before_the_writes_stores_nothing(make_lab: MakeLab, tmp_path: Path) -> None:
+def _after_a_first_run(make_lab: MakeLab, tmp_path: Path) -> tuple[Lab, Path, Path, Path]:
+    """A clean lab and one stored run: (lab, config, history, metrics file)."""
     lab = make_lab("clean")
     config = write_config(tmp_path, lab)
     (tmp_path / "metrics").mkdir()
     assert in_lab(lab, "run", "--config", str(config)).returncode == 0
-    history, prom = tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+    return lab, config, tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+
+
+def test_an_interrupt_before_the_writes_stores_nothing(make_lab: MakeLab, tmp_path: Path) -> None:
+    lab, config, history, prom = _after_a_first_run(make_lab, tmp_path)
     before, metrics_before = stored_runs(history), prom.read_bytes()
     reports = sorted((tmp_path / "reports").iterdir())
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -278,11 +283,7 @@ def test_a_locked_history_is_waited_for_within_a_bound_that_ctrl_c_ends_at_once(
     """Another process holds the history's write lock: the run writes no report while it
     waits, stops at once on Ctrl-C (exit 130) and gives up after 30 s (exit 3), nothing
     written either way (issue: reports written, no batch stored, Ctrl-C ignored ~30 s)."""
-    lab = make_lab("clean")
-    config = write_config(tmp_path, lab)
-    (tmp_path / "metrics").mkdir()
-    assert in_lab(lab, "run", "--config", str(config)).returncode == 0
-    history, prom = tmp_path / "history.sqlite", tmp_path / "metrics" / "reachtest.prom"
+    lab, config, history, prom = _after_a_first_run(make_lab, tmp_path)
     before, metrics_before = stored_runs(history), prom.read_bytes()
     reports = sorted((tmp_path / "reports").iterdir())
     quick = config.with_name("always.toml")  # a run that traces, so it would save reports
