@@ -215,6 +215,26 @@ def _etc_files(plan: LabPlan) -> None:
     (state_dir(topo.lab_id) / "zone.json").write_text(json.dumps(zone))
 
 
+def _certificate(plan: LabPlan, folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the lab's server (its names and addresses), made
+    with openssl in the lab's state folder: the server speaks real TLS on 443."""
+    cert, key = folder / "server.crt", folder / "server.key"
+    names = [plan.fqdn("server"), "server"]
+    addresses = plan.names()["server"]
+    alt = ",".join([*(f"DNS:{n}" for n in names), *(f"IP:{a}" for a in addresses)])
+    openssl = netns.require_program("openssl", "openssl")
+    done = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "30", "-subj", "/CN=server", "-addext", f"subjectAltName={alt}",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()
+        raise LabError(f"openssl could not make the server's certificate: {tail[-1:] or '?'}")
+    return cert, key
+
+
 def _start_services(plan: LabPlan, state: LabState) -> None:
     topo = plan.topology
     folder = state_dir(topo.lab_id)
@@ -233,6 +253,11 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         ],
         "client": ["--bind", "127.0.0.1", "--dns", "53", "--zone", zone],
     }
+    from reachtest.lab.services import TLS_PORTS
+
+    if any(p in TLS_PORTS for p in plan.services.tcp_ports):
+        cert, key = _certificate(plan, folder)
+        wanted["server"] += ["--cert", str(cert), "--key", str(key)]
     if plan.scenario.udp_quirks:
         from reachtest.lab.scenarios import BANNER_PORT, ECHO_PORT
 
@@ -309,6 +334,8 @@ def up(
     netns.require_program("ip", "iproute2")
     if any(node.nft for node in plan.nodes):
         netns.require_program("nft", "nftables")
+    if any(node.iptables for node in plan.nodes):
+        netns.require_program("iptables", "iptables")
 
     down(lab_id, progress)
     state = LabState(
@@ -365,6 +392,8 @@ def _build(plan: LabPlan, progress: Progress) -> None:
         if node.nft:
             progress(f"rules on {node.node}")
             netns.nft_apply(node.netns, node.nft)
+        for args in node.iptables:
+            netns.iptables_apply(node.netns, args)
     _etc_files(plan)
 
 

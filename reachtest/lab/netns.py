@@ -145,6 +145,14 @@ def netns_pids(name: str) -> list[int]:
     return [int(tok) for tok in out.split()]
 
 
+def iptables_apply(netns: str, args: tuple[str, ...]) -> None:
+    """One iptables rule in ``netns``, for IPv4 and IPv6 alike."""
+    ip = require_program("ip", "iproute2")
+    for program in ("iptables", "ip6tables"):
+        binary = require_program(program, "iptables")
+        run([ip, "netns", "exec", netns, binary, *args], what=f"{program} in {netns}")
+
+
 def nft_apply(netns: str, ruleset: str) -> None:
     nft = require_program("nft", "nftables")
     ip = require_program("ip", "iproute2")

@@ -8,6 +8,7 @@ from reachtest.errors import UsageError
 from reachtest.lab.scenarios import (
     AckRewrite,
     Action,
+    AppFilter,
     Delay,
     Filter,
     LinkLoss,
@@ -61,6 +62,9 @@ class NodePlan:
     addresses: tuple[str, ...]  # ip -batch lines: addresses, links up
     routes: tuple[str, ...]  # ip -batch lines: routes (after every link is up)
     nft: str | None  # an nft ruleset, or None when the node has no rules
+    #: iptables arguments, each applied with iptables and ip6tables (application
+    #: filters: a string match, which nftables does not have)
+    iptables: tuple[tuple[str, ...], ...] = ()
 
 
 #: A delay namespace's kernel stays out of the way: no IPv6 (no router solicitations).
@@ -187,6 +191,27 @@ def _nat_rules(topology: Topology, rule: Nat) -> dict[str, list[str]]:
         out.append(f"{leaving} {ip} saddr set {ours}")
         back.append(f"{arriving} {ip} daddr set {client}")
     return {"nat_out": out, "nat_in": back}
+
+
+def iptables_rules(
+    topology: Topology, node: str, rules: tuple[Rule, ...]
+) -> tuple[tuple[str, ...], ...]:
+    """iptables arguments for ``node``'s application filters (forwarded segments on a
+    router, arriving ones on the server)."""
+    chain = "INPUT" if topology.node(node).role is Role.SERVER else "FORWARD"
+    out = []
+    for rule in rules:
+        if isinstance(rule, AppFilter) and rule.node == node:
+            verdict = (
+                ("-j", "REJECT", "--reject-with", "tcp-reset")
+                if rule.action is Action.TCP_RESET
+                else ("-j", "DROP")
+            )
+            out.append(
+                ("-A", chain, "-p", "tcp", "--dport", str(rule.port), "-m", "string",
+                 "--algo", "bm", "--string", rule.pattern, *verdict)
+            )  # fmt: skip
+    return tuple(out)
 
 
 def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str | None:
@@ -344,6 +369,7 @@ def build_plan(
                 addresses=tuple(addresses),
                 routes=tuple(routes),
                 nft=nft_ruleset(topo, node.name, scenario.rules),
+                iptables=iptables_rules(topo, node.name, scenario.rules),
             )
         )
     return LabPlan(

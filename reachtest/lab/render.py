@@ -118,5 +118,14 @@ def render_status(status: LabStatus, out: Console) -> None:
             f"two responders at hop {t.ecmp_hop} across flows, and at hop {t.ecmp_hop + 1}, "
             "which answers from the interface (branch) a probe came in on"
         )
+    for request in t.requests:
+        what = "TLS ClientHello with SNI" if request.kind == "sni" else "HTTP request with Host"
+        where = "in-path" if request.in_path else "on-path"
+        notes.append(
+            f"after the handshake, a {what} {request.name} (tcp/{request.port}) is "
+            f"{request.reason} {where} at hop {request.hop}: probes with TTL {request.hop} or "
+            f"less expire before it, from TTL {(request.hop or 0) + 1} on they meet it; with "
+            f"{request.control} the server answers"
+        )
     for note in notes:
         out.print(f"  {note}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -140,7 +141,63 @@ class AckRewrite:
         return f"{self.node} rewrites the acknowledgment number of SYN-ACKs to the client"
 
 
-Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite
+class AppKind(StrEnum):
+    """What an application filter reads in a request (the value is the CLI prefix)."""
+
+    TLS = "sni"  # the server name of a TLS ClientHello, on tcp/443
+    HTTP = "host"  # the Host header of an HTTP request, on tcp/80
+
+
+#: The names the lab's application filters act on, and the control that passes.
+TEST_NAME = "blocked.example"
+CONTROL_NAME = "allowed.example"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppFilter:
+    """The node lets the TCP handshake through and then resets (a RST in the server's
+    name) or drops the requests that carry ``name``: a TLS ClientHello with that server
+    name, or an HTTP request with that Host. In-path: the request never reaches the
+    server. (iptables' string match: nftables has no "payload contains".)"""
+
+    node: str
+    action: Action  # DROP or TCP_RESET
+    kind: AppKind
+    name: str
+
+    @property
+    def port(self) -> int:
+        return 443 if self.kind is AppKind.TLS else 80
+
+    @property
+    def pattern(self) -> str:
+        """The bytes matched anywhere in a forwarded segment to the port."""
+        return self.name if self.kind is AppKind.TLS else f"Host: {self.name}"
+
+    def describe(self) -> str:
+        verb = "resets" if self.action is Action.TCP_RESET else "drops"
+        what = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
+        return f"{self.node} {verb} {what} {self.name} (tcp/{self.port}, after the handshake)"
+
+
+Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestTruth:
+    """What a correct tool must conclude about a request sent after a completed
+    handshake: with ``name`` it is ``blocked`` (``reason``: reset or dropped) by the box
+    at hop ``hop``, in-path (the server never sees it); with the control name it is
+    answered by the server. The SYN-level flow of the same port stays open."""
+
+    kind: AppKind
+    port: int
+    name: str
+    control: str
+    blocked: bool
+    reason: str  # reset | dropped | answered
+    hop: int | None
+    in_path: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +248,8 @@ class GroundTruth:
     nat_seen: bool = False
     #: SYN-ACKs reach the client acknowledging no SYN it sent (open all the same).
     ack_rewritten: bool = False
+    #: Requests after the handshake (TLS, HTTP) that the scenario blocks by name.
+    requests: tuple[RequestTruth, ...] = ()
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -408,6 +467,39 @@ def _udp_drop(hops: int, s: Services) -> Scenario:
     )
 
 
+def _app(kind: AppKind, action: Action) -> Builder:
+    def build(hops: int, s: Services) -> Scenario:
+        m = middle(hops)
+        rule = AppFilter(node=f"r{m}", action=action, kind=kind, name=TEST_NAME)
+        if rule.port not in s.tcp_ports:
+            raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
+        reason = "reset" if action is Action.TCP_RESET else "dropped"
+        protocol = "tls" if kind is AppKind.TLS else "http"
+        return Scenario(
+            name=f"{protocol}-{kind}-{'reset' if action is Action.TCP_RESET else 'drop'}",
+            description=f"{rule.describe()}; the handshake and the control name "
+            f"{CONTROL_NAME} pass: tcp/{rule.port} is open at the SYN",
+            hops=hops,
+            rules=(rule,),
+            truth=replace(
+                clean_truth(hops, s),
+                requests=(
+                    RequestTruth(
+                        kind=kind,
+                        port=rule.port,
+                        name=TEST_NAME,
+                        control=CONTROL_NAME,
+                        blocked=True,
+                        reason=reason,
+                        hop=m,
+                    ),
+                ),
+            ),
+        )
+
+    return build
+
+
 def _ratelimited(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -612,6 +704,8 @@ SCENARIOS: dict[str, Builder] = {
     "nat-stateless": _nat(NatKind.STATELESS),
     "ecmp": _ecmp,
     "combo": _combo,
+    "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
+    "http-host-drop": _app(AppKind.HTTP, Action.DROP),
 }
 
 
@@ -629,8 +723,9 @@ RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
-    "NODE:ack-rewrite"
+    "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop:NAME"
 )
+_APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 
 def _parse_flow(text: str) -> FlowSpec:
@@ -659,6 +754,12 @@ def parse_rule(text: str, hops: int) -> Rule:
         return Filter(node=node, action=Action(what), flow=flow)
     if what == "ack-rewrite" and not args:
         return AckRewrite(node=node)
+    kind_word, _, verb = what.partition("-")
+    if kind_word in {k.value for k in AppKind} and verb in ("reset", "drop") and len(args) == 1:
+        if not _APP_NAME.fullmatch(args[0]):
+            raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
+        action = Action.TCP_RESET if verb == "reset" else Action.DROP
+        return AppFilter(node=node, action=action, kind=AppKind(kind_word), name=args[0])
     if what == "silent" and not args:
         return Silent(node=node)
     if what == "ratelimit" and len(args) <= 1:

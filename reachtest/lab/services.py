@@ -1,4 +1,5 @@
-"""The lab's server process: TCP listeners, a DNS and an NTP responder (and, for the
+"""The lab's server process: TCP listeners (HTTP on 80 and 8080, HTTPS with a certificate
+made at lab up on 443, an SSH banner on 22), a DNS and an NTP responder (and, for the
 ``udp-quirks`` scenario, an NTP that leaves the origin zero, a UDP echo and a fixed
 banner: services that answer off the book) in one loop
 (or, with ``--delay``, the forwarder of a delayed link: ``reachtest.lab.delay``).
@@ -29,6 +30,55 @@ from typing import Any
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 NTP_PACKET = struct.Struct("!BBbb11I")
 SSH_BANNER = b"SSH-2.0-reachtest-lab\r\n"
+#: Ports where the server answers HTTP requests (in clear) and HTTPS (TLS, then HTTP).
+HTTP_PORTS = (80, 8080)
+TLS_PORTS = (443,)
+#: A conversation (TLS handshake, request, answer) ends after this long, whatever.
+CONVERSATION_S = 5.0
+MAX_REQUEST = 16 * 1024
+
+
+def http_answer(request: bytes) -> bytes:
+    """The lab server's answer to an HTTP request: 200 naming the Host asked for."""
+    host = b""
+    for line in request.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"host":
+            host = value.strip()[:255]
+    body = b"reachtest lab server: served " + (host or b"(no host)") + b"\n"
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def converse(conn: socket.socket, context: Any | None) -> None:
+    """Serve one connection: the TLS handshake (with ``context``), one HTTP request read
+    up to its blank line, one answer; then close. Bounded in time and size."""
+    import ssl
+
+    deadline = time.monotonic() + CONVERSATION_S
+    try:
+        conn.setblocking(True)
+        conn.settimeout(CONVERSATION_S)
+        stream: Any = context.wrap_socket(conn, server_side=True) if context else conn
+        request = b""
+        while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST:
+            if time.monotonic() > deadline:
+                return
+            chunk = stream.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        stream.sendall(http_answer(request))
+        with contextlib.suppress(OSError, ssl.SSLError):
+            if context:
+                stream.unwrap()
+    except (OSError, ssl.SSLError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            conn.close()
 
 
 class Zone:
@@ -161,8 +211,21 @@ def _reply_from(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int,
     return []
 
 
+def _tls_context(cert: Path | None, key: Path | None) -> Any | None:
+    import ssl
+
+    if cert is None or key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 def serve(args: argparse.Namespace) -> None:
+    import threading
+
     zone = Zone.load(args.zone)
+    context = _tls_context(args.cert, args.key)
     selector = selectors.DefaultSelector()
     for port in args.tcp:
         selector.register(
@@ -210,6 +273,12 @@ def serve(args: argparse.Namespace) -> None:
             try:
                 if kind == "tcp":
                     conn, _ = sock.accept()
+                    if port in HTTP_PORTS or (port in TLS_PORTS and context is not None):
+                        speaks_tls = context if port in TLS_PORTS else None
+                        threading.Thread(
+                            target=converse, args=(conn, speaks_tls), daemon=True
+                        ).start()
+                        continue
                     if port == 22:
                         conn.setblocking(False)
                         with contextlib.suppress(OSError):
@@ -259,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", type=int, default=None, help="UDP port of an echo service")
     parser.add_argument("--banner", type=int, default=None, help="UDP port of a fixed banner")
     parser.add_argument("--zone", type=Path, default=None, help="JSON file: name -> addresses")
+    parser.add_argument("--cert", type=Path, default=None, help="TLS certificate (port 443)")
+    parser.add_argument("--key", type=Path, default=None, help="its private key")
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(
         "--delay",

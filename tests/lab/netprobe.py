@@ -9,6 +9,7 @@ it forwarded them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -285,3 +286,49 @@ def ntp_request() -> bytes:
     packet[0] = (4 << 3) | 3
     struct.pack_into("!II", packet, 40, int(now), int((now % 1) * 2**32))
     return bytes(packet)
+
+
+def client_hello(name: str) -> bytes:
+    """A real TLS ClientHello naming ``name`` (SNI), as the ssl module makes it."""
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the ServerHello
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def http_request(name: str) -> bytes:
+    return f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+
+
+def request_probe(dst: str, port: int, request: bytes, ttl: int, timeout_s: float = 1.0) -> Answer:
+    """A request sent after a completed handshake (at the normal TTL) with ``ttl``: the
+    server's answer (``answered``), a reset (``tcp-rst``), an ICMP error quoting our data
+    segment (its kind, from the router), or timeout. One connection per call."""
+    v6 = _v6(dst)
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    with _raw_icmp(v6) as raw, socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        sock.connect((dst, port))
+        sport = sock.getsockname()[1]
+        _set_ttl(sock, v6, ttl)
+        sock.setblocking(False)
+        sock.send(request)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([raw, sock], [], [], deadline - time.monotonic())
+            if sock in readable:
+                try:
+                    data = sock.recv(4096)
+                except ConnectionResetError:
+                    return Answer("tcp-rst", dst)
+                return Answer("answered" if data else "closed", dst)
+            if raw in readable:
+                found = _match_error(raw, v6, dst, "tcp", sport, port, time.monotonic() + 0.001)
+                if found:
+                    return found
+        return TIMEOUT

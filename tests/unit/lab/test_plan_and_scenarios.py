@@ -292,3 +292,33 @@ def test_extra_rules_are_added_and_marked() -> None:
     assert "meta l4proto udp th dport 123 reject with icmpx type port-unreachable" in nft
     with pytest.raises(UsageError, match="no node r7"):
         build_plan("x", with_extra_rules(scenario("clean", 5), ("r7:silent",)))
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "verb", "pattern"),
+    [
+        ("r3:sni-reset:blocked.example", "sni", "REJECT", "blocked.example"),
+        ("r2:host-drop:a-b.example", "host", "DROP", "Host: a-b.example"),
+    ],
+)
+def test_application_filter_rules_become_string_matches_on_both_families(
+    spec: str, kind: str, verb: str, pattern: str
+) -> None:
+    from reachtest.lab.plan import build_plan, iptables_rules
+    from reachtest.lab.scenarios import AppFilter, with_extra_rules
+
+    rule = parse_rule(spec, 5)
+    assert isinstance(rule, AppFilter) and rule.kind == kind
+    plan = build_plan("tx", with_extra_rules(scenario("clean", 5), (spec,)))
+    node = plan.node(rule.node)
+    (args,) = node.iptables
+    assert args[:2] == ("-A", "FORWARD") and verb in args
+    assert args[args.index("--string") + 1] == pattern
+    assert iptables_rules(plan.topology, "r1", plan.scenario.rules) == ()
+
+
+@pytest.mark.parametrize("spec", ["r3:sni-reset:", "r3:sni-reset:a b", "r3:sni-kill:x.example",
+                                  "r3:host-drop:-x", "r3:sni-reset:x\x00y"])  # fmt: skip
+def test_bad_application_filter_rules_are_one_line(spec: str) -> None:
+    with pytest.raises(UsageError, match="bad --rule"):
+        parse_rule(spec, 5)

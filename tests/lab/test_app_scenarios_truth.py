@@ -1,0 +1,82 @@
+"""The application-filter scenarios behave as their ground truth says (issue 26's lab):
+the server speaks real TLS and HTTP; a router resets ClientHellos naming the test SNI, or
+drops HTTP requests for the test Host, after the handshake; the control name passes; the
+port is open at the SYN. Checked over IPv4 and IPv6 with independent tools (openssl
+s_client, curl) and with plain sockets sending the request with TTL 1 .. the server's
+distance after a normal handshake (time-exceeded from each router before the box, then
+the box's reset or silence; the control's answer from the server)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from reachtest.lab import netns
+from reachtest.lab.scenarios import AppKind, RequestTruth
+from tests.lab import netprobe
+from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
+
+APP_SCENARIOS = ("tls-sni-reset", "http-host-drop")
+
+
+def in_client(lab: Lab, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *argv],
+        capture_output=True, text=True, timeout=timeout, check=False, input="",
+    )  # fmt: skip
+
+
+def fetch(lab: Lab, request: RequestTruth, name: str, v6: bool) -> subprocess.CompletedProcess[str]:
+    """The request as users' tools make it: openssl s_client (TLS), curl (HTTP)."""
+    server = f"[{lab.server(True)}]" if v6 else lab.server()
+    if request.kind is AppKind.TLS:
+        return in_client(lab, "timeout", "5", "openssl", "s_client", "-connect",
+                         f"{server}:{request.port}", "-servername", name, "-brief")  # fmt: skip
+    return in_client(lab, "curl", "-s", "-m", "3", "-H", f"Host: {name}",
+                     f"http://{server}:{request.port}/")  # fmt: skip
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", APP_SCENARIOS)
+def test_users_tools_see_the_name_blocked_and_the_control_served(
+    make_lab: MakeLab, name: str, v6: bool
+) -> None:
+    lab = make_lab(name)
+    (request,) = lab.plan.scenario.truth.requests
+    with netns.entered(lab.plan.topology.netns("client")):
+        assert netprobe.tcp_probe(lab.server(v6), request.port).kind == "tcp-syn-ack"
+    control = fetch(lab, request, request.control, v6)
+    blocked = fetch(lab, request, request.name, v6)
+    if request.kind is AppKind.TLS:
+        assert "CONNECTION ESTABLISHED" in control.stderr + control.stdout, control
+        assert "errno=104" in blocked.stderr + blocked.stdout, blocked  # ECONNRESET
+    else:
+        assert control.stdout == f"reachtest lab server: served {request.control}\n", control
+        assert blocked.returncode == 28 and blocked.stdout == "", blocked  # curl: timed out
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", APP_SCENARIOS)
+def test_ttl_limited_requests_meet_the_box_at_its_hop(
+    make_lab: MakeLab, name: str, v6: bool
+) -> None:
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    (request,) = truth.requests
+    assert request.hop is not None
+    make = netprobe.client_hello if request.kind is AppKind.TLS else netprobe.http_request
+    dst = lab.server(v6)
+    with netns.entered(lab.plan.topology.netns("client")):
+        for ttl in range(1, truth.server_hop + 1):
+            for which in (request.name, request.control):
+                got = netprobe.request_probe(dst, request.port, make(which), ttl)
+                if ttl <= request.hop or (which == request.control and ttl < truth.server_hop):
+                    want = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
+                elif which == request.control:
+                    want = {netprobe.Answer("answered", dst)}
+                elif request.reason == "reset":
+                    want = {netprobe.Answer("tcp-rst", dst)}
+                else:
+                    want = {netprobe.TIMEOUT}
+                assert got in want, (which, ttl, got, want)
