@@ -1,0 +1,101 @@
+"""Where a request dies after the handshake: the outcomes of one request traced TTL by
+TTL (a test name and its control, see ``engine/requests.py``) judged into a verdict.
+
+A router checks the TTL before its filter, so a box at hop h first meets the requests
+sent with TTL h + 1: a reset first seen at TTL r puts the box at hop r - 1; an answer in
+the server's name at a TTL too small to reach the server (below the control's first
+answer) is injected by the box at hop r - 1; silence from the TTL after the last router
+that said time-exceeded puts a dropping box there (raw sockets only: without them an
+expired request is silent too, and the hop stays unknown)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: Request-level states (nmap's words run out here).
+ANSWERED = "answered"
+BLOCKED = "blocked-after-handshake"
+NO_HANDSHAKE = "no-handshake"
+
+
+#: A blocked request's reason in words.
+HOW = {
+    "reset": "reset",
+    "dropped": "dropped",
+    "block-page": "answered in the server's name (a block page or forged answer)",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestVerdict:
+    """What happened to the request with the test name (and its control)."""
+
+    name: str
+    control: str | None
+    state: str  # answered | blocked-after-handshake | no-handshake
+    reason: str | None  # reset | dropped | block-page (blocked); None otherwise
+    box_hop: int | None  # the hop of the box that blocked it (None: not known)
+    box_address: str | None  # its address, when a router at that hop answered
+    distance: int | None  # the first TTL at which the server answered (test or control)
+    by_name: bool | None  # blocked while the control is answered (None: no control)
+
+    def summary(self, flow: str) -> str:
+        """The finding in words, e.g. for an admin's ticket."""
+        head = f"{flow} for {self.name}"
+        if self.state == NO_HANDSHAKE:
+            return f"{head}: the TCP handshake does not complete"
+        control = ""
+        if self.control is not None:
+            passes = "is answered" if self.by_name is not False else "is not answered either"
+            control = f"; the control name {self.control} {passes}"
+        if self.state == ANSWERED:
+            return f"{head}: the handshake completes and the request is answered{control}"
+        where = (
+            f" at hop {self.box_hop}" + (f" ({self.box_address})" if self.box_address else "")
+            if self.box_hop is not None
+            else ""
+        )
+        how = HOW.get(self.reason or "", "blocked")
+        return f"{head}: the handshake completes; the request is {how}{where}{control}"
+
+
+def _by_ttl(outcomes: Iterable[Any], name: str) -> dict[int, Any]:
+    return {o.ttl: o for o in outcomes if o.name == name}
+
+
+def _first(by_ttl: Mapping[int, Any], outcome: str) -> int | None:
+    return min((ttl for ttl, o in by_ttl.items() if o.outcome == outcome), default=None)
+
+
+def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> RequestVerdict:
+    """The verdict for ``name`` from every (name, TTL) outcome of one traced request."""
+    listed = list(outcomes)
+    test = _by_ttl(listed, name)
+    ctrl = _by_ttl(listed, control) if control is not None else {}
+    answered = _first(test, "answered")
+    control_answered = _first(ctrl, "answered")
+    distance = min((t for t in (answered, control_answered) if t is not None), default=None)
+    by_name = None if control is None else control_answered is not None
+
+    def verdict(state: str, reason: str | None = None, hop: int | None = None) -> RequestVerdict:
+        at = test.get(hop) if hop is not None else None
+        address = at.responder if at is not None and at.outcome == "time-exceeded" else None
+        return RequestVerdict(
+            name=name, control=control, state=state, reason=reason, box_hop=hop,
+            box_address=address, distance=distance, by_name=None if state == ANSWERED
+            else by_name,
+        )  # fmt: skip
+
+    if test and all(o.outcome == "no-handshake" for o in test.values()):
+        return verdict(NO_HANDSHAKE)
+    reset = _first(test, "reset")
+    if answered is not None and (reset is None or answered < reset):
+        if control_answered is not None and answered < control_answered:
+            return verdict(BLOCKED, "block-page", answered - 1)
+        return verdict(ANSWERED)
+    if reset is not None:
+        return verdict(BLOCKED, "reset", reset - 1)
+    expired = [t for t, o in test.items() if o.outcome == "time-exceeded"]
+    return verdict(BLOCKED, "dropped", max(expired) if expired else None)

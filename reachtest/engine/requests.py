@@ -1,0 +1,235 @@
+"""Requests past the handshake, TTL by TTL: for each name (the test and its control) and
+each TTL, one ordinary TCP connection is made at the normal TTL, then the request (a TLS
+ClientHello, an HTTP GET) is sent with that TTL, and what comes back is recorded: the
+server's answer, a reset, the connection closed, or nothing. Every (name, TTL) runs at
+once, on non-blocking sockets in one selector: no root needed (IP_TTL on a connected
+socket). With raw sockets (root or CAP_NET_RAW) the ICMP time-exceeded messages that
+quote a request's data segment are read too, which names the router where it expired.
+Linux reports no ICMP error to an established socket, so without raw sockets a request
+that expires shows as silence (the hops come from the run's other flows).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reachtest.errors import EnvironmentProblem
+from reachtest.packet.requests import EXCERPT_BYTES, RequestKind, answer_kind, request
+
+#: What a request's outcome is.
+ANSWERED = "answered"  # the server's (or someone's in its name) data came back
+RESET = "reset"  # a RST after the request
+CLOSED = "closed"  # a FIN without data
+SILENT = "silent"  # nothing within the timeout
+EXPIRED = "time-exceeded"  # raw sockets: a router said the request's TTL ran out
+NO_HANDSHAKE = "no-handshake"  # the TCP handshake itself failed (no SYN-level open)
+NORMAL_TTL = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestOutcome:
+    """One request: its name, TTL, what came back, from where, after how long."""
+
+    name: str
+    ttl: int
+    outcome: str
+    responder: str | None = None
+    rtt_ms: float | None = None
+    answer: str | None = None  # answer_kind of the data, when data came
+    excerpt: bytes = b""  # the first bytes of the answer (bounded)
+
+
+@dataclass(slots=True)
+class _Try:
+    name: str
+    ttl: int
+    sock: socket.socket
+    sport: int = 0
+    sent_ns: int = 0
+    done: RequestOutcome | None = None
+
+
+def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+
+
+def _raw_icmp(v6: bool) -> socket.socket | None:
+    """A raw ICMP socket for the time-exceeded messages, when allowed; None otherwise."""
+    try:
+        if v6:
+            return socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    except PermissionError:
+        return None
+
+
+def _expired_port(packet: bytes, v6: bool, address: str, port: int) -> int | None:
+    """The source port of our TCP segment to ``address``:``port`` that a time-exceeded in
+    ``packet`` (as a raw socket gives it) quotes; None for anything else."""
+    if not v6:
+        packet = packet[(packet[0] & 0x0F) * 4 :] if packet else b""
+    if len(packet) < 8 or (packet[0], packet[1]) != ((3, 0) if v6 else (11, 0)):
+        return None
+    quoted = packet[8:]
+    if v6:
+        if len(quoted) < 44 or quoted[6] != socket.IPPROTO_TCP:
+            return None
+        destination, header = ipaddress.IPv6Address(quoted[24:40]), quoted[40:]
+    else:
+        if len(quoted) < 28 or quoted[9] != socket.IPPROTO_TCP:
+            return None
+        destination = ipaddress.IPv4Address(quoted[16:20])  # type: ignore[assignment]
+        header = quoted[(quoted[0] & 0x0F) * 4 :]
+    if str(destination) != address or len(header) < 4:
+        return None
+    sport, dport = struct.unpack("!HH", header[:4])
+    return sport if dport == port else None
+
+
+def trace_requests(
+    address: str,
+    port: int,
+    kind: RequestKind,
+    names: Sequence[str],
+    ttls: Sequence[int],
+    *,
+    timeout_s: float = 2.0,
+    raw: bool = True,
+) -> list[RequestOutcome]:
+    """Every name at every TTL, all at once (see the module); outcomes in (name, TTL)
+    order. ``raw``: read time-exceeded messages when raw sockets are allowed."""
+    v6 = ipaddress.ip_address(address).version == 6
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    payloads = {name: request(kind, name) for name in names}
+    selector = selectors.DefaultSelector()
+    icmp = _raw_icmp(v6) if raw else None
+    tries: list[_Try] = []
+    by_port: dict[int, _Try] = {}
+    try:
+        if icmp is not None:
+            icmp.setblocking(False)
+            selector.register(icmp, selectors.EVENT_READ, None)
+        for name in names:
+            for ttl in ttls:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                attempt = _Try(name, ttl, sock)
+                tries.append(attempt)
+                code = sock.connect_ex((address, port))
+                if code not in (0, errno.EINPROGRESS):
+                    attempt.done = RequestOutcome(name=name, ttl=ttl, outcome=NO_HANDSHAKE)
+                    continue
+                selector.register(sock, selectors.EVENT_WRITE, attempt)
+        deadline = time.monotonic() + timeout_s + 1.0  # the handshake's second first
+        while any(t.done is None for t in tries):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, events in selector.select(min(left, 0.2)):
+                if key.data is None:
+                    _read_icmp(icmp, v6, address, port, by_port)  # type: ignore[arg-type]
+                    continue
+                attempt = key.data
+                if attempt.done is not None:
+                    continue
+                if events & selectors.EVENT_WRITE and not attempt.sent_ns:
+                    _send(attempt, payloads[attempt.name], v6, selector, by_port)
+                elif events & selectors.EVENT_READ:
+                    _receive(attempt, kind, address)
+                if attempt.done is not None:
+                    selector.unregister(attempt.sock)
+            now = time.monotonic_ns()
+            for attempt in tries:  # each request has its own timeout from its sending
+                if (
+                    attempt.done is None
+                    and attempt.sent_ns
+                    and (now - attempt.sent_ns > timeout_s * 1e9)
+                ):
+                    attempt.done = RequestOutcome(
+                        name=attempt.name, ttl=attempt.ttl, outcome=SILENT
+                    )
+        for attempt in tries:
+            if attempt.done is None:
+                outcome = SILENT if attempt.sent_ns else NO_HANDSHAKE
+                attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=outcome)
+    except OSError as exc:
+        raise EnvironmentProblem(f"request probes failed: {exc.strerror or exc}") from exc
+    finally:
+        selector.close()
+        for attempt in tries:
+            attempt.sock.close()
+        if icmp is not None:
+            icmp.close()
+    return [t.done for t in tries if t.done is not None]
+
+
+def _send(
+    attempt: _Try,
+    payload: bytes,
+    v6: bool,
+    selector: selectors.BaseSelector,
+    by_port: dict[int, _Try],
+) -> None:
+    """The handshake is over (or failed): set the TTL and send the request."""
+    sock = attempt.sock
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=NO_HANDSHAKE)
+        return
+    _set_ttl(sock, v6, attempt.ttl)
+    attempt.sport = sock.getsockname()[1]
+    by_port[attempt.sport] = attempt
+    attempt.sent_ns = time.monotonic_ns()
+    try:
+        sock.send(payload)
+    except OSError:
+        attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=RESET)
+        return
+    selector.modify(sock, selectors.EVENT_READ, attempt)
+
+
+def _receive(attempt: _Try, kind: RequestKind, address: str) -> None:
+    rtt = round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3)
+    try:
+        data = attempt.sock.recv(EXCERPT_BYTES)
+    except ConnectionResetError:
+        outcome = RequestOutcome(
+            name=attempt.name, ttl=attempt.ttl, outcome=RESET, responder=address, rtt_ms=rtt
+        )
+    except BlockingIOError:
+        return
+    else:
+        outcome = RequestOutcome(
+            name=attempt.name, ttl=attempt.ttl, outcome=ANSWERED if data else CLOSED,
+            responder=address, rtt_ms=rtt, answer=answer_kind(kind, data) if data else None,
+            excerpt=data,
+        )  # fmt: skip
+    attempt.done = outcome
+
+
+def _read_icmp(
+    icmp: socket.socket, v6: bool, address: str, port: int, by_port: dict[int, _Try]
+) -> None:
+    while True:
+        try:
+            packet, sender = icmp.recvfrom(2048)
+        except BlockingIOError:
+            return
+        sport = _expired_port(packet, v6, address, port)
+        attempt = by_port.get(sport) if sport is not None else None
+        if attempt is None or attempt.done is not None:
+            continue
+        attempt.done = RequestOutcome(
+            name=attempt.name, ttl=attempt.ttl, outcome=EXPIRED, responder=sender[0],
+            rtt_ms=round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3),
+        )  # fmt: skip

@@ -1,0 +1,46 @@
+"""Requests traced TTL by TTL after the handshake (engine/requests.py, judged by
+analysis/requests.py) in the application-filter scenarios, over IPv4 and IPv6, with raw
+sockets and without (as an ordinary user has): the box's hop (and with raw sockets its
+address), reset or dropped, filtered by name (the control answered), at the distance
+the ground truth gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from reachtest.analysis.requests import BLOCKED, judge_requests
+from reachtest.engine.requests import trace_requests
+from reachtest.lab import netns
+from reachtest.lab.scenarios import AppKind
+from reachtest.packet.requests import RequestKind
+from tests.lab.conftest import MakeLab
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "ordinary"])
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop"])
+def test_the_box_is_found_at_its_hop_and_the_control_passes(
+    make_lab: MakeLab, name: str, v6: bool, raw: bool
+) -> None:
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    (request,) = truth.requests
+    kind = RequestKind.TLS if request.kind is AppKind.TLS else RequestKind.HTTP
+    with netns.entered(lab.plan.topology.netns("client")):
+        outcomes = trace_requests(
+            lab.server(v6), request.port, kind, [request.name, request.control],
+            range(1, truth.server_hop + 1), timeout_s=1.0, raw=raw,
+        )  # fmt: skip
+    verdict = judge_requests(outcomes, request.name, request.control)
+    assert verdict.state == BLOCKED and verdict.reason == request.reason, outcomes
+    assert verdict.by_name is True and verdict.distance == truth.server_hop, outcomes
+    knows_hop = raw or request.reason == "reset"  # a drop needs the routers' ICMP
+    assert verdict.box_hop == (request.hop if knows_hop else None), outcomes
+    if raw:
+        assert request.hop is not None
+        assert verdict.box_address in lab.hop(request.hop, v6), outcomes
+    control = [o for o in outcomes if o.name == request.control]
+    served = [o for o in control if o.ttl >= truth.server_hop]
+    assert served and all(o.outcome == "answered" for o in served), control
+    expected = "server-hello" if kind is RequestKind.TLS else "http-200"
+    assert {o.answer for o in served} == {expected}

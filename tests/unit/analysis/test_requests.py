@@ -1,0 +1,74 @@
+"""Judging a request traced TTL by TTL after the handshake (analysis/requests.py): where
+the box sits, reset or dropped or a block page, filtered by name or not."""
+
+from __future__ import annotations
+
+import pytest
+
+from reachtest.analysis.requests import ANSWERED, BLOCKED, NO_HANDSHAKE, judge_requests
+from reachtest.engine.requests import RequestOutcome
+
+SERVER = "198.18.6.2"
+
+
+def router(ttl: int) -> str:
+    return f"198.18.{ttl}.2"
+
+
+def trace(name: str, per_ttl: dict[int, str], raw: bool = True) -> list[RequestOutcome]:
+    out = []
+    for ttl, said in per_ttl.items():
+        outcome = "silent" if said == "time-exceeded" and not raw else said
+        responder = router(ttl) if outcome == "time-exceeded" else SERVER
+        out.append(RequestOutcome(name=name, ttl=ttl, outcome=outcome, responder=responder))
+    return out
+
+
+def path(box: dict[int, str], last: int = 6) -> dict[int, str]:
+    """time-exceeded up to the server at ``last``, then answered; ``box`` overrides."""
+    plain = {ttl: "time-exceeded" for ttl in range(1, last)} | {last: "answered"}
+    return plain | box
+
+
+def test_a_reset_from_ttl_4_puts_the_box_at_hop_3_and_the_control_passes() -> None:
+    outcomes = trace("bad.example", path({4: "reset", 5: "reset", 6: "reset"}))
+    outcomes += trace("good.example", path({}))
+    verdict = judge_requests(outcomes, "bad.example", "good.example")
+    assert (verdict.state, verdict.reason, verdict.box_hop) == (BLOCKED, "reset", 3)
+    assert verdict.box_address == router(3) and verdict.by_name is True
+    assert verdict.distance == 6
+    assert verdict.summary("tls/443") == (
+        "tls/443 for bad.example: the handshake completes; the request is reset at hop 3 "
+        "(198.18.3.2); the control name good.example is answered"
+    )
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_silence_after_the_last_router_is_a_drop_there_with_raw_sockets(raw: bool) -> None:
+    outcomes = trace("bad.example", path({4: "silent", 5: "silent", 6: "silent"}), raw)
+    outcomes += trace("good.example", path({}), raw)
+    verdict = judge_requests(outcomes, "bad.example", "good.example")
+    assert (verdict.state, verdict.reason) == (BLOCKED, "dropped")
+    assert verdict.box_hop == (3 if raw else None)  # without raw sockets: not known
+
+
+def test_an_answer_before_the_server_is_reachable_is_a_block_page() -> None:
+    outcomes = trace("bad.example", path({4: "answered", 5: "answered", 6: "answered"}))
+    outcomes += trace("good.example", path({}))
+    verdict = judge_requests(outcomes, "bad.example", "good.example")
+    assert (verdict.state, verdict.reason, verdict.box_hop) == (BLOCKED, "block-page", 3)
+
+
+def test_both_names_blocked_is_not_filtering_by_name() -> None:
+    outcomes = trace("bad.example", path({4: "reset", 5: "reset", 6: "reset"}))
+    outcomes += trace("good.example", path({4: "reset", 5: "reset", 6: "reset"}))
+    verdict = judge_requests(outcomes, "bad.example", "good.example")
+    assert verdict.state == BLOCKED and verdict.by_name is False
+    assert "is not answered either" in verdict.summary("http/80")
+
+
+def test_answered_and_no_handshake() -> None:
+    answered = judge_requests(trace("a.example", path({})), "a.example", None)
+    assert answered.state == ANSWERED and answered.distance == 6 and answered.by_name is None
+    refused = [RequestOutcome(name="a.example", ttl=t, outcome="no-handshake") for t in (1, 2)]
+    assert judge_requests(refused, "a.example", None).state == NO_HANDSHAKE
