@@ -6,6 +6,12 @@ the ground truth gives."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from reachtest.analysis.requests import BLOCKED, judge_requests
@@ -13,7 +19,7 @@ from reachtest.engine.requests import trace_requests
 from reachtest.lab import netns
 from reachtest.lab.scenarios import AppKind
 from reachtest.packet.requests import RequestKind
-from tests.lab.conftest import MakeLab
+from tests.lab.conftest import MakeLab, reachtest_cmd
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "ordinary"])
@@ -44,3 +50,34 @@ def test_the_box_is_found_at_its_hop_and_the_control_passes(
     assert served and all(o.outcome == "answered" for o in served), control
     expected = "server-hello" if kind is RequestKind.TLS else "http-200"
     assert {o.answer for o in served} == {expected}
+
+
+AS_NOBODY = """
+import json, sys
+from reachtest.analysis.requests import judge_requests
+from reachtest.engine.requests import trace_requests
+from reachtest.packet.requests import RequestKind
+server, last, name, control = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+outcomes = trace_requests(server, 443, RequestKind.TLS, [name, control], range(1, last + 1),
+                          timeout_s=1.0)
+verdict = judge_requests(outcomes, name, control)
+print(json.dumps([verdict.state, verdict.reason, verdict.box_hop, verdict.by_name]))
+"""
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_an_ordinary_user_finds_the_reset_at_its_hop(make_lab: MakeLab, v6: bool) -> None:
+    """As uid 65534 with no capability (raw sockets refused: the engine does without)."""
+    lab = make_lab("tls-sni-reset")
+    truth = lab.plan.scenario.truth
+    (request,) = truth.requests
+    done = subprocess.run(
+        [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", "setpriv", "--reuid",
+         "65534", "--regid", "65534", "--clear-groups", "--inh-caps", "-all",
+         "--bounding-set", "-all", sys.executable, "-c", AS_NOBODY, lab.server(v6),
+         str(truth.server_hop), request.name, request.control],
+        capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [BLOCKED, "reset", request.hop, True]
