@@ -11,7 +11,7 @@ expired request is silent too, and the hop stays unknown)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 #: Request-level states (nmap's words run out here).
@@ -40,6 +40,10 @@ class RequestVerdict:
     box_address: str | None  # its address, when a router at that hop answered
     distance: int | None  # the first TTL at which the server answered (test or control)
     by_name: bool | None  # blocked while the control is answered (None: no control)
+    #: A reset: injected on-path (the server's own answer came after it: True), in-path
+    #: (raw capture saw no answer from the server at a TTL that reaches it: False), or
+    #: not known (no raw capture, or no TTL that reaches the server).
+    on_path: bool | None = None
 
     def summary(self, flow: str) -> str:
         """The finding in words, e.g. for an admin's ticket."""
@@ -58,7 +62,9 @@ class RequestVerdict:
             else ""
         )
         how = HOW.get(self.reason or "", "blocked")
-        return f"{head}: the handshake completes; the request is {how}{where}{control}"
+        path = {True: " on-path", False: " in-path", None: ""}[self.on_path]
+        late = " (the server's own answer came after it)" if self.on_path else ""
+        return f"{head}: the handshake completes; the request is {how}{path}{where}{late}{control}"
 
 
 def _by_ttl(outcomes: Iterable[Any], name: str) -> dict[int, Any]:
@@ -67,6 +73,17 @@ def _by_ttl(outcomes: Iterable[Any], name: str) -> dict[int, Any]:
 
 def _first(by_ttl: Mapping[int, Any], outcome: str) -> int | None:
     return min((ttl for ttl, o in by_ttl.items() if o.outcome == outcome), default=None)
+
+
+def _on_path(test: Mapping[int, Any], distance: int | None) -> bool | None:
+    """Was the reset injected on-path (see ``RequestVerdict.on_path``)?"""
+    resets = [o for o in test.values() if o.outcome == "reset"]
+    if any(o.late_answer for o in resets):
+        return True
+    reaching = [o for o in resets if distance is not None and o.ttl >= distance]
+    if reaching and all(o.captured for o in reaching):
+        return False
+    return None
 
 
 def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> RequestVerdict:
@@ -96,6 +113,7 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
             return verdict(BLOCKED, "block-page", answered - 1)
         return verdict(ANSWERED)
     if reset is not None:
-        return verdict(BLOCKED, "reset", reset - 1)
+        found = verdict(BLOCKED, "reset", reset - 1)
+        return replace(found, on_path=_on_path(test, distance))
     expired = [t for t, o in test.items() if o.outcome == "time-exceeded"]
     return verdict(BLOCKED, "dropped", max(expired) if expired else None)

@@ -18,7 +18,7 @@ import socket
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reachtest.errors import EnvironmentProblem
 from reachtest.packet.requests import EXCERPT_BYTES, RequestKind, answer_kind, request
@@ -31,6 +31,8 @@ SILENT = "silent"  # nothing within the timeout
 EXPIRED = "time-exceeded"  # raw sockets: a router said the request's TTL ran out
 NO_HANDSHAKE = "no-handshake"  # the TCP handshake itself failed (no SYN-level open)
 NORMAL_TTL = 64
+#: How long, at most, the server's own answer to a reset request is waited for.
+LATE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +46,11 @@ class RequestOutcome:
     rtt_ms: float | None = None
     answer: str | None = None  # answer_kind of the data, when data came
     excerpt: bytes = b""  # the first bytes of the answer (bounded)
+    #: Raw capture ran (root or CAP_NET_RAW): ``late_answer`` can be trusted.
+    captured: bool = False
+    #: After the reset, the server's own data still came (captured): an on-path box
+    #: injected the reset while the request travelled on.
+    late_answer: bool = False
 
 
 @dataclass(slots=True)
@@ -54,6 +61,10 @@ class _Try:
     sport: int = 0
     sent_ns: int = 0
     done: RequestOutcome | None = None
+    #: A time-exceeded came (raw sockets): the outcome unless a reset or an answer comes
+    #: within ``expired_until_ns`` (an on-path box's reset and the router after it race).
+    expired: RequestOutcome | None = None
+    expired_until_ns: int = 0
 
 
 def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
@@ -71,6 +82,30 @@ def _raw_icmp(v6: bool) -> socket.socket | None:
         return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     except PermissionError:
         return None
+
+
+def _raw_tcp(v6: bool) -> socket.socket | None:
+    """A raw TCP socket: a copy of every TCP segment that arrives (for answers that come
+    after a reset); None when not allowed."""
+    try:
+        return socket.socket(
+            socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP
+        )
+    except PermissionError:
+        return None
+
+
+def _data_to(packet: bytes, sender: str, v6: bool, address: str, port: int) -> int | None:
+    """The destination port of a TCP segment with data from ``address``:``port`` (as a
+    raw TCP socket gives it: v4 with its IP header, v6 without); None otherwise."""
+    if sender != address:
+        return None
+    segment = packet if v6 else packet[(packet[0] & 0x0F) * 4 :] if packet else b""
+    if len(segment) < 20:
+        return None
+    sport, dport = struct.unpack_from("!HH", segment)
+    payload = len(segment) - (segment[12] >> 4) * 4
+    return dport if sport == port and payload > 0 else None
 
 
 def _expired_port(packet: bytes, v6: bool, address: str, port: int) -> int | None:
@@ -113,12 +148,17 @@ def trace_requests(
     payloads = {name: request(kind, name) for name in names}
     selector = selectors.DefaultSelector()
     icmp = _raw_icmp(v6) if raw else None
+    capture = _raw_tcp(v6) if icmp is not None else None
     tries: list[_Try] = []
     by_port: dict[int, _Try] = {}
+    late: set[int] = set()  # source ports whose server data came (seen on the raw socket)
     try:
         if icmp is not None:
             icmp.setblocking(False)
             selector.register(icmp, selectors.EVENT_READ, None)
+        if capture is not None:
+            capture.setblocking(False)
+            selector.register(capture, selectors.EVENT_READ, "capture")
         for name in names:
             for ttl in ttls:
                 sock = socket.socket(family, socket.SOCK_STREAM)
@@ -135,9 +175,13 @@ def trace_requests(
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for key, events in selector.select(min(left, 0.2)):
+            pending = any(t.done is None and t.expired is not None for t in tries)
+            for key, events in selector.select(min(left, 0.01 if pending else 0.2)):
                 if key.data is None:
                     _read_icmp(icmp, v6, address, port, by_port)  # type: ignore[arg-type]
+                    continue
+                if key.data == "capture":
+                    _read_capture(capture, v6, address, port, late)  # type: ignore[arg-type]
                     continue
                 attempt = key.data
                 if attempt.done is not None:
@@ -150,6 +194,8 @@ def trace_requests(
                     selector.unregister(attempt.sock)
             now = time.monotonic_ns()
             for attempt in tries:  # each request has its own timeout from its sending
+                if attempt.done is None and attempt.expired and now > attempt.expired_until_ns:
+                    attempt.done = attempt.expired
                 if (
                     attempt.done is None
                     and attempt.sent_ns
@@ -159,9 +205,25 @@ def trace_requests(
                         name=attempt.name, ttl=attempt.ttl, outcome=SILENT
                     )
         for attempt in tries:
+            if attempt.done is None and attempt.expired is not None:
+                attempt.done = attempt.expired
             if attempt.done is None:
                 outcome = SILENT if attempt.sent_ns else NO_HANDSHAKE
                 attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=outcome)
+        if capture is not None and any(t.done and t.done.outcome == RESET for t in tries):
+            # The server's own answer to a request an on-path box reset comes after the
+            # reset: wait for it a little (a timeout at most, half a second at most).
+            end = time.monotonic() + min(timeout_s, LATE_WAIT_S)
+            while (left := end - time.monotonic()) > 0:
+                if selector.select(left):
+                    _read_capture(capture, v6, address, port, late)
+        for attempt in tries:
+            assert attempt.done is not None
+            attempt.done = replace(
+                attempt.done,
+                captured=capture is not None,
+                late_answer=attempt.sport in late and attempt.done.outcome == RESET,
+            )
     except OSError as exc:
         raise EnvironmentProblem(f"request probes failed: {exc.strerror or exc}") from exc
     finally:
@@ -170,6 +232,8 @@ def trace_requests(
             attempt.sock.close()
         if icmp is not None:
             icmp.close()
+        if capture is not None:
+            capture.close()
     return [t.done for t in tries if t.done is not None]
 
 
@@ -217,6 +281,19 @@ def _receive(attempt: _Try, kind: RequestKind, address: str) -> None:
     attempt.done = outcome
 
 
+def _read_capture(
+    capture: socket.socket, v6: bool, address: str, port: int, late: set[int]
+) -> None:
+    while True:
+        try:
+            packet, sender = capture.recvfrom(2048)
+        except BlockingIOError:
+            return
+        dport = _data_to(packet, sender[0], v6, address, port)
+        if dport is not None:
+            late.add(dport)
+
+
 def _read_icmp(
     icmp: socket.socket, v6: bool, address: str, port: int, by_port: dict[int, _Try]
 ) -> None:
@@ -227,9 +304,14 @@ def _read_icmp(
             return
         sport = _expired_port(packet, v6, address, port)
         attempt = by_port.get(sport) if sport is not None else None
-        if attempt is None or attempt.done is not None:
+        if attempt is None or attempt.done is not None or attempt.expired is not None:
             continue
-        attempt.done = RequestOutcome(
+        now = time.monotonic_ns()
+        attempt.expired = RequestOutcome(
             name=attempt.name, ttl=attempt.ttl, outcome=EXPIRED, responder=sender[0],
-            rtt_ms=round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3),
+            rtt_ms=round((now - attempt.sent_ns) / 1e6, 3),
         )  # fmt: skip
+        # A reset injected by a box before this router comes from nearer: it may still be
+        # on its way. Wait a little (the time this answer took, 20 to 200 ms) for it.
+        wait_ns = min(max(2 * (now - attempt.sent_ns), 20_000_000), 200_000_000)
+        attempt.expired_until_ns = now + wait_ns

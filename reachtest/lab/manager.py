@@ -264,6 +264,20 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         wanted["server"] += ["--ntp-no-origin", "--echo", str(ECHO_PORT)]
         wanted["server"] += ["--banner", str(BANNER_PORT)]
     spaces = {node: topo.netns(node) for node in wanted}
+    from reachtest.lab.scenarios import AppInjector
+
+    for rule in plan.scenario.rules:
+        if isinstance(rule, AppInjector):
+            send = topo.facing_client(rule.node)
+            peer = next(p for own, p in topo.peers(rule.node) if own.name == send.name)
+            hop = int(rule.node[1:])
+            watch = "to-server" if hop == topo.hops else f"to-r{hop + 1}"
+            name = f"inject-{rule.node}"
+            spaces[name] = topo.netns(rule.node)
+            wanted[name] = [
+                "--inject",
+                f"{watch},{send.name},{send.mac},{peer.mac},{rule.port},{rule.pattern}",
+            ]
     for delay in plan.delays:
         name = f"delay-{delay.node}"
         spaces[name] = delay.netns

@@ -77,6 +77,8 @@ def render_status(status: LabStatus, out: Console) -> None:
         elif name in delays:
             d = delays[name]
             what = f"forwards the link into {d.node} {d.ms:g} ms later ({d.netns})"
+        elif name.startswith("inject-"):
+            what = f"the on-path injector in {name.removeprefix('inject-')}"
         else:
             what = "DNS for lab names on 127.0.0.1:53"
         out.print(f"  {name}: pid {pid} {mark}: {what}")
@@ -121,11 +123,12 @@ def render_status(status: LabStatus, out: Console) -> None:
     for request in t.requests:
         what = "TLS ClientHello with SNI" if request.kind == "sni" else "HTTP request with Host"
         where = "in-path" if request.in_path else "on-path"
+        late = "" if request.in_path else " (the server answers it too, after the reset)"
         notes.append(
             f"after the handshake, a {what} {request.name} (tcp/{request.port}) is "
-            f"{request.reason} {where} at hop {request.hop}: probes with TTL {request.hop} or "
-            f"less expire before it, from TTL {(request.hop or 0) + 1} on they meet it; with "
-            f"{request.control} the server answers"
+            f"{request.reason} {where} at hop {request.hop}{late}: probes with TTL "
+            f"{request.hop} or less expire before it, from TTL {(request.hop or 0) + 1} on "
+            f"they meet it; with {request.control} the server answers"
         )
     for note in notes:
         out.print(f"  {note}")

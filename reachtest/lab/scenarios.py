@@ -180,7 +180,34 @@ class AppFilter:
         return f"{self.node} {verb} {what} {self.name} (tcp/{self.port}, after the handshake)"
 
 
-Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppInjector:
+    """An on-path box at the node: it sees a copy of every segment the node forwards to
+    the server and, for a TLS ClientHello naming ``name``, injects a RST in the server's
+    name towards the client; the ClientHello itself travels on, and the server answers it
+    (``lab/inject.py``)."""
+
+    node: str
+    kind: AppKind
+    name: str
+
+    @property
+    def port(self) -> int:
+        return 443 if self.kind is AppKind.TLS else 80
+
+    @property
+    def pattern(self) -> str:
+        return self.name if self.kind is AppKind.TLS else f"Host: {self.name}"
+
+    def describe(self) -> str:
+        what = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
+        return (
+            f"{self.node} sees copies of {what} {self.name} (tcp/{self.port}) and injects a "
+            "RST in the server's name; the request travels on (on-path)"
+        )
+
+
+Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter | AppInjector
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -500,6 +527,35 @@ def _app(kind: AppKind, action: Action) -> Builder:
     return build
 
 
+def _tls_inject(hops: int, s: Services) -> Scenario:
+    m = middle(hops)
+    rule = AppInjector(node=f"r{m}", kind=AppKind.TLS, name=TEST_NAME)
+    if rule.port not in s.tcp_ports:
+        raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
+    return Scenario(
+        name="tls-sni-inject",
+        description=f"{rule.describe()}; the control name {CONTROL_NAME} passes: tcp/443 "
+        "is open at the SYN",
+        hops=hops,
+        rules=(rule,),
+        truth=replace(
+            clean_truth(hops, s),
+            requests=(
+                RequestTruth(
+                    kind=AppKind.TLS,
+                    port=rule.port,
+                    name=TEST_NAME,
+                    control=CONTROL_NAME,
+                    blocked=True,
+                    reason="reset",
+                    hop=m,
+                    in_path=False,
+                ),
+            ),
+        ),
+    )
+
+
 def _ratelimited(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -706,6 +762,7 @@ SCENARIOS: dict[str, Builder] = {
     "combo": _combo,
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),
+    "tls-sni-inject": _tls_inject,
 }
 
 
@@ -723,7 +780,7 @@ RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
-    "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop:NAME"
+    "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|sni-inject:NAME"
 )
 _APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -754,6 +811,13 @@ def parse_rule(text: str, hops: int) -> Rule:
         return Filter(node=node, action=Action(what), flow=flow)
     if what == "ack-rewrite" and not args:
         return AckRewrite(node=node)
+    if what == "sni-inject" and len(args) == 1:
+        if not _APP_NAME.fullmatch(args[0]):
+            raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
+        hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
+        if hop is None or not 1 <= hop <= hops:
+            raise UsageError(f"bad --rule {text!r}: an injector goes on a router r1 .. r{hops}")
+        return AppInjector(node=node, kind=AppKind.TLS, name=args[0])
     kind_word, _, verb = what.partition("-")
     if kind_word in {k.value for k in AppKind} and verb in ("reset", "drop") and len(args) == 1:
         if not _APP_NAME.fullmatch(args[0]):

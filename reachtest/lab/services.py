@@ -315,6 +315,24 @@ def _delay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inject(args: argparse.Namespace) -> int:
+    from reachtest.lab.inject import inject
+
+    watch, send, own_mac, peer_mac, port, pattern = args.inject.split(",", 5)
+
+    def ready() -> None:
+        if args.ready:
+            args.ready.write_text(f"{os.getpid()}\n")
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    inject(watch, send, own_mac, peer_mac, int(port), pattern.encode(), ready=ready)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reachtest.lab.services", description=__doc__)
     parser.add_argument("--lab", required=True, help="the lab id (marks the process as ours)")
@@ -332,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, default=None, help="its private key")
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(
+        "--inject",
+        default=None,
+        metavar="WATCH,SEND,OWN_MAC,PEER_MAC,PORT,PATTERN",
+        help="instead: the on-path injector (reachtest.lab.inject)",
+    )
+    parser.add_argument(
         "--delay",
         default=None,
         metavar="IF_A,IF_B,MS,JITTER_MS",
@@ -341,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.delay is not None:
             return _delay(args)
+        if args.inject is not None:
+            return _inject(args)
         serve(args)
     except OSError as exc:
         print(f"reachtest.lab.services: {exc}", file=sys.stderr)

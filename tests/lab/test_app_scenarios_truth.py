@@ -17,7 +17,7 @@ from reachtest.lab.scenarios import AppKind, RequestTruth
 from tests.lab import netprobe
 from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
 
-APP_SCENARIOS = ("tls-sni-reset", "http-host-drop")
+APP_SCENARIOS = ("tls-sni-reset", "http-host-drop", "tls-sni-inject")
 
 
 def in_client(lab: Lab, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -77,6 +77,49 @@ def test_ttl_limited_requests_meet_the_box_at_its_hop(
                     want = {netprobe.Answer("answered", dst)}
                 elif request.reason == "reset":
                     want = {netprobe.Answer("tcp-rst", dst)}
+                    if not request.in_path and ttl < truth.server_hop:  # the request goes on
+                        want |= {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
                 else:
                     want = {netprobe.TIMEOUT}
                 assert got in want, (which, ttl, got, want)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_the_injector_resets_while_the_server_still_answers(make_lab: MakeLab, v6: bool) -> None:
+    """On-path: the forged RST (from r3's distance: reply TTL 62 over IPv4) comes first,
+    then the server's own ServerHello (reply TTL 59), seen on a raw TCP socket."""
+    import select
+    import socket
+    import time
+
+    lab = make_lab("tls-sni-inject")
+    dst = lab.server(v6)
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    seen: list[tuple[str, int | None]] = []  # ("rst" | "data", reply TTL (v4))
+    with (
+        netns.entered(lab.plan.topology.netns("client")),
+        socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP) as capture,
+        socket.socket(family, socket.SOCK_STREAM) as sock,
+    ):
+        sock.settimeout(2)
+        sock.connect((dst, 443))
+        sport = sock.getsockname()[1]
+        sock.send(netprobe.client_hello("blocked.example"))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and not any(k == "data" for k, _ in seen):
+            if not select.select([capture], [], [], 0.1)[0]:
+                continue
+            packet, sender = capture.recvfrom(65535)
+            ttl = None if v6 else packet[8]
+            segment = packet if v6 else packet[(packet[0] & 0x0F) * 4 :]
+            ports = (int.from_bytes(segment[0:2], "big"), int.from_bytes(segment[2:4], "big"))
+            if sender[0] != dst or ports != (443, sport):
+                continue
+            if segment[13] & 0x04:
+                seen.append(("rst", ttl))
+            elif len(segment) > (segment[12] >> 4) * 4:
+                seen.append(("data", ttl))
+    kinds = [k for k, _ in seen]
+    assert "rst" in kinds and "data" in kinds and kinds.index("rst") < kinds.index("data"), seen
+    if not v6:
+        assert dict(seen) == {"rst": 62, "data": 59}, seen  # r3 forged it; the server sent data

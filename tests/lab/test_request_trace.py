@@ -24,7 +24,7 @@ from tests.lab.conftest import MakeLab, reachtest_cmd
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "ordinary"])
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop"])
+@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop", "tls-sni-inject"])
 def test_the_box_is_found_at_its_hop_and_the_control_passes(
     make_lab: MakeLab, name: str, v6: bool, raw: bool
 ) -> None:
@@ -45,6 +45,8 @@ def test_the_box_is_found_at_its_hop_and_the_control_passes(
     if raw:
         assert request.hop is not None
         assert verdict.box_address in lab.hop(request.hop, v6), outcomes
+    if request.reason == "reset":  # in-path or on-path: raw capture tells, else unknown
+        assert verdict.on_path == ((not request.in_path) if raw else None), outcomes
     control = [o for o in outcomes if o.name == request.control]
     served = [o for o in control if o.ttl >= truth.server_hop]
     assert served and all(o.outcome == "answered" for o in served), control

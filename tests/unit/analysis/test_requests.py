@@ -72,3 +72,18 @@ def test_answered_and_no_handshake() -> None:
     assert answered.state == ANSWERED and answered.distance == 6 and answered.by_name is None
     refused = [RequestOutcome(name="a.example", ttl=t, outcome="no-handshake") for t in (1, 2)]
     assert judge_requests(refused, "a.example", None).state == NO_HANDSHAKE
+
+
+def test_a_reset_with_the_servers_answer_after_it_is_on_path() -> None:
+    from dataclasses import replace
+
+    test = trace("bad.example", path({4: "reset", 5: "reset", 6: "reset"}))
+    test = [replace(o, captured=True, late_answer=o.ttl == 6) for o in test]
+    control = trace("good.example", path({}))
+    verdict = judge_requests(test + control, "bad.example", "good.example")
+    assert verdict.on_path is True
+    assert "reset on-path at hop 3 (198.18.3.2) (the server's own answer came after it)" in (
+        verdict.summary("tls/443")
+    )
+    in_path = [replace(o, captured=True, late_answer=False) for o in test]
+    assert judge_requests(in_path + control, "bad.example", "good.example").on_path is False
