@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import select
 import selectors
 import socket
 import struct
@@ -210,12 +211,16 @@ def trace_requests(
             if attempt.done is None:
                 outcome = SILENT if attempt.sent_ns else NO_HANDSHAKE
                 attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=outcome)
-        if capture is not None and any(t.done and t.done.outcome == RESET for t in tries):
+        resets = [t for t in tries if t.done is not None and t.done.outcome == RESET]
+        if capture is not None and resets:
             # The server's own answer to a request an on-path box reset comes after the
-            # reset: wait for it a little (a timeout at most, half a second at most).
-            end = time.monotonic() + min(timeout_s, LATE_WAIT_S)
-            while (left := end - time.monotonic()) > 0:
-                if selector.select(left):
+            # reset, about a round trip later: wait three of the slowest reset's round
+            # trips for it (50 ms at least, half a second or the timeout at most).
+            slowest_s = max((t.done.rtt_ms or 0.0) for t in resets if t.done) / 1000
+            wait_s = min(max(3 * slowest_s, 0.05), LATE_WAIT_S, timeout_s)
+            end = time.monotonic() + wait_s
+            while (left := end - time.monotonic()) > 0 and not all(t.sport in late for t in resets):
+                if select.select([capture], [], [], left)[0]:
                     _read_capture(capture, v6, address, port, late)
         for attempt in tries:
             assert attempt.done is not None

@@ -322,3 +322,15 @@ def test_application_filter_rules_become_string_matches_on_both_families(
 def test_bad_application_filter_rules_are_one_line(spec: str) -> None:
     with pytest.raises(UsageError, match="bad --rule"):
         parse_rule(spec, 5)
+
+
+def test_an_injector_rule_goes_on_a_router_and_starts_no_iptables() -> None:
+    from reachtest.lab.plan import build_plan
+    from reachtest.lab.scenarios import AppInjector, with_extra_rules
+
+    rule = parse_rule("r2:sni-inject:x.example", 5)
+    assert isinstance(rule, AppInjector) and rule.pattern == "x.example"
+    plan = build_plan("tx", with_extra_rules(scenario("clean", 5), ("r2:sni-inject:x.example",)))
+    assert all(not node.iptables for node in plan.nodes)
+    with pytest.raises(UsageError, match="an injector goes on a router"):
+        parse_rule("server:sni-inject:x.example", 5)
