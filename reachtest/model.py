@@ -303,6 +303,9 @@ class FindingKind(StrEnum):
     SEQUENCE_REWRITTEN = "sequence-rewritten"
     ECMP = "ecmp"
     SILENT_HOP = "silent-hop"
+    #: A request after a completed handshake (tls/PORT, http/PORT): blocked, or answered.
+    BLOCKED_AFTER_HANDSHAKE = "blocked-after-handshake"
+    REQUEST_ANSWERED = "request-answered"
 
 
 class Severity(StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
@@ -191,6 +192,12 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+#: The control name of tls/PORT and http/PORT: a name no filter has a reason to block.
+DEFAULT_CONTROL = "example.com"
+#: A request flow: ``tls/443`` or ``http/80``.
+_REQUEST_FLOW = re.compile(r"(tls|http)/(\d{1,5})")
+
+
 @cli.command("probe", epilog=EXIT_CODES_HELP)
 @click.argument("targets", nargs=-1, required=True)
 @click.option(
@@ -338,9 +345,20 @@ Exit codes:
     multiple=True,
     metavar="PORTS",
     help="Services to trace: tcp/443, udp/53, 443 (tcp), https, dns, tcp/80,443, "
-    "tcp/8000-8010. Repeatable.",
+    "tcp/8000-8010; tls/443, http/80: the request after the handshake. Repeatable.",
 )
 @click.option("--no-icmp", is_flag=True, help="Do not trace ICMP echo next to the services.")
+@click.option("--sni", metavar="NAME", help="tls/PORT: the server name asked for [the host].")
+@click.option(
+    "--host-header", metavar="NAME", help="http/PORT: the Host asked for [--sni, the host]."
+)
+@click.option(
+    "--control-name",
+    default=DEFAULT_CONTROL,
+    show_default=True,
+    metavar="NAME",
+    help="tls/http: the control name, asked the same way (filtering by name shows).",
+)
 @click.option(
     "-F",
     "--filename",
@@ -409,6 +427,9 @@ def trace_command(
     hosts: tuple[str, ...],
     ports: tuple[str, ...],
     no_icmp: bool,
+    sni: str | None,
+    host_header: str | None,
+    control_name: str,
     host_file: str | None,
     rounds: int | None,
     interval: float,
@@ -453,6 +474,7 @@ def trace_command(
     everything = list(hosts) + (read_host_file(host_file) if host_file else [])
     if not everything:
         raise UsageError("no host to trace: give HOST ... or -F FILE")
+    ports, requests = _request_specs(ports)
     flows = flow_list(ports, not no_icmp)
     udp_payload = _payload(payload)
     params = _params(
@@ -484,6 +506,7 @@ def trace_command(
     for host in everything:
         typed.setdefault(resolve_target(host, family), host)
     addresses = list(typed)
+    asked = _request_names(requests, typed, sni, host_header, control_name)
 
     from reachtest.session import TraceSession
 
@@ -496,6 +519,11 @@ def trace_command(
         if pcap is not None:
             pcap.add(ns, packet)
 
+    raw_requests = None  # the request tracer's raw sockets, opened before the drop
+    if requests and not unprivileged:
+        from reachtest.engine.requests import RawSockets
+
+        raw_requests = RawSockets()
     # Fails here without the privilege, before any look-up.
     transport, traced, transport_notes = _open_transport(
         unprivileged,
@@ -569,6 +597,8 @@ def trace_command(
             names.close()
         analysis = analyse(session.accumulated, result.params, result.budgets)
         record = build_record(result, analysis, meta(finished, found))
+        if requests:
+            _trace_requests(record, requests, asked, raw_requests, params)
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -577,6 +607,9 @@ def trace_command(
         if pcap_file is not None:
             pcap_file.discard()  # a run that failed leaves no partial pcap behind
         raise
+    finally:
+        if raw_requests is not None:
+            raw_requests.close()
     if out_dir is not None:
         written += save_reports(record, out_dir)
     if not stdout_taken:
@@ -584,6 +617,97 @@ def trace_command(
     for path in written:
         _tell(f"wrote {path}")
     return exit_code(record)
+
+
+def _request_specs(ports: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """The ``-p`` values without the request flows (``tls/443``, ``http/80``), each of
+    which brings its port's SYN flow (``tcp/443``: the contrast), and the request flows
+    as (kind, port)."""
+    rest, requests = [], []
+    for spec in ports:
+        found = _REQUEST_FLOW.fullmatch(spec.strip().lower())
+        if found is None:
+            if spec.strip().lower().startswith(("tls/", "http/")):
+                raise UsageError(f"-p {spec!r}: a request flow is tls/PORT or http/PORT, one each")
+            rest.append(spec)
+            continue
+        port = int(found.group(2))
+        if not 1 <= port <= 65535:
+            raise UsageError(f"-p {spec!r}: the port must be 1 to 65535")
+        requests.append((found.group(1), port))
+        rest.append(f"tcp/{port}")
+    return tuple(rest), tuple(dict.fromkeys(requests))
+
+
+def _request_names(
+    requests: Sequence[tuple[str, int]],
+    typed: dict[str, str],
+    sni: str | None,
+    host_header: str | None,
+    control: str,
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(address, kind) -> (the name asked for, the control name); one-line errors for a
+    name that cannot be sent or a host given as an address without --sni/--host-header."""
+    import ipaddress
+
+    from reachtest.packet.requests import name_problem
+
+    for given, option in (
+        (sni, "--sni"),
+        (host_header, "--host-header"),
+        (control, "--control-name"),
+    ):
+        if given is not None and (problem := name_problem(given)):
+            raise UsageError(f"{option} {given!r}: {problem}")
+    asked = {}
+    for address, host in typed.items():
+        for kind, _port in requests:
+            name = sni if kind == "tls" else (host_header or sni)
+            if name is None:
+                try:
+                    ipaddress.ip_address(host.strip("[]"))
+                except ValueError:
+                    name = host.rstrip(".")
+                else:
+                    option = "--sni" if kind == "tls" else "--host-header"
+                    raise UsageError(
+                        f"{kind}/{_port} to {host}: give the name to ask for ({option} NAME): "
+                        "the host is an address"
+                    ) from None
+            if (problem := name_problem(name)) is not None:
+                raise UsageError(f"{kind}/{_port}: {name!r} cannot be asked for: {problem}")
+            if name.lower() == control.lower():
+                raise UsageError(f"the control name {control!r} is the name tested: give another")
+            asked[(address, kind)] = (name, control)
+    return asked
+
+
+def _trace_requests(
+    record: dict[str, Any],
+    requests: Sequence[tuple[str, int]],
+    asked: dict[tuple[str, str], tuple[str, str]],
+    sockets: Any,
+    params: Any,
+) -> None:
+    """Each request flow traced TTL by TTL at each target, up to its distance (from the
+    trace; the maximum TTL when it was not reached), added to the record."""
+    from reachtest.analysis.requests import judge_requests
+    from reachtest.engine.requests import trace_requests
+    from reachtest.packet.requests import RequestKind
+    from reachtest.report.record import add_requests
+
+    raw = sockets is not None and bool(sockets.sockets)
+    for target in record["targets"]:
+        last = min(target["distance"] or params.max_ttl, params.max_ttl)
+        for kind, port in requests:
+            name, control = asked[(target["address"], kind)]
+            outcomes = trace_requests(
+                target["address"], port, RequestKind(kind), [name, control],
+                range(params.first_ttl, last + 1), timeout_s=params.timeout_s, raw=raw,
+                sockets=sockets,
+            )  # fmt: skip
+            verdict = judge_requests(outcomes, name, control)
+            add_requests(target, f"{kind}/{port}", verdict, outcomes, "raw" if raw else "ordinary")
 
 
 def _names(names: Any) -> dict[str, str]:

@@ -132,6 +132,39 @@ def _expired_port(packet: bytes, v6: bool, address: str, port: int) -> int | Non
     return sport if dport == port else None
 
 
+class RawSockets:
+    """The raw sockets of request tracing (per family: ICMP errors, a copy of arriving
+    TCP), opened while the privilege is there, used after it is given up."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[bool, tuple[socket.socket, socket.socket]] = {}
+        for v6 in (False, True):
+            icmp = _raw_icmp(v6)
+            capture = _raw_tcp(v6) if icmp is not None else None
+            if icmp is not None and capture is not None:
+                self.sockets[v6] = (icmp, capture)
+            elif icmp is not None:
+                icmp.close()
+
+    def pair(self, v6: bool) -> tuple[socket.socket | None, socket.socket | None]:
+        return self.sockets.get(v6, (None, None))
+
+    def close(self) -> None:
+        for icmp, capture in self.sockets.values():
+            icmp.close()
+            capture.close()
+        self.sockets = {}
+
+
+def _drain(sock: socket.socket) -> None:
+    """Forget what a shared raw socket holds from before this trace."""
+    while True:
+        try:
+            sock.recv(65535, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+
+
 def trace_requests(
     address: str,
     port: int,
@@ -141,15 +174,24 @@ def trace_requests(
     *,
     timeout_s: float = 2.0,
     raw: bool = True,
+    sockets: RawSockets | None = None,
 ) -> list[RequestOutcome]:
     """Every name at every TTL, all at once (see the module); outcomes in (name, TTL)
-    order. ``raw``: read time-exceeded messages when raw sockets are allowed."""
+    order. ``raw``: read time-exceeded messages when raw sockets are allowed, opened
+    here or given (``sockets``, opened before privileges were given up)."""
     v6 = ipaddress.ip_address(address).version == 6
     family = socket.AF_INET6 if v6 else socket.AF_INET
     payloads = {name: request(kind, name) for name in names}
     selector = selectors.DefaultSelector()
-    icmp = _raw_icmp(v6) if raw else None
-    capture = _raw_tcp(v6) if icmp is not None else None
+    own = sockets is None
+    if sockets is not None:
+        icmp, capture = sockets.pair(v6) if raw else (None, None)
+        for given in (icmp, capture):
+            if given is not None:
+                _drain(given)
+    else:
+        icmp = _raw_icmp(v6) if raw else None
+        capture = _raw_tcp(v6) if icmp is not None else None
     tries: list[_Try] = []
     by_port: dict[int, _Try] = {}
     late: set[int] = set()  # source ports whose server data came (seen on the raw socket)
@@ -235,10 +277,9 @@ def trace_requests(
         selector.close()
         for attempt in tries:
             attempt.sock.close()
-        if icmp is not None:
-            icmp.close()
-        if capture is not None:
-            capture.close()
+        for mine in (icmp, capture) if own else ():
+            if mine is not None:
+                mine.close()
     return [t.done for t in tries if t.done is not None]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -511,12 +511,66 @@ def service_ok(flow: Record) -> bool:
 
 
 def run_ok(record: Record) -> bool:
-    """Did every target answer (by any flow) and every traced service answer open?
-    A flow with no outcome at all (a run stopped at once) counts as not answered."""
+    """Did every target answer (by any flow) and every traced service answer open, and
+    every request traced after the handshake get its answer? A flow with no outcome at
+    all (a run stopped at once) counts as not answered."""
     wanted = set(record["flows"])
     return all(
         t["reachable"]
         and {f["flow"] for f in t["flows"]} >= wanted
         and all(service_ok(f) for f in t["flows"])
+        and all(r["state"] == "answered" for r in t.get("requests", ()))
         for t in record["targets"]
     )
+
+
+#: Engine outcomes of a request as the evidence of a finding spells them.
+_REQUEST_EVIDENCE = {
+    "answered": "request-answered",
+    "reset": "tcp-rst",
+    "closed": "request-closed",
+    "silent": "timeout",
+    "time-exceeded": "time-exceeded",
+    "no-handshake": "no-handshake",
+}
+
+
+def add_requests(
+    target: Record, flow: str, verdict: Any, outcomes: Sequence[Any], transport: str
+) -> None:
+    """Add to the record's ``target`` what a request traced after the handshake found:
+    an entry in its ``requests`` (the names, the verdict) and a finding (critical when
+    blocked) whose evidence is the test name's outcome at every TTL."""
+    from reachtest.report.escape import clean
+
+    test = sorted((o for o in outcomes if o.name == verdict.name), key=lambda o: o.ttl)
+    answered = next((o for o in test if o.outcome == "answered"), None)
+    excerpt = answered.excerpt[:120].decode("latin-1") if answered is not None else None
+    target.setdefault("requests", []).append(
+        {
+            "flow": flow, "name": verdict.name, "control": verdict.control,
+            "state": verdict.state, "reason": verdict.reason, "box_hop": verdict.box_hop,
+            "box_address": verdict.box_address, "on_path": verdict.on_path,
+            "by_name": verdict.by_name, "distance": verdict.distance, "transport": transport,
+            "answer": None if excerpt is None else clean(excerpt),
+        }
+    )  # fmt: skip
+    blocked = verdict.state != "answered"
+    target["findings"].append(
+        {
+            "kind": "blocked-after-handshake" if blocked else "request-answered",
+            "severity": "critical" if blocked else "info",
+            "flow": flow,
+            "first_hop": verdict.box_hop,
+            "last_hop": verdict.box_hop + 1 if verdict.box_hop is not None else None,
+            "responder": verdict.box_address,
+            "confidence": 1.0 if verdict.box_hop is not None or not blocked else 0.5,
+            "note": f"names: {verdict.name} (test), {verdict.control or 'no control'}",
+            "summary": verdict.summary(flow),
+            "evidence": [
+                {"flow": flow, "ttl": o.ttl, "kind": _REQUEST_EVIDENCE[o.outcome],
+                 "responder": o.responder, "count": 1, "of": 1}
+                for o in test
+            ],
+        }
+    )  # fmt: skip

@@ -1,0 +1,77 @@
+"""`reachtest trace -p tls/443` and `-p http/80` in the application-filter scenarios:
+the request after the handshake is traced next to the SYN-level flow of the same port,
+which says `open` in the same run (the contrast the issue is about), while the request
+is blocked at the box's hop: reset or dropped, in-path or on-path, filtered by name (the
+control is answered). As root (raw sockets) and as uid 65534 (ordinary sockets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reachtest.lab.scenarios import AppKind
+from reachtest.report.record import validate_record
+from tests.lab.conftest import MakeLab
+from tests.lab.test_run_cli import in_lab
+from tests.lab.test_unprivileged import trace_as_nobody
+
+
+@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop", "tls-sni-inject"])
+def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: str) -> None:
+    lab = make_lab(name)
+    (request,) = lab.plan.scenario.truth.requests
+    flow = f"{'tls' if request.kind is AppKind.TLS else 'http'}/{request.port}"
+    option = "--sni" if request.kind is AppKind.TLS else "--host-header"
+    done = in_lab(
+        lab, "trace", lab.server(), lab.server(True), "-p", flow, option, request.name,
+        "--control-name", request.control, "-c", "2", "-i", "0.1", "--timeout", "1",
+        "-n", "--json", "-",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # the request is not answered
+    record = json.loads(done.stdout)
+    validate_record(record)
+    for target in record["targets"]:
+        syn = next(f for f in target["flows"] if f["flow"] == f"tcp/{request.port}")
+        assert syn["verdict"]["state"] == "open"  # the SYN passes: the false answer of old
+        (traced,) = target["requests"]
+        assert traced["flow"] == flow and traced["name"] == request.name
+        assert traced["state"] == "blocked-after-handshake" and traced["reason"] == request.reason
+        assert traced["box_hop"] == request.hop and traced["by_name"] is True
+        assert traced["box_address"] in lab.hop(request.hop or 0, ":" in target["address"])
+        if request.reason == "reset":
+            assert traced["on_path"] is (not request.in_path)
+        critical = [f for f in target["findings"] if f["kind"] == "blocked-after-handshake"]
+        assert len(critical) == 1 and critical[0]["flow"] == flow
+        assert f"hop {request.hop}" in critical[0]["summary"]
+
+
+def test_an_ordinary_user_traces_the_request_too(make_lab: MakeLab) -> None:
+    lab = make_lab("tls-sni-reset")
+    (request,) = lab.plan.scenario.truth.requests
+    done = trace_as_nobody(
+        lab, "--unprivileged", lab.server(), "-p", "tls/443", "--sni", request.name,
+        "-c", "2", "-i", "0.1", "--timeout", "1", "-n", "--json", "-",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (target,) = json.loads(done.stdout)["targets"]
+    (traced,) = target["requests"]
+    assert traced["transport"] == "ordinary" and traced["on_path"] is None
+    assert (traced["state"], traced["reason"], traced["box_hop"]) == (
+        "blocked-after-handshake", "reset", request.hop,
+    )  # fmt: skip
+
+
+def test_a_request_that_is_answered_passes_and_exits_0(make_lab: MakeLab) -> None:
+    lab = make_lab("clean")
+    done = in_lab(
+        lab, "trace", "server", "-4", "-p", "tls/443", "-p", "http/80", "-c", "2", "-i", "0.1",
+        "--timeout", "1", "-n", "--json", "-",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (target,) = json.loads(done.stdout)["targets"]
+    states = {r["flow"]: (r["state"], r["name"]) for r in target["requests"]}
+    assert states == {"tls/443": ("answered", "server"), "http/80": ("answered", "server")}
+    answers = {r["flow"]: r["answer"] for r in target["requests"]}
+    assert answers["tls/443"].startswith("\\x16\\x03")  # a handshake record, escaped
+    assert answers["http/80"].startswith("HTTP/1.1 200 OK\\x0d\\x0a")
