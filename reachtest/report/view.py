@@ -255,6 +255,38 @@ def _verdict(flow: Record) -> VerdictLine:
     )
 
 
+def _request_verdict(request: Record) -> VerdictLine:
+    """A request traced after the handshake, as a verdict line beside the flows'."""
+    answered = request["state"] == "answered"
+    if answered:
+        detail = (
+            f"answered (the server at hop {request['distance']})"
+            if request["distance"]
+            else "answered"
+        )
+    else:
+        where = (
+            f" at hop {request['box_hop']}"
+            + (f" ({request['box_address']})" if request["box_address"] else "")
+            if request["box_hop"] is not None
+            else ""
+        )
+        path = {True: " on-path", False: " in-path"}.get(request["on_path"], "")
+        detail = f"{request['reason'] or 'blocked'}{path}{where}"
+    if request["control"] is not None:
+        control = "answered" if answered or request["by_name"] else "not answered"
+        detail += f"; control {request['control']} {control}"
+    return VerdictLine(
+        flow=f"{request['flow']} {request['name']}",
+        state=request["state"],
+        reason=request["reason"] or ("answered" if answered else "-"),
+        detail=detail,
+        ok=answered,
+        rounds=1,
+        rounds_probed=1,
+    )
+
+
 def _evidence(e: Record) -> str:
     return evidence_words(e["flow"], e["ttl"], e["kind"], e["responder"], e["count"], e["of"])
 
@@ -340,7 +372,8 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
         flows=tuple(f["flow"] for f in flows),
         rows=tuple(rows),
         series=tuple(s for f in flows if (s := _series(f)) is not None),
-        verdicts=tuple(_verdict(f) for f in flows),
+        verdicts=tuple(_verdict(f) for f in flows)
+        + tuple(_request_verdict(r) for r in t.get("requests", ())),
         findings=tuple(
             FindingLine(
                 severity=f["severity"],
