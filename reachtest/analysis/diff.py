@@ -106,7 +106,7 @@ def stop(flow: Mapping[str, Any]) -> str:
     return f"no answer up to the last TTL ({path['stop']})"
 
 
-_THROUGH = ("open", "reachable")
+_THROUGH = ("open", "reachable", "answered")
 
 
 def classify(before: str | None, after: str | None, stop_before: str, stop_after: str) -> str:
@@ -125,6 +125,20 @@ def classify(before: str | None, after: str | None, stop_before: str, stop_after
     if stop_before and stop_after and stop_before != stop_after:
         return "moved"
     return "same"
+
+
+def _requests(target: Mapping[str, Any]) -> dict[str, tuple[str, str | None, str]]:
+    """``tls/443 NAME`` -> (state, reason, where it is blocked in words) of each request
+    traced after the handshake."""
+    found = {}
+    for r in target.get("requests", ()):
+        where = ""
+        if r["state"] != "answered" and r["box_hop"] is not None:
+            path = {True: " on-path", False: " in-path"}.get(r["on_path"], "")
+            address = f" ({r['box_address']})" if r["box_address"] else ""
+            where = f"{r['reason']}{path} at hop {r['box_hop']}{address}"
+        found[f"{r['flow']} {r['name']}"] = (r["state"], r["reason"], where)
+    return found
 
 
 def _by_target(record: Record) -> dict[str, Mapping[str, Any]]:
@@ -274,6 +288,26 @@ def diff_runs(
                         change = hop_change(name, label, hop, by_ttl[hop["ttl"]])
                         if change.path_changed or change.rtt_changed or change.loss_changed:
                             hops.append(change)
+        requests_a = _requests(old.get(name, {}))
+        requests_b = _requests(new.get(name, {}))
+        for label in dict.fromkeys([*requests_a, *requests_b]):
+            ra, rb = requests_a.get(label), requests_b.get(label)
+            services.append(
+                ServiceChange(
+                    target=name,
+                    flow=label,
+                    before=ra[0] if ra else None,
+                    after=rb[0] if rb else None,
+                    reason_before=ra[1] if ra else None,
+                    reason_after=rb[1] if rb else None,
+                    stop_before=ra[2] if ra else None,
+                    stop_after=rb[2] if rb else None,
+                    change=classify(
+                        ra[0] if ra else None, rb[0] if rb else None,
+                        ra[2] if ra else "", rb[2] if rb else "",
+                    ),
+                )
+            )  # fmt: skip
     return RunDiff(
         before=before_name,
         after=after_name,

@@ -47,3 +47,20 @@ def test_an_answered_request_passes() -> None:
     validate_record(record)
     assert run_ok(record)
     assert build_view(record).targets[0].verdicts[-1].ok
+
+
+def test_a_request_blocked_after_a_change_is_a_regression_in_the_diff() -> None:
+    from reachtest.analysis.diff import diff_runs
+    from reachtest.report.diffview import RENDER
+
+    answered = BLOCKED | {"state": "answered", "reason": None, "box_hop": None,
+                          "box_address": None, "on_path": None, "by_name": None}  # fmt: skip
+    diff = diff_runs(with_requests(answered), with_requests(BLOCKED))
+    (change,) = [s for s in diff.services if s.flow == "tls/443 blocked.example"]
+    assert (change.before, change.after, change.change) == (
+        "answered", "blocked-after-handshake", "regression",
+    )  # fmt: skip
+    assert change.stop_after == "reset in-path at hop 3 (198.18.3.2)"
+    assert diff.regressions == (change,)
+    text = RENDER["text"](diff)
+    assert "tls/443 blocked.example" in text and "answered -> blocked-after-handshake" in text
