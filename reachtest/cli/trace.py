@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 import time
@@ -33,6 +32,7 @@ from reachtest.errors import (
     LabError,
     UsageError,
 )
+from reachtest.spec import DEFAULT_CONTROL
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -190,12 +190,6 @@ def _outcome_json(outcome: Outcome) -> dict[str, Any]:
         "exact": outcome.exact,
         "extra": None if outcome.extra is None else str(outcome.extra),
     }
-
-
-#: The control name of tls/PORT and http/PORT: a name no filter has a reason to block.
-DEFAULT_CONTROL = "example.com"
-#: A request flow: ``tls/443`` or ``http/80``.
-_REQUEST_FLOW = re.compile(r"(tls|http)/(\d{1,5})")
 
 
 @cli.command("probe", epilog=EXIT_CODES_HELP)
@@ -623,19 +617,19 @@ def _request_specs(ports: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[s
     """The ``-p`` values without the request flows (``tls/443``, ``http/80``), each of
     which brings its port's SYN flow (``tcp/443``: the contrast), and the request flows
     as (kind, port)."""
+    from reachtest.spec import request_flow
+
     rest, requests = [], []
     for spec in ports:
-        found = _REQUEST_FLOW.fullmatch(spec.strip().lower())
+        try:
+            found = request_flow(spec)
+        except UsageError as exc:
+            raise UsageError(f"-p {exc}") from None
         if found is None:
-            if spec.strip().lower().startswith(("tls/", "http/")):
-                raise UsageError(f"-p {spec!r}: a request flow is tls/PORT or http/PORT, one each")
             rest.append(spec)
             continue
-        port = int(found.group(2))
-        if not 1 <= port <= 65535:
-            raise UsageError(f"-p {spec!r}: the port must be 1 to 65535")
-        requests.append((found.group(1), port))
-        rest.append(f"tcp/{port}")
+        requests.append(found)
+        rest.append(f"tcp/{found[1]}")
     return tuple(rest), tuple(dict.fromkeys(requests))
 
 
@@ -648,9 +642,8 @@ def _request_names(
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """(address, kind) -> (the name asked for, the control name); one-line errors for a
     name that cannot be sent or a host given as an address without --sni/--host-header."""
-    import ipaddress
-
     from reachtest.packet.requests import name_problem
+    from reachtest.spec import request_name
 
     for given, option in (
         (sni, "--sni"),
@@ -661,21 +654,8 @@ def _request_names(
             raise UsageError(f"{option} {given!r}: {problem}")
     asked = {}
     for address, host in typed.items():
-        for kind, _port in requests:
-            name = sni if kind == "tls" else (host_header or sni)
-            if name is None:
-                try:
-                    ipaddress.ip_address(host.strip("[]"))
-                except ValueError:
-                    name = host.rstrip(".")
-                else:
-                    option = "--sni" if kind == "tls" else "--host-header"
-                    raise UsageError(
-                        f"{kind}/{_port} to {host}: give the name to ask for ({option} NAME): "
-                        "the host is an address"
-                    ) from None
-            if (problem := name_problem(name)) is not None:
-                raise UsageError(f"{kind}/{_port}: {name!r} cannot be asked for: {problem}")
+        for kind, port in requests:
+            name = request_name(kind, port, host, sni, host_header)
             if name.lower() == control.lower():
                 raise UsageError(f"the control name {control!r} is the name tested: give another")
             asked[(address, kind)] = (name, control)

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"errors", "model", "analysis", "inputs"},
     "history": {"errors", "model", "files"},
     "lab": {"errors", "model", "packet"},
-    "spec": {"errors", "model", "inputs"},
+    "spec": {"errors", "model", "inputs", "packet"},
     "names": {"errors", "model"},
     "interrupts": {"errors"},
     "privileges": {"errors"},

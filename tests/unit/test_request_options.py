@@ -12,8 +12,8 @@ from reachtest.cli import main
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["-p", "tls/443"], "give the name to ask for (--sni NAME)"),
-        (["-p", "http/80"], "(--host-header NAME)"),
+        (["-p", "tls/443"], "give the name to ask for (--sni NAME"),
+        (["-p", "http/80"], "(--host-header NAME"),
         (["-p", "tls/443", "--sni", "a b"], "--sni 'a b'"),
         (["-p", "tls/443", "--sni", "x\x1b[2J.example"], "--sni"),
         (["-p", "tls/443", "--sni", "a" * 300], "63 characters"),
