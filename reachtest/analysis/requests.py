@@ -75,6 +75,11 @@ def _first(by_ttl: Mapping[int, Any], outcome: str) -> int | None:
     return min((ttl for ttl, o in by_ttl.items() if o.outcome == outcome), default=None)
 
 
+def _placed(ttl: int | None, by_ttl: Mapping[int, Any]) -> bool:
+    """Does the first TTL ``ttl`` of an outcome say where (the TTL before was probed)?"""
+    return ttl is not None and (ttl == 1 or ttl - 1 in by_ttl)
+
+
 def _on_path(test: Mapping[int, Any], distance: int | None) -> bool | None:
     """Was the reset injected on-path (see ``RequestVerdict.on_path``)?"""
     resets = [o for o in test.values() if o.outcome == "reset"]
@@ -93,7 +98,10 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
     ctrl = _by_ttl(listed, control) if control is not None else {}
     answered = _first(test, "answered")
     control_answered = _first(ctrl, "answered")
-    distance = min((t for t in (answered, control_answered) if t is not None), default=None)
+    # A first TTL says where only when the TTL before it was probed too (one TTL alone,
+    # as an end-to-end check sends, says what, not where).
+    placed = [t for t, by in ((answered, test), (control_answered, ctrl)) if _placed(t, by)]
+    distance = min((t for t in placed if t is not None), default=None)
     by_name = None if control is None else control_answered is not None
 
     def verdict(state: str, reason: str | None = None, hop: int | None = None) -> RequestVerdict:
@@ -113,7 +121,7 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
             return verdict(BLOCKED, "block-page", answered - 1)
         return verdict(ANSWERED)
     if reset is not None:
-        found = verdict(BLOCKED, "reset", reset - 1)
+        found = verdict(BLOCKED, "reset", reset - 1 if _placed(reset, test) else None)
         return replace(found, on_path=_on_path(test, distance))
     expired = [t for t, o in test.items() if o.outcome == "time-exceeded"]
     return verdict(BLOCKED, "dropped", max(expired) if expired else None)

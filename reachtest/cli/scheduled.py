@@ -55,7 +55,7 @@ def config_check(config_file: str) -> int:
         markup=False,
     )
     for t in config.targets:
-        flows = " ".join(f.label for f in t.flows)
+        flows = " ".join(t.labels_of_flows)
         expect = ", ".join(f"{k} {v}" for k, v in t.expect.items()) or "nothing"
         head = t.name if t.name == t.host else f"{t.name} ({t.host})"
         out.print(

@@ -250,6 +250,18 @@ class Writing:
             for target in record["targets"]
             for flow in target["flows"]
         ]
+        # Requests after the handshake (tls/443, http/80): "open" when answered, as an
+        # expectation reads it; else their state, with the box's hop.
+        rows += [
+            (
+                run_id, target["host"], target["address"], request["flow"],
+                "open" if request["state"] == "answered" else request["state"],
+                request["state"] == "answered", request["reason"] or "answered",
+                request["box_hop"], request["box_hop"],
+            )
+            for target in record["targets"]
+            for request in target.get("requests", ())
+        ]  # fmt: skip
         # A target whose name did not resolve: its flows are stored as unresolved (no
         # address), so a DNS outage shows in `history` and `diff` like any other state.
         rows += [

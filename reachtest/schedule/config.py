@@ -22,7 +22,17 @@ from typing import Any
 from reachtest.errors import UsageError
 from reachtest.files import check_path_text
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
-from reachtest.spec import MAX_FLOWS, host_key, host_name_problem, normal_host, parse_flows
+from reachtest.packet.requests import name_problem
+from reachtest.spec import (
+    DEFAULT_CONTROL,
+    MAX_FLOWS,
+    host_key,
+    host_name_problem,
+    normal_host,
+    parse_flows,
+    request_flow,
+    request_name,
+)
 
 #: What a service (TCP/UDP) may be expected to be; ``blocked`` is anything but open.
 SERVICE_WORDS = ("open", "closed", "filtered", "open|filtered", "blocked")
@@ -30,7 +40,12 @@ SERVICE_WORDS = ("open", "closed", "filtered", "open|filtered", "blocked")
 ICMP_WORDS = ("reachable", "unreachable")
 POLICIES = ("always", "on-change", "on-failure")
 #: Keys a target may set, with those [defaults] may set for every target.
-RUN_KEYS = ("rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp")
+RUN_KEYS = (
+    "rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp", "sni",
+    "host_header", "control_name",
+)  # fmt: skip
+#: What a request flow (tls/PORT, http/PORT) may be expected to be: answered, or not.
+REQUEST_WORDS = ("open", "blocked")
 TARGET_KEYS = ("host", "name", "services", "expect", "labels", *RUN_KEYS)
 DEFAULT_KEYS = ("services", "labels", *RUN_KEYS)
 TOP_KEYS = ("defaults", "target", "reports", "history", "prometheus")
@@ -67,6 +82,16 @@ class TargetConfig:
     policy: str = "on-change"
     family: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Request flows (``tls/443``, ``http/80``): (kind, port), with the name each asks
+    #: for and the control name; their port's SYN flow is in ``flows`` too.
+    requests: tuple[tuple[str, int], ...] = ()
+    request_names: Mapping[str, str] = field(default_factory=dict)  # kind -> name
+    control_name: str = DEFAULT_CONTROL
+
+    @property
+    def labels_of_flows(self) -> tuple[str, ...]:
+        """Every flow's label, the request flows' after the others."""
+        return (*(f.label for f in self.flows), *(f"{k}/{p}" for k, p in self.requests))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -305,6 +330,7 @@ def _target(
         )
 
     flows: list[FlowSpec] = []
+    requests: list[tuple[str, int]] = []
     icmp, icmp_at = _setting(table, defaults, "icmp", path)
     if icmp is None or _typed(icmp, bool, icmp_at, fail):
         flows.append(ICMP_FLOW)
@@ -316,6 +342,11 @@ def _target(
         for j, spec in enumerate(services):
             _typed(spec, str, [*services_at, j], fail)
             try:
+                request = request_flow(spec)
+                if request is not None:
+                    requests.append(request)
+                    flows.append(FlowSpec(protocol=Protocol.TCP, port=request[1]))
+                    continue
                 flows += parse_flows(spec)
             except UsageError as exc:
                 raise fail(services_at, str(exc)) from None
@@ -326,6 +357,25 @@ def _target(
         raise fail([*path, "expect"], 'must be a table: expect = { "tcp/443" = "open" }')
     for spec, word in raw_expect.items():
         at = [*path, "expect", spec]
+        try:
+            request = request_flow(spec)
+        except UsageError as exc:
+            raise fail(at, str(exc)) from None
+        if request is not None:
+            _typed(word, str, at, fail)
+            label = f"{request[0]}/{request[1]}"
+            if word not in REQUEST_WORDS:
+                raise fail(
+                    at, f"{word!r} is not an expectation for {label} (one of: "
+                    f"{_words(REQUEST_WORDS)}: the request is answered, or not)",
+                )  # fmt: skip
+            if label in expect:
+                raise fail(at, f"a second expectation for {label} (one per flow)")
+            expect[label] = word
+            if request not in requests:
+                requests.append(request)
+                flows.append(FlowSpec(protocol=Protocol.TCP, port=request[1]))
+            continue
         try:
             flow = ICMP_FLOW if spec.strip().lower() == "icmp" else _one_flow(spec)
         except UsageError as exc:
@@ -381,9 +431,32 @@ def _target(
             if not value.isprintable():
                 raise fail([*at, key], f"{_shown(value)} holds a control character")
             labels[key] = value
+    names: dict[str, str] = {}
+    control, control_at = _setting(table, defaults, "control_name", path)
+    control = DEFAULT_CONTROL if control is None else _typed(control, str, control_at, fail)
+    if (problem := name_problem(control)) is not None:
+        raise fail(control_at, f"{_shown(control)}: {problem}")
+    given = {}
+    for key in ("sni", "host_header"):
+        value, at = _setting(table, defaults, key, path)
+        if value is not None:
+            _typed(value, str, at, fail)
+            if (problem := name_problem(value)) is not None:
+                raise fail(at, f"{_shown(value)}: {problem}")
+        given[key] = (value, at)
+    for kind, port in dict.fromkeys(requests):
+        try:
+            names[kind] = request_name(kind, port, host, given["sni"][0], given["host_header"][0])
+        except UsageError as exc:
+            raise fail(services_at, str(exc)) from None
+        if names[kind].lower() == control.lower():
+            raise fail(control_at, f"the control name {control!r} is the name tested")
     return TargetConfig(
         host=host,
         name=name,
+        requests=tuple(dict.fromkeys(requests)),
+        request_names=names,
+        control_name=control,
         flows=tuple(flows),
         expect=expect,
         rounds=number("rounds", int, 1, 1000, 5),

@@ -114,8 +114,10 @@ def meets(expected: str, got: str) -> bool:
 
 
 def states(target: Mapping[str, Any]) -> dict[str, str]:
-    """flow -> word, for one target of a run record."""
-    return {f["flow"]: word(f) for f in target["flows"]}
+    """flow -> word, for one target of a run record (its requests after the handshake
+    too)."""
+    found = {f["flow"]: word(f) for f in target["flows"]}
+    return found | {r["flow"]: request_word(r) for r in target.get("requests", ())}
 
 
 def why_trace(
@@ -197,7 +199,35 @@ def judge(
                 labels=config.labels,
             )
         )
+    requests = {r["flow"]: r for r in target.get("requests", ())} if target else {}
+    for kind, port in config.requests:
+        label = f"{kind}/{port}"
+        request = requests.get(label)
+        expected = config.expect.get(label)
+        got = request_word(request) if request is not None else UNRESOLVED
+        blocked = request is not None and request["state"] != "answered"
+        hop = request["box_hop"] if blocked and request is not None else None
+        judged.append(
+            Judged(
+                target=config.name, host=config.host, address=address, flow=label,
+                expected=expected, got=got,
+                reason=(request["reason"] or "answered") if request is not None else why_not,
+                met=None if expected is None else meets(expected, got), traced=traced,
+                stop_hop=hop + 1 if hop is not None else None, last_hop=hop,
+                last_address=request["box_address"] if blocked and request else None,
+                distance=target["distance"] if target and traced else None,
+                loss_ratio=None, rtt_ms=None,
+                finding=_finding(target, label) if target and blocked else None,
+                labels=config.labels,
+            )
+        )  # fmt: skip
     return judged
+
+
+def request_word(request: Mapping[str, Any]) -> str:
+    """A request flow's word: ``open`` when the request is answered (what an expectation
+    of ``open`` means for it), else its state (``blocked-after-handshake``, ...)."""
+    return "open" if request["state"] == "answered" else str(request["state"])
 
 
 # -- the engine and icmplib ---------------------------------------------------------------
@@ -376,6 +406,26 @@ def trace(
     return records, spent
 
 
+def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> None:
+    """The target's request flows (tls/PORT, http/PORT) at ``ttls``, with their control
+    name, judged and added to its record ``entry``."""
+    if not t.requests:
+        return
+    from reachtest.analysis.requests import judge_requests
+    from reachtest.engine.requests import trace_requests
+    from reachtest.packet.requests import RequestKind
+    from reachtest.report.record import add_requests
+
+    for kind, port in t.requests:
+        name = t.request_names[kind]
+        outcomes = trace_requests(
+            entry["address"], port, RequestKind(kind), [name, t.control_name], ttls,
+            timeout_s=t.timeout_s,
+        )  # fmt: skip
+        verdict = judge_requests(outcomes, name, t.control_name)
+        add_requests(entry, f"{kind}/{port}", verdict, outcomes, "raw")
+
+
 # -- the pass ---------------------------------------------------------------------------
 
 
@@ -431,9 +481,11 @@ def run_batch(
 
     why_not = {t.name: error for t, error in unresolved}
     check_record["unresolved"] = [
-        {"host": t.name, "query": t.host, "flows": [f.label for f in t.flows], "error": error}
+        {"host": t.name, "query": t.host, "flows": list(t.labels_of_flows), "error": error}
         for t, error in unresolved
     ]
+    for t, address in members:  # requests after the handshake: end to end (TTL 64)
+        _requests(t, by_address[address], [CHECK_TTL])
     traced: dict[str, str] = {}
     changes: list[tuple[str, str, str, str]] = []
     previous = _previous(history, [t.name for t in config.targets])
@@ -459,6 +511,11 @@ def run_batch(
     final = dict(by_address)
     for record in trace_records:
         final.update({t["address"]: t for t in record["targets"]})
+    for t, address in chosen:  # traced targets: their requests TTL by TTL, to the target
+        entry = final[address]
+        if entry is not by_address[address]:
+            last = min(entry["distance"] or t.max_ttl, t.max_ttl)
+            _requests(t, entry, range(1, last + 1))
     judged: list[Judged] = []
     addresses = {t.name: a for t, a in members}
     for t in config.targets:

@@ -171,6 +171,12 @@ def parse_exporter_config(text: str, where: str = "<config>") -> ExporterConfig:
             if key in EXPORTER_LABELS:
                 raise fail([*at, "labels", key], f"the exporter sets the label {key} itself")
         target = _target({**settings, "host": "module", "name": name}, {}, at, fail)
+        if target.requests:
+            raise fail(
+                [*at, "services"],
+                "tls/PORT and http/PORT are not probed by the exporter yet (reachtest trace"
+                " and run trace them)",
+            )
         modules[name] = Module(name=name, mode=mode, target=target)
     return ExporterConfig(
         path=Path(where),

@@ -7,6 +7,8 @@ control is answered). As root (raw sockets) and as uid 65534 (ordinary sockets).
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,51 @@ def test_a_request_that_is_answered_passes_and_exits_0(make_lab: MakeLab) -> Non
     answers = {r["flow"]: r["answer"] for r in target["requests"]}
     assert answers["tls/443"].startswith("\\x16\\x03")  # a handshake record, escaped
     assert answers["http/80"].startswith("HTTP/1.1 200 OK\\x0d\\x0a")
+
+
+RUN_CONFIG = """\
+history = "history.sqlite"
+prometheus = "reachtest.prom"
+
+[[target]]
+host = "{server}"
+name = "web"
+services = ["tls/443", "tcp/80"]
+sni = "blocked.example"
+expect = {{ "tls/443" = "open", "tcp/443" = "open" }}
+rounds = 2
+interval = 0.1
+timeout = 1
+policy = "on-failure"
+"""
+
+
+def test_run_judges_the_request_and_says_where_it_is_reset(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """`run` with `"tls/443" = "open"`: the SYN-level expectation holds, the request's
+    does not; the summary names the hop; the metrics and the history say so."""
+    from reachtest.schedule import metrics
+
+    lab = make_lab("tls-sni-reset")
+    (request,) = lab.plan.scenario.truth.requests
+    config = tmp_path / "web.toml"
+    config.write_text(RUN_CONFIG.format(server=lab.server()))
+    done = in_lab(lab, "run", "--config", str(config))
+    assert done.returncode == 1, done.stdout + done.stderr
+    failing = [line for line in done.stdout.splitlines() if "expected" in line]
+    assert len(failing) == 1, done.stdout  # tcp/443 is open, as expected
+    assert (
+        "web" in failing[0]
+        and "tls/443: expected open, got blocked-after-handshake" in (failing[0])
+    )
+    assert f"reset at hop {(request.hop or 0) + 1}, after hop {request.hop}" in failing[0]
+    got = metrics.parse((tmp_path / "reachtest.prom").read_text())
+    labels = (("port", "443"), ("protocol", "tls"), ("target", "web"))
+    assert got[("probe_success", labels)] == 0
+    assert got[("reachtest_blocked_at_hop", labels)] == (request.hop or 0) + 1
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        rows = db.execute(
+            "SELECT state, reason_hop FROM services WHERE flow = 'tls/443' ORDER BY run_id"
+        ).fetchall()
+    assert rows[-1] == ("blocked-after-handshake", request.hop), rows

@@ -87,3 +87,14 @@ def test_a_reset_with_the_servers_answer_after_it_is_on_path() -> None:
     )
     in_path = [replace(o, captured=True, late_answer=False) for o in test]
     assert judge_requests(in_path + control, "bad.example", "good.example").on_path is False
+
+
+def test_one_ttl_alone_says_what_but_not_where() -> None:
+    """An end-to-end check sends the request at TTL 64 only: a reset there is no box at
+    hop 63, an answer there no distance of 64."""
+    reset = trace("bad.example", {64: "reset"}) + trace("good.example", {64: "answered"})
+    verdict = judge_requests(reset, "bad.example", "good.example")
+    assert (verdict.state, verdict.reason, verdict.box_hop, verdict.distance) == (
+        BLOCKED, "reset", None, None,
+    )  # fmt: skip
+    assert "at hop" not in verdict.summary("tls/443")

@@ -203,3 +203,44 @@ def test_a_name_that_mixes_scripts_is_refused_naming_the_odd_letter() -> None:
 def test_fullwidth_forms_are_read_as_the_plain_letters() -> None:
     config = parse_config('[[target]]\nhost = "\uff57\uff45\uff42.example"\n')
     assert config.targets[0].host == "web.example" and config.targets[0].name == "web.example"
+
+
+def test_request_flows_take_their_names_and_bring_the_syn_flow() -> None:
+    config = parse_config(
+        '[[target]]\nhost = "web.example"\nservices = ["tls/443", "http/8080"]\n'
+        'expect = { "tls/443" = "open", "http/8080" = "blocked" }\n'
+        'sni = "blocked.example"\ncontrol_name = "fine.example"\n'
+    )
+    (t,) = config.targets
+    assert t.requests == (("tls", 443), ("http", 8080))
+    assert t.request_names == {"tls": "blocked.example", "http": "blocked.example"}
+    assert t.control_name == "fine.example" and tcp(443) in t.flows and tcp(8080) in t.flows
+    assert t.labels_of_flows[-2:] == ("tls/443", "http/8080")
+    assert t.expect == {"tls/443": "open", "http/8080": "blocked"}
+    plain = parse_config('[[target]]\nhost = "web.example"\nservices = ["tls/443"]\n')
+    assert plain.targets[0].request_names == {"tls": "web.example"}  # the host by default
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('host = "198.18.0.1"\nservices = ["tls/443"]', "give the name to ask for"),
+        ('host = "a.example"\nservices = ["tls/443"]\nsni = "a b"', "sni: 'a b'"),
+        ('host = "a.example"\nexpect = { "tls/443" = "filtered" }', "'filtered' is not an"),
+        ('host = "a.example"\nservices = ["tls/0"]', "1 to 65535"),
+        ('host = "a.example"\nservices = ["tls/443"]\ncontrol_name = "a.example"', "control"),
+    ],
+)
+def test_request_flow_mistakes_name_the_key(text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=r"t\.toml:") as caught:
+        parse_config(f"[[target]]\n{text}\n", "t.toml")
+    assert words in str(caught.value), caught.value
+
+
+def test_the_exporter_refuses_request_flows_by_name() -> None:
+    from reachtest.serve.config import parse_exporter_config
+
+    with pytest.raises(ConfigError, match="not probed by the exporter yet"):
+        parse_exporter_config(
+            '[exporter]\nallow = ["198.18.0.0/15"]\n[module.web]\nservices = ["tls/443"]\n'
+        )
