@@ -49,7 +49,8 @@ WORDS = ["", "-", "0", "1", "2", "-1", "nan", "inf", "-inf", "1e400", "999999999
          "198.18.0.1", "2001:db8::1", "256.1.1.1", "a" * 70 + ".example", "a\x1b[2Jb",
          "a\nb", "\x00", "7d", "12h", "99999999d", "2026-11-01", "15m", "7m", "1h",
          "root", "ops@example.org", "root\n* * * * * root x", "regression", "change",
-         "0001-01-01T00:00+14:00", "1e-300", "5e-324", "p\u0430ypal.example",
+         "0001-01-01T00:00+14:00", "1e-300", "5e-324", "tls/443", "http/80", "tls/0",
+         "blocked.example", "p\u0430ypal.example",
          "\uff57\uff45\uff42.example", "a\u202eb", "x\x9b2J",
          "json", "html", "text", "csv", "markdown", "--", "-4", "-6"]  # fmt: skip
 
