@@ -258,6 +258,8 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
     if any(p in TLS_PORTS for p in plan.services.tcp_ports):
         cert, key = _certificate(plan, folder)
         wanted["server"] += ["--cert", str(cert), "--key", str(key)]
+    if plan.scenario.slow_tls_ms:
+        wanted["server"] += ["--slow-tls-ms", f"{plan.scenario.slow_tls_ms:g}"]
     if plan.scenario.udp_quirks:
         from reachtest.lab.scenarios import BANNER_PORT, ECHO_PORT
 

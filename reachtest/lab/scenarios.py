@@ -148,6 +148,8 @@ class AppKind(StrEnum):
     HTTP = "host"  # the Host header of an HTTP request, on tcp/80
 
 
+#: How much later the server of ``tls-sni-inject`` answers a ClientHello.
+SLOW_TLS_MS = 20.0
 #: The names the lab's application filters act on, and the control that passes.
 TEST_NAME = "blocked.example"
 CONTROL_NAME = "allowed.example"
@@ -339,6 +341,10 @@ class Scenario:
     extra_rules: tuple[str, ...] = ()
     #: The server's UDP services answer off the book (see ``_udp_quirks``).
     udp_quirks: bool = False
+    #: The server waits this long before its TLS handshake answers: on a real path the
+    #: server is milliseconds away and an on-path injector near the client wins the race
+    #: with its reset; in the lab every link answers in microseconds.
+    slow_tls_ms: float = 0.0
 
 
 def clean_truth(hops: int, services: Services) -> GroundTruth:
@@ -534,10 +540,12 @@ def _tls_inject(hops: int, s: Services) -> Scenario:
         raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
     return Scenario(
         name="tls-sni-inject",
-        description=f"{rule.describe()}; the control name {CONTROL_NAME} passes: tcp/443 "
-        "is open at the SYN",
+        description=f"{rule.describe()}; the server answers a ClientHello "
+        f"{SLOW_TLS_MS:g} ms later, as a real server's handshake takes time; the control name "
+        f"{CONTROL_NAME} passes: tcp/443 is open at the SYN",
         hops=hops,
         rules=(rule,),
+        slow_tls_ms=SLOW_TLS_MS,
         truth=replace(
             clean_truth(hops, s),
             requests=(

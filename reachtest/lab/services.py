@@ -52,15 +52,18 @@ def http_answer(request: bytes) -> bytes:
     )
 
 
-def converse(conn: socket.socket, context: Any | None) -> None:
-    """Serve one connection: the TLS handshake (with ``context``), one HTTP request read
-    up to its blank line, one answer; then close. Bounded in time and size."""
+def converse(conn: socket.socket, context: Any | None, slow_s: float = 0.0) -> None:
+    """Serve one connection: the TLS handshake (with ``context``, ``slow_s`` later), one
+    HTTP request read up to its blank line, one answer; then close. Bounded in time and
+    size."""
     import ssl
 
     deadline = time.monotonic() + CONVERSATION_S
     try:
         conn.setblocking(True)
         conn.settimeout(CONVERSATION_S)
+        if context is not None and slow_s > 0:
+            time.sleep(slow_s)
         stream: Any = context.wrap_socket(conn, server_side=True) if context else conn
         request = b""
         while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST:
@@ -276,7 +279,9 @@ def serve(args: argparse.Namespace) -> None:
                     if port in HTTP_PORTS or (port in TLS_PORTS and context is not None):
                         speaks_tls = context if port in TLS_PORTS else None
                         threading.Thread(
-                            target=converse, args=(conn, speaks_tls), daemon=True
+                            target=converse,
+                            args=(conn, speaks_tls, args.slow_tls_ms / 1000),
+                            daemon=True,
                         ).start()
                         continue
                     if port == 22:
@@ -348,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zone", type=Path, default=None, help="JSON file: name -> addresses")
     parser.add_argument("--cert", type=Path, default=None, help="TLS certificate (port 443)")
     parser.add_argument("--key", type=Path, default=None, help="its private key")
+    parser.add_argument(
+        "--slow-tls-ms", type=float, default=0.0, help="answer ClientHellos this much later"
+    )
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(
         "--inject",
