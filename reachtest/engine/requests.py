@@ -31,7 +31,6 @@ CLOSED = "closed"  # a FIN without data
 SILENT = "silent"  # nothing within the timeout
 EXPIRED = "time-exceeded"  # raw sockets: a router said the request's TTL ran out
 NO_HANDSHAKE = "no-handshake"  # the TCP handshake itself failed (no SYN-level open)
-NORMAL_TTL = 64
 #: How long, at most, the server's own answer to a reset request is waited for.
 LATE_WAIT_S = 0.5
 
