@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reachtest.analysis.accumulate import Accumulator
@@ -201,3 +201,38 @@ class TraceSession:
         except KeyboardInterrupt:
             self.stop()
         return self._finish()
+
+
+def trace_request(
+    address: str,
+    port: int,
+    kind: str,
+    name: str,
+    control: str | None,
+    ttls: Sequence[int],
+    *,
+    timeout_s: float,
+    raw: bool,
+    sockets: Any = None,
+) -> tuple[Any, list[Any]]:
+    """One request flow traced and judged (the verdict, the outcomes): every TTL of the
+    test name and the control at once, then, for a drop with raw sockets, the proof of
+    its first silence (``engine.requests.prove``). For ``trace`` and ``run`` alike."""
+    from reachtest.analysis.requests import judge_requests, needs_proof
+    from reachtest.engine.requests import prove, trace_requests
+    from reachtest.packet.requests import RequestKind
+
+    names = [name] if control is None else [name, control]
+    outcomes = trace_requests(
+        address, port, RequestKind(kind), names, ttls, timeout_s=timeout_s, raw=raw,
+        sockets=sockets,
+    )  # fmt: skip
+    verdict = judge_requests(outcomes, name, control)
+    after = needs_proof(verdict)
+    if after is not None and raw and ttls:
+        outcomes += prove(
+            address, port, RequestKind(kind), name, after, max(ttls), timeout_s=timeout_s,
+            sockets=sockets,
+        )  # fmt: skip
+        verdict = judge_requests(outcomes, name, control)
+    return verdict, outcomes

@@ -40,6 +40,9 @@ class RequestVerdict:
     box_address: str | None  # its address, when a router at that hop answered
     distance: int | None  # the first TTL at which the server answered (test or control)
     by_name: bool | None  # blocked while the control is answered (None: no control)
+    #: A drop whose hop is not proven: (the last router that said the TTL ran out, None):
+    #: the box is there or beyond.
+    box_range: tuple[int, int | None] | None = None
     #: A reset: injected on-path (the server's own answer came after it: True), in-path
     #: (raw capture saw no answer from the server at a TTL that reaches it: False), or
     #: not known (no raw capture, or no TTL that reaches the server).
@@ -56,11 +59,13 @@ class RequestVerdict:
             control = f"; the control name {self.control} {passes}"
         if self.state == ANSWERED:
             return f"{head}: the handshake completes and the request is answered{control}"
-        where = (
-            f" at hop {self.box_hop}" + (f" ({self.box_address})" if self.box_address else "")
-            if self.box_hop is not None
-            else ""
-        )
+        address = f" ({self.box_address})" if self.box_address else ""
+        if self.box_hop is not None:
+            where = f" at hop {self.box_hop}{address}"
+        elif self.box_range is not None and self.box_range[0]:
+            where = f" after hop {self.box_range[0]}{address} (not proven where)"
+        else:
+            where = ""
         how = HOW.get(self.reason or "", "blocked")
         path = {True: " on-path", False: " in-path", None: ""}[self.on_path]
         late = " (the server's own answer came after it)" if self.on_path else ""
@@ -68,6 +73,7 @@ class RequestVerdict:
 
 
 def _by_ttl(outcomes: Iterable[Any], name: str) -> dict[int, Any]:
+    """TTL -> outcome of ``name``; a later outcome (a proof) stands over an earlier one."""
     return {o.ttl: o for o in outcomes if o.name == name}
 
 
@@ -123,5 +129,27 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
     if reset is not None:
         found = verdict(BLOCKED, "reset", reset - 1 if _placed(reset, test) else None)
         return replace(found, on_path=_on_path(test, distance))
-    expired = [t for t, o in test.items() if o.outcome == "time-exceeded"]
-    return verdict(BLOCKED, "dropped", max(expired) if expired else None)
+    return _dropped(verdict(BLOCKED, "dropped"), test)
+
+
+def _dropped(found: RequestVerdict, test: Mapping[int, Any]) -> RequestVerdict:
+    """Where a silently dropped request dies: at the last router that said its TTL ran out
+    (a router checks the TTL before its filter), when the next TTL's silence is proven
+    (sent alone after the routers' ICMP budgets refilled: ``engine.requests.prove``);
+    without that proof a rate-limited router may hide hops, and only "after hop L" is
+    said. Unknown without raw sockets (no time-exceeded is ever seen)."""
+    if not any(o.captured for o in test.values()):
+        return found
+    after = max((t for t, o in test.items() if o.outcome == "time-exceeded"), default=0)
+    address = test[after].responder if after else None
+    nxt = test.get(after + 1)
+    if after and nxt is not None and nxt.outcome == "silent" and nxt.proof:
+        return replace(found, box_hop=after, box_address=address)
+    return replace(found, box_address=address, box_range=(after, None))
+
+
+def needs_proof(verdict: RequestVerdict) -> int | None:
+    """The last TTL that said its time ran out, when a drop's hop waits for a proof."""
+    if verdict.reason == "dropped" and verdict.box_hop is None and verdict.box_range:
+        return verdict.box_range[0]
+    return None

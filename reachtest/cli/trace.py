@@ -671,22 +671,19 @@ def _trace_requests(
 ) -> None:
     """Each request flow traced TTL by TTL at each target, up to its distance (from the
     trace; the maximum TTL when it was not reached), added to the record."""
-    from reachtest.analysis.requests import judge_requests
-    from reachtest.engine.requests import trace_requests
-    from reachtest.packet.requests import RequestKind
     from reachtest.report.record import add_requests
+    from reachtest.session import trace_request
 
     raw = sockets is not None and bool(sockets.sockets)
     for target in record["targets"]:
         last = min(target["distance"] or params.max_ttl, params.max_ttl)
         for kind, port in requests:
             name, control = asked[(target["address"], kind)]
-            outcomes = trace_requests(
-                target["address"], port, RequestKind(kind), [name, control],
+            verdict, outcomes = trace_request(
+                target["address"], port, kind, name, control,
                 range(params.first_ttl, last + 1), timeout_s=params.timeout_s, raw=raw,
                 sockets=sockets,
             )  # fmt: skip
-            verdict = judge_requests(outcomes, name, control)
             add_requests(target, f"{kind}/{port}", verdict, outcomes, "raw" if raw else "ordinary")
 
 

@@ -51,6 +51,9 @@ class RequestOutcome:
     #: After the reset, the server's own data still came (captured): an on-path box
     #: injected the reset while the request travelled on.
     late_answer: bool = False
+    #: Sent alone, after the routers' ICMP budgets had time to refill (see ``prove``): a
+    #: silence here is the request's, not a rate limit's.
+    proof: bool = False
 
 
 @dataclass(slots=True)
@@ -360,3 +363,35 @@ def _read_icmp(
         # on its way. Wait a little (the time this answer took, 20 to 200 ms) for it.
         wait_ns = min(max(2 * (now - attempt.sent_ns), 20_000_000), 200_000_000)
         attempt.expired_until_ns = now + wait_ns
+
+
+#: How long a proof waits before it sends: Linux refills a router's ICMP-error bucket at
+#: one token a second per destination (lab-notes: rate limits).
+PROOF_PAUSE_S = 1.1
+
+
+def prove(
+    address: str,
+    port: int,
+    kind: RequestKind,
+    name: str,
+    after: int,
+    last: int,
+    *,
+    timeout_s: float = 2.0,
+    sockets: RawSockets | None = None,
+) -> list[RequestOutcome]:
+    """A silence after TTL ``after`` proven or not: the request with ``name`` sent alone at
+    TTL ``after`` + 1 once the routers' budgets refilled; if a router says its TTL ran
+    out there after all (the first silence was its rate limit), the next TTL, and so on
+    up to ``last``. Raw sockets only. The outcomes, marked as proofs."""
+    found: list[RequestOutcome] = []
+    for ttl in range(after + 1, last + 1):
+        time.sleep(PROOF_PAUSE_S)
+        (outcome,) = trace_requests(
+            address, port, kind, [name], [ttl], timeout_s=timeout_s, sockets=sockets
+        )
+        found.append(replace(outcome, proof=True))
+        if outcome.outcome != EXPIRED:
+            break
+    return found

@@ -564,7 +564,10 @@ def add_requests(
             "first_hop": verdict.box_hop,
             "last_hop": verdict.box_hop + 1 if verdict.box_hop is not None else None,
             "responder": verdict.box_address,
-            "confidence": 1.0 if verdict.box_hop is not None or not blocked else 0.5,
+            # Blocked somewhere not proven: half sure of where (sure of what).
+            "confidence": 0.5 if verdict.state == "blocked-after-handshake" and (
+                verdict.box_hop is None
+            ) else 1.0,
             "note": f"names: {verdict.name} (test), {verdict.control or 'no control'}",
             "summary": verdict.summary(flow),
             "evidence": [

@@ -259,11 +259,10 @@ def _request_verdict(request: Record) -> VerdictLine:
     """A request traced after the handshake, as a verdict line beside the flows'."""
     answered = request["state"] == "answered"
     if answered:
-        detail = (
-            f"answered (the server at hop {request['distance']})"
-            if request["distance"]
-            else "answered"
-        )
+        hop = request["distance"]
+        detail = f"answered (the server at hop {hop})" if hop else "answered"
+    elif request["state"] == "no-handshake":
+        detail = "the TCP handshake does not complete (see the port's SYN flow)"
     else:
         where = (
             f" at hop {request['box_hop']}"
@@ -273,7 +272,7 @@ def _request_verdict(request: Record) -> VerdictLine:
         )
         path = {True: " on-path", False: " in-path"}.get(request["on_path"], "")
         detail = f"{request['reason'] or 'blocked'}{path}{where}"
-    if request["control"] is not None:
+    if request["control"] is not None and request["state"] != "no-handshake":
         control = "answered" if answered or request["by_name"] else "not answered"
         detail += f"; control {request['control']} {control}"
     return VerdictLine(

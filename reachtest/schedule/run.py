@@ -411,18 +411,15 @@ def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> No
     name, judged and added to its record ``entry``."""
     if not t.requests:
         return
-    from reachtest.analysis.requests import judge_requests
-    from reachtest.engine.requests import trace_requests
-    from reachtest.packet.requests import RequestKind
     from reachtest.report.record import add_requests
+    from reachtest.session import trace_request
 
     for kind, port in t.requests:
         name = t.request_names[kind]
-        outcomes = trace_requests(
-            entry["address"], port, RequestKind(kind), [name, t.control_name], ttls,
-            timeout_s=t.timeout_s,
+        verdict, outcomes = trace_request(
+            entry["address"], port, kind, name, t.control_name, ttls, timeout_s=t.timeout_s,
+            raw=True,
         )  # fmt: skip
-        verdict = judge_requests(outcomes, name, t.control_name)
         add_requests(entry, f"{kind}/{port}", verdict, outcomes, "raw")
 
 

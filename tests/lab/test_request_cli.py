@@ -125,3 +125,21 @@ def test_run_judges_the_request_and_says_where_it_is_reset(
             "SELECT state, reason_hop FROM services WHERE flow = 'tls/443' ORDER BY run_id"
         ).fetchall()
     assert rows[-1] == ("blocked-after-handshake", request.hop), rows
+
+
+def test_a_drop_is_placed_on_a_rate_limited_path(make_lab: MakeLab) -> None:
+    """Every router at the kernel's ICMP limits (`ratelimited-path`), r2 dropping HTTP
+    requests for a Host: the first silence may be a router's rate limit, so it is proven
+    (the request sent alone once the budgets refilled) before the drop is placed."""
+    lab = make_lab("ratelimited-path", rules=("r2:host-drop:dropped.example",))
+    done = in_lab(
+        lab, "trace", "server", "-4", "-p", "http/80", "--host-header", "dropped.example",
+        "-c", "2", "-i", "0.3", "--timeout", "1", "-n", "--json", "-",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (target,) = json.loads(done.stdout)["targets"]
+    (traced,) = target["requests"]
+    assert (traced["state"], traced["reason"], traced["box_hop"]) == (
+        "blocked-after-handshake", "dropped", 2,
+    ), traced  # fmt: skip
+    assert traced["box_address"] in lab.hop(2)

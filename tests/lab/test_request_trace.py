@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from reachtest.analysis.requests import BLOCKED, judge_requests
-from reachtest.engine.requests import trace_requests
+from reachtest.analysis.requests import BLOCKED
 from reachtest.lab import netns
 from reachtest.lab.scenarios import AppKind
-from reachtest.packet.requests import RequestKind
+from reachtest.session import trace_request
 from tests.lab.conftest import MakeLab, reachtest_cmd
 
 
@@ -31,13 +30,12 @@ def test_the_box_is_found_at_its_hop_and_the_control_passes(
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
     (request,) = truth.requests
-    kind = RequestKind.TLS if request.kind is AppKind.TLS else RequestKind.HTTP
+    kind = "tls" if request.kind is AppKind.TLS else "http"
     with netns.entered(lab.plan.topology.netns("client")):
-        outcomes = trace_requests(
-            lab.server(v6), request.port, kind, [request.name, request.control],
+        verdict, outcomes = trace_request(
+            lab.server(v6), request.port, kind, request.name, request.control,
             range(1, truth.server_hop + 1), timeout_s=1.0, raw=raw,
         )  # fmt: skip
-    verdict = judge_requests(outcomes, request.name, request.control)
     assert verdict.state == BLOCKED and verdict.reason == request.reason, outcomes
     assert verdict.by_name is True and verdict.distance == truth.server_hop, outcomes
     knows_hop = raw or request.reason == "reset"  # a drop needs the routers' ICMP
@@ -50,7 +48,7 @@ def test_the_box_is_found_at_its_hop_and_the_control_passes(
     control = [o for o in outcomes if o.name == request.control]
     served = [o for o in control if o.ttl >= truth.server_hop]
     assert served and all(o.outcome == "answered" for o in served), control
-    expected = "server-hello" if kind is RequestKind.TLS else "http-200"
+    expected = "server-hello" if kind == "tls" else "http-200"
     assert {o.answer for o in served} == {expected}
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from reachtest.analysis.requests import ANSWERED, BLOCKED, NO_HANDSHAKE, judge_requests
+from reachtest.analysis.requests import (
+    ANSWERED,
+    BLOCKED,
+    NO_HANDSHAKE,
+    judge_requests,
+    needs_proof,
+)
 from reachtest.engine.requests import RequestOutcome
 
 SERVER = "198.18.6.2"
@@ -44,12 +50,37 @@ def test_a_reset_from_ttl_4_puts_the_box_at_hop_3_and_the_control_passes() -> No
 
 
 @pytest.mark.parametrize("raw", [True, False])
-def test_silence_after_the_last_router_is_a_drop_there_with_raw_sockets(raw: bool) -> None:
+def test_a_proven_silence_after_the_last_router_is_a_drop_there(raw: bool) -> None:
+    from dataclasses import replace
+
     outcomes = trace("bad.example", path({4: "silent", 5: "silent", 6: "silent"}), raw)
     outcomes += trace("good.example", path({}), raw)
+    outcomes = [replace(o, captured=raw) for o in outcomes]
     verdict = judge_requests(outcomes, "bad.example", "good.example")
     assert (verdict.state, verdict.reason) == (BLOCKED, "dropped")
-    assert verdict.box_hop == (3 if raw else None)  # without raw sockets: not known
+    assert verdict.box_hop is None  # not proven: a rate-limited router may hide hops
+    assert verdict.box_range == ((3, None) if raw else None)
+    if raw:
+        assert needs_proof(verdict) == 3
+        assert "dropped after hop 3 (198.18.3.2) (not proven where)" in verdict.summary("x/1")
+    proof = RequestOutcome(name="bad.example", ttl=4, outcome="silent", captured=raw, proof=True)
+    proven = judge_requests([*outcomes, proof], "bad.example", "good.example")
+    assert proven.box_hop == (3 if raw else None)  # without raw sockets: not known
+
+
+def test_a_proof_that_gets_time_exceeded_moves_the_drop_on() -> None:
+    from dataclasses import replace
+
+    outcomes = trace("bad.example", path({2: "silent", 3: "silent", 4: "silent", 5: "silent",
+                                          6: "silent"}))  # fmt: skip
+    outcomes = [replace(o, captured=True) for o in outcomes]  # r2 was rate-limited
+    proofs = [
+        RequestOutcome(name="bad.example", ttl=2, outcome="time-exceeded",
+                       responder=router(2), captured=True, proof=True),
+        RequestOutcome(name="bad.example", ttl=3, outcome="silent", captured=True, proof=True),
+    ]  # fmt: skip
+    verdict = judge_requests(outcomes + proofs, "bad.example", None)
+    assert (verdict.box_hop, verdict.box_address) == (2, router(2))
 
 
 def test_an_answer_before_the_server_is_reachable_is_a_block_page() -> None:
