@@ -156,14 +156,11 @@ CONTROL_NAME = "allowed.example"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AppFilter:
-    """The node lets the TCP handshake through and then resets (a RST in the server's
-    name) or drops the requests that carry ``name``: a TLS ClientHello with that server
-    name, or an HTTP request with that Host. In-path: the request never reaches the
-    server. (iptables' string match: nftables has no "payload contains".)"""
+class _AppRule:
+    """A rule on the requests that name ``name`` after the handshake: a TLS ClientHello
+    with that server name (tcp/443), or an HTTP request with that Host (tcp/80)."""
 
     node: str
-    action: Action  # DROP or TCP_RESET
     kind: AppKind
     name: str
 
@@ -176,36 +173,36 @@ class AppFilter:
         """The bytes matched anywhere in a forwarded segment to the port."""
         return self.name if self.kind is AppKind.TLS else f"Host: {self.name}"
 
-    def describe(self) -> str:
-        verb = "resets" if self.action is Action.TCP_RESET else "drops"
-        what = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
-        return f"{self.node} {verb} {what} {self.name} (tcp/{self.port}, after the handshake)"
+    @property
+    def what(self) -> str:
+        kind = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
+        return f"{kind} {self.name} (tcp/{self.port})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AppInjector:
-    """An on-path box at the node: it sees a copy of every segment the node forwards to
-    the server and, for a TLS ClientHello naming ``name``, injects a RST in the server's
-    name towards the client; the ClientHello itself travels on, and the server answers it
-    (``lab/inject.py``)."""
+class AppFilter(_AppRule):
+    """The node lets the TCP handshake through and then resets (a RST in the server's
+    name) or drops the requests that carry the name. In-path: the request never reaches
+    the server. (iptables' string match: nftables has no "payload contains".)"""
 
-    node: str
-    kind: AppKind
-    name: str
-
-    @property
-    def port(self) -> int:
-        return 443 if self.kind is AppKind.TLS else 80
-
-    @property
-    def pattern(self) -> str:
-        return self.name if self.kind is AppKind.TLS else f"Host: {self.name}"
+    action: Action  # DROP or TCP_RESET
 
     def describe(self) -> str:
-        what = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
+        verb = "resets" if self.action is Action.TCP_RESET else "drops"
+        return f"{self.node} {verb} {self.what}, after the handshake"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppInjector(_AppRule):
+    """An on-path box at the node: it sees a copy of every segment the node forwards to
+    the server and, for a request that carries the name, injects a RST in the server's
+    name towards the client; the request itself travels on, and the server answers it
+    (``lab/inject.py``)."""
+
+    def describe(self) -> str:
         return (
-            f"{self.node} sees copies of {what} {self.name} (tcp/{self.port}) and injects a "
-            "RST in the server's name; the request travels on (on-path)"
+            f"{self.node} sees copies of {self.what} and injects a RST in the server's name;"
+            " the request travels on (on-path)"
         )
 
 

@@ -302,10 +302,9 @@ def _ports(text: str) -> list[int]:
     return [int(p) for p in text.split(",") if p.strip()]
 
 
-def _delay(args: argparse.Namespace) -> int:
-    from reachtest.lab.delay import forward
-
-    side_a, side_b, ms, jitter_ms = args.delay.split(",")
+def _standing(args: argparse.Namespace) -> Callable[[], None]:
+    """For a helper that runs until stopped (a delayed link, an injector): SIGTERM and
+    SIGINT end it; the callable it gets writes the ready file once it is listening."""
 
     def ready() -> None:
         if args.ready:
@@ -316,7 +315,14 @@ def _delay(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    forward(side_a, side_b, float(ms) / 1000, float(jitter_ms) / 1000, ready=ready)
+    return ready
+
+
+def _delay(args: argparse.Namespace) -> int:
+    from reachtest.lab.delay import forward
+
+    side_a, side_b, ms, jitter_ms = args.delay.split(",")
+    forward(side_a, side_b, float(ms) / 1000, float(jitter_ms) / 1000, ready=_standing(args))
     return 0
 
 
@@ -324,17 +330,7 @@ def _inject(args: argparse.Namespace) -> int:
     from reachtest.lab.inject import inject
 
     watch, send, own_mac, peer_mac, port, pattern = args.inject.split(",", 5)
-
-    def ready() -> None:
-        if args.ready:
-            args.ready.write_text(f"{os.getpid()}\n")
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    inject(watch, send, own_mac, peer_mac, int(port), pattern.encode(), ready=ready)
+    inject(watch, send, own_mac, peer_mac, int(port), pattern.encode(), ready=_standing(args))
     return 0
 
 
