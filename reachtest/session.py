@@ -222,6 +222,8 @@ def trace_request(
     from reachtest.engine.requests import prove, trace_requests
     from reachtest.packet.requests import RequestKind
 
+    if not ttls:
+        raise ValueError("a request is traced at one TTL at least")
     names = [name] if control is None else [name, control]
     outcomes = trace_requests(
         address, port, RequestKind(kind), names, ttls, timeout_s=timeout_s, raw=raw,

@@ -151,5 +151,5 @@ def _dropped(found: RequestVerdict, test: Mapping[int, Any]) -> RequestVerdict:
 def needs_proof(verdict: RequestVerdict) -> int | None:
     """The last TTL that said its time ran out, when a drop's hop waits for a proof."""
     if verdict.reason == "dropped" and verdict.box_hop is None and verdict.box_range:
-        return verdict.box_range[0]
+        return verdict.box_range[0] or None  # no router answered: one TTL alone (a check)
     return None

@@ -677,11 +677,12 @@ def _trace_requests(
     raw = sockets is not None and bool(sockets.sockets)
     for target in record["targets"]:
         last = min(target["distance"] or params.max_ttl, params.max_ttl)
+        first = min(params.first_ttl, last)  # -f past the target: still up to it
         for kind, port in requests:
             name, control = asked[(target["address"], kind)]
             verdict, outcomes = trace_request(
                 target["address"], port, kind, name, control,
-                range(params.first_ttl, last + 1), timeout_s=params.timeout_s, raw=raw,
+                range(first, last + 1), timeout_s=params.timeout_s, raw=raw,
                 sockets=sockets,
             )  # fmt: skip
             add_requests(target, f"{kind}/{port}", verdict, outcomes, "raw" if raw else "ordinary")

@@ -497,20 +497,33 @@ def _udp_drop(hops: int, s: Services) -> Scenario:
     )
 
 
-def _app(kind: AppKind, action: Action) -> Builder:
+def _app(kind: AppKind, action: Action | None) -> Builder:
+    """An application scenario: the middle router resets or drops (``action``) the
+    requests naming TEST_NAME after the handshake, or (``None``) sees copies of them and
+    injects a reset on-path; the control passes and the port is open at the SYN."""
+
     def build(hops: int, s: Services) -> Scenario:
         m = middle(hops)
-        rule = AppFilter(node=f"r{m}", action=action, kind=kind, name=TEST_NAME)
+        rule: AppFilter | AppInjector = (
+            AppInjector(node=f"r{m}", kind=kind, name=TEST_NAME)
+            if action is None
+            else AppFilter(node=f"r{m}", action=action, kind=kind, name=TEST_NAME)
+        )
         if rule.port not in s.tcp_ports:
             raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
-        reason = "reset" if action is Action.TCP_RESET else "dropped"
         protocol = "tls" if kind is AppKind.TLS else "http"
+        verb = {None: "inject", Action.TCP_RESET: "reset"}.get(action, "drop")
+        # On-path, the server answers a ClientHello late, as a real server's handshake
+        # takes time: the injected reset wins the race on a busy machine too.
+        slow = SLOW_TLS_MS if action is None else 0.0
+        late = f"; the server answers a ClientHello {slow:g} ms later" if slow else ""
         return Scenario(
-            name=f"{protocol}-{kind}-{'reset' if action is Action.TCP_RESET else 'drop'}",
-            description=f"{rule.describe()}; the handshake and the control name "
+            name=f"{protocol}-{kind}-{verb}",
+            description=f"{rule.describe()}{late}; the handshake and the control name "
             f"{CONTROL_NAME} pass: tcp/{rule.port} is open at the SYN",
             hops=hops,
             rules=(rule,),
+            slow_tls_ms=slow,
             truth=replace(
                 clean_truth(hops, s),
                 requests=(
@@ -520,45 +533,15 @@ def _app(kind: AppKind, action: Action) -> Builder:
                         name=TEST_NAME,
                         control=CONTROL_NAME,
                         blocked=True,
-                        reason=reason,
+                        reason="dropped" if action is Action.DROP else "reset",
                         hop=m,
+                        in_path=action is not None,
                     ),
                 ),
             ),
         )
 
     return build
-
-
-def _tls_inject(hops: int, s: Services) -> Scenario:
-    m = middle(hops)
-    rule = AppInjector(node=f"r{m}", kind=AppKind.TLS, name=TEST_NAME)
-    if rule.port not in s.tcp_ports:
-        raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
-    return Scenario(
-        name="tls-sni-inject",
-        description=f"{rule.describe()}; the server answers a ClientHello "
-        f"{SLOW_TLS_MS:g} ms later, as a real server's handshake takes time; the control name "
-        f"{CONTROL_NAME} passes: tcp/443 is open at the SYN",
-        hops=hops,
-        rules=(rule,),
-        slow_tls_ms=SLOW_TLS_MS,
-        truth=replace(
-            clean_truth(hops, s),
-            requests=(
-                RequestTruth(
-                    kind=AppKind.TLS,
-                    port=rule.port,
-                    name=TEST_NAME,
-                    control=CONTROL_NAME,
-                    blocked=True,
-                    reason="reset",
-                    hop=m,
-                    in_path=False,
-                ),
-            ),
-        ),
-    )
 
 
 def _ratelimited(hops: int, s: Services) -> Scenario:
@@ -767,7 +750,7 @@ SCENARIOS: dict[str, Builder] = {
     "combo": _combo,
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),
-    "tls-sni-inject": _tls_inject,
+    "tls-sni-inject": _app(AppKind.TLS, None),
 }
 
 

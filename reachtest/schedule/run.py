@@ -213,7 +213,7 @@ def judge(
                 expected=expected, got=got,
                 reason=(request["reason"] or "answered") if request is not None else why_not,
                 met=None if expected is None else meets(expected, got), traced=traced,
-                stop_hop=hop + 1 if hop is not None else None, last_hop=hop,
+                stop_hop=None, last_hop=hop,  # said as "reset after hop 3 (address)"
                 last_address=request["box_address"] if blocked and request else None,
                 distance=target["distance"] if target and traced else None,
                 loss_ratio=None, rtt_ms=None,
@@ -423,6 +423,26 @@ def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> No
         add_requests(entry, f"{kind}/{port}", verdict, outcomes, "raw")
 
 
+#: Targets whose requests are traced at once (each holds 2 names x its TTLs of sockets:
+#: 8 x 60 stays well under the usual 1024 open files).
+REQUEST_WORKERS = 8
+
+
+def _all_requests(jobs: Sequence[tuple[TargetConfig, dict[str, Any], Sequence[int]]]) -> None:
+    """``_requests`` for many targets, several at once: a request that gets no answer
+    waits its timeout, and a scheduled run may have hundreds of targets."""
+    jobs = [job for job in jobs if job[0].requests]
+    if len(jobs) <= 1:
+        for job in jobs:
+            _requests(*job)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=REQUEST_WORKERS) as pool:
+        for done in [pool.submit(_requests, *job) for job in jobs]:
+            done.result()  # an error in one is the run's error
+
+
 # -- the pass ---------------------------------------------------------------------------
 
 
@@ -481,8 +501,8 @@ def run_batch(
         {"host": t.name, "query": t.host, "flows": list(t.labels_of_flows), "error": error}
         for t, error in unresolved
     ]
-    for t, address in members:  # requests after the handshake: end to end (TTL 64)
-        _requests(t, by_address[address], [CHECK_TTL])
+    # Requests after the handshake: end to end (TTL 64) in the check.
+    _all_requests([(t, by_address[a], [CHECK_TTL]) for t, a in members])
     traced: dict[str, str] = {}
     changes: list[tuple[str, str, str, str]] = []
     previous = _previous(history, [t.name for t in config.targets])
@@ -508,11 +528,14 @@ def run_batch(
     final = dict(by_address)
     for record in trace_records:
         final.update({t["address"]: t for t in record["targets"]})
-    for t, address in chosen:  # traced targets: their requests TTL by TTL, to the target
-        entry = final[address]
-        if entry is not by_address[address]:
-            last = min(entry["distance"] or t.max_ttl, t.max_ttl)
-            _requests(t, entry, range(1, last + 1))
+    # Traced targets: their requests TTL by TTL, up to the target.
+    _all_requests(
+        [
+            (t, final[a], range(1, min(final[a]["distance"] or t.max_ttl, t.max_ttl) + 1))
+            for t, a in chosen
+            if final[a] is not by_address[a]
+        ]
+    )
     judged: list[Judged] = []
     addresses = {t.name: a for t, a in members}
     for t in config.targets:

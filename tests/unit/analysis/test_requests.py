@@ -129,3 +129,12 @@ def test_one_ttl_alone_says_what_but_not_where() -> None:
         BLOCKED, "reset", None, None,
     )  # fmt: skip
     assert "at hop" not in verdict.summary("tls/443")
+
+
+def test_a_check_at_one_ttl_asks_for_no_proof() -> None:
+    """A drop seen at TTL 64 alone (the fast check) has no router to walk on from: no
+    proof (it walked every TTL from 1, a second each: 81 s for 8 targets)."""
+    from dataclasses import replace
+
+    silent = [replace(o, captured=True) for o in trace("bad.example", {64: "silent"})]
+    assert needs_proof(judge_requests(silent, "bad.example", None)) is None
