@@ -214,10 +214,12 @@ def trace_request(
     timeout_s: float,
     raw: bool,
     sockets: Any = None,
+    query_type: str = "A",
 ) -> tuple[Any, list[Any]]:
     """One request flow traced and judged (the verdict, the outcomes): every TTL of the
-    test name and the control at once, then, for a drop with raw sockets, the proof of
-    its first silence (``engine.requests.prove``). For ``trace`` and ``run`` alike."""
+    test name and the control at once, then, for a drop with raw sockets (DNS: none
+    needed), the proof of its first silence (``engine.requests.prove``). For ``trace``
+    and ``run`` alike."""
     from reachtest.analysis.requests import judge_requests, needs_proof
     from reachtest.engine.requests import prove, trace_requests
     from reachtest.packet.requests import RequestKind
@@ -227,14 +229,14 @@ def trace_request(
     names = [name] if control is None else [name, control]
     outcomes = trace_requests(
         address, port, RequestKind(kind), names, ttls, timeout_s=timeout_s, raw=raw,
-        sockets=sockets,
+        sockets=sockets, query_type=query_type,
     )  # fmt: skip
     verdict = judge_requests(outcomes, name, control)
     after = needs_proof(verdict)
-    if after is not None and raw and ttls:
+    if after is not None and (raw or kind == "dns") and ttls:
         outcomes += prove(
             address, port, RequestKind(kind), name, after, max(ttls), timeout_s=timeout_s,
-            sockets=sockets,
+            sockets=sockets, query_type=query_type,
         )  # fmt: skip
         verdict = judge_requests(outcomes, name, control)
     return verdict, outcomes

@@ -234,20 +234,23 @@ def resolve_target(text: str, family: int | None = None) -> str:
     return str(infos[0][4][0])
 
 
-#: A request flow: ``tls/443`` or ``http/80`` (the request after the handshake).
-_REQUEST_FLOW = re.compile(r"(tls|http)/(\d{1,5})")
+#: A request flow: ``tls/443`` or ``http/80`` (the request after the handshake), or
+#: ``dns/53`` (a query).
+_REQUEST_FLOW = re.compile(r"(tls|http|dns)/(\d{1,5})")
 #: The control name of request flows: a name no filter has a reason to block.
 DEFAULT_CONTROL = "example.com"
 
 
 def request_flow(spec: str) -> tuple[str, int] | None:
-    """(kind, port) of a request flow spelled ``tls/PORT`` or ``http/PORT``; None for any
-    other flow; UsageError for a malformed one."""
+    """(kind, port) of a request flow spelled ``tls/PORT``, ``http/PORT`` or ``dns/PORT``;
+    None for any other flow; UsageError for a malformed one."""
     text = spec.strip().lower()
     found = _REQUEST_FLOW.fullmatch(text)
     if found is None:
-        if text.startswith(("tls/", "http/")):
-            raise UsageError(f"{spec!r}: a request flow is tls/PORT or http/PORT, one each")
+        if text.startswith(("tls/", "http/", "dns/")):
+            raise UsageError(
+                f"{spec!r}: a request flow is tls/PORT, http/PORT or dns/PORT, one each"
+            )
         return None
     port = int(found.group(2))
     if not 1 <= port <= 65535:
@@ -255,22 +258,38 @@ def request_flow(spec: str) -> tuple[str, int] | None:
     return found.group(1), port
 
 
-def request_name(kind: str, port: int, host: str, sni: str | None, host_header: str | None) -> str:
-    """The name a request flow asks for: ``sni`` (TLS) or ``host_header`` (HTTP, else
-    ``sni``), else the host itself when it is a name; UsageError for an address without
-    one, or a name that cannot be sent."""
+def contrast_flow(kind: str, port: int) -> str:
+    """The flow a request flow is contrasted with: its port's SYN (``tcp/PORT``), or for
+    DNS its port's UDP probe (``udp/PORT``)."""
+    return f"{'udp' if kind == 'dns' else 'tcp'}/{port}"
+
+
+def request_name(
+    kind: str,
+    port: int,
+    host: str,
+    sni: str | None,
+    host_header: str | None,
+    qname: str | None = None,
+) -> str:
+    """The name a request flow asks for: ``sni`` (TLS), ``host_header`` (HTTP, else
+    ``sni``) or ``qname`` (DNS), else the host itself when it is a name; UsageError for
+    an address without one, or a name that cannot be sent."""
     from reachtest.packet.requests import name_problem
 
-    name = sni if kind == "tls" else (host_header or sni)
+    name = {"tls": sni, "http": host_header or sni, "dns": qname}[kind]
     if name is None:
         try:
             ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             name = host.rstrip(".")
         else:
-            option = "--sni" if kind == "tls" else "--host-header"
+            option, key = {
+                "tls": ("--sni", "sni"), "http": ("--host-header", "host_header"),
+                "dns": ("--qname", "qname"),
+            }[kind]  # fmt: skip
             raise UsageError(
-                f"{kind}/{port} to {host}: give the name to ask for ({option} NAME, or sni"
+                f"{kind}/{port} to {host}: give the name to ask for ({option} NAME, or {key}"
                 " in a configuration): the host is an address"
             ) from None
     problem = name_problem(name)

@@ -25,6 +25,7 @@ HOW = {
     "reset": "reset",
     "dropped": "dropped",
     "block-page": "answered in the server's name (a block page or forged answer)",
+    "dns-injected": "answered by a forged DNS answer in the server's name",
 }
 
 
@@ -35,7 +36,7 @@ class RequestVerdict:
     name: str
     control: str | None
     state: str  # answered | blocked-after-handshake | no-handshake
-    reason: str | None  # reset | dropped | block-page (blocked); None otherwise
+    reason: str | None  # reset | dropped | block-page | dns-injected (blocked); or None
     box_hop: int | None  # the hop of the box that blocked it (None: not known)
     box_address: str | None  # its address, when a router at that hop answered
     distance: int | None  # the first TTL at which the server answered (test or control)
@@ -43,21 +44,26 @@ class RequestVerdict:
     #: A drop whose hop is not proven: (the last router that said the TTL ran out, None):
     #: the box is there or beyond.
     box_range: tuple[int, int | None] | None = None
-    #: A reset: injected on-path (the server's own answer came after it: True), in-path
-    #: (raw capture saw no answer from the server at a TTL that reaches it: False), or
-    #: not known (no raw capture, or no TTL that reaches the server).
+    #: A reset or forged answer: injected on-path (the server's own answer came after it:
+    #: True), in-path (the capture saw no answer from the server at a TTL that reaches
+    #: it: False), or not known (no capture, or no TTL that reaches the server).
     on_path: bool | None = None
 
     def summary(self, flow: str) -> str:
         """The finding in words, e.g. for an admin's ticket."""
         head = f"{flow} for {self.name}"
+        dns = flow.startswith("dns/")
         if self.state == NO_HANDSHAKE:
+            if dns:
+                return f"{head}: no DNS service answers there (port unreachable)"
             return f"{head}: the TCP handshake does not complete"
         control = ""
         if self.control is not None:
             passes = "is answered" if self.by_name is not False else "is not answered either"
             control = f"; the control name {self.control} {passes}"
         if self.state == ANSWERED:
+            if dns:
+                return f"{head}: the query is answered by the server{control}"
             return f"{head}: the handshake completes and the request is answered{control}"
         address = f" ({self.box_address})" if self.box_address else ""
         if self.box_hop is not None:
@@ -69,7 +75,8 @@ class RequestVerdict:
         how = HOW.get(self.reason or "", "blocked")
         path = {True: " on-path", False: " in-path", None: ""}[self.on_path]
         late = " (the server's own answer came after it)" if self.on_path else ""
-        return f"{head}: the handshake completes; the request is {how}{path}{where}{late}{control}"
+        done = "the query" if dns else "the handshake completes; the request"
+        return f"{head}: {done} is {how}{path}{where}{late}{control}"
 
 
 def _by_ttl(outcomes: Iterable[Any], name: str) -> dict[int, Any]:
@@ -86,9 +93,10 @@ def _placed(ttl: int | None, by_ttl: Mapping[int, Any]) -> bool:
     return ttl is not None and (ttl == 1 or ttl - 1 in by_ttl)
 
 
-def _on_path(test: Mapping[int, Any], distance: int | None) -> bool | None:
-    """Was the reset injected on-path (see ``RequestVerdict.on_path``)?"""
-    resets = [o for o in test.values() if o.outcome == "reset"]
+def _on_path(test: Mapping[int, Any], distance: int | None, outcome: str) -> bool | None:
+    """Was the reset (``outcome`` reset) or forged answer (answered) injected on-path
+    (see ``RequestVerdict.on_path``)?"""
+    resets = [o for o in test.values() if o.outcome == outcome]
     if any(o.late_answer for o in resets):
         return True
     reaching = [o for o in resets if distance is not None and o.ttl >= distance]
@@ -121,14 +129,24 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
 
     if test and all(o.outcome == "no-handshake" for o in test.values()):
         return verdict(NO_HANDSHAKE)
+    refused = _first(test, "closed")
+    if (
+        answered is None
+        and refused is not None
+        and test[refused].responder
+        == (next((o.responder for o in ctrl.values() if o.outcome == "closed"), None))
+    ):  # DNS: port unreachable from the server itself, for the control too
+        return verdict(NO_HANDSHAKE)
     reset = _first(test, "reset")
     if answered is not None and (reset is None or answered < reset):
         if control_answered is not None and answered < control_answered:
-            return verdict(BLOCKED, "block-page", answered - 1)
+            forged = "dns-injected" if (test[answered].answer or "").startswith("dns-") else None
+            found = verdict(BLOCKED, forged or "block-page", answered - 1)
+            return replace(found, on_path=_on_path(test, distance, "answered"))
         return verdict(ANSWERED)
     if reset is not None:
         found = verdict(BLOCKED, "reset", reset - 1 if _placed(reset, test) else None)
-        return replace(found, on_path=_on_path(test, distance))
+        return replace(found, on_path=_on_path(test, distance, "reset"))
     return _dropped(verdict(BLOCKED, "dropped"), test)
 
 

@@ -32,6 +32,7 @@ from reachtest.errors import (
     LabError,
     UsageError,
 )
+from reachtest.packet.requests import QUERY_TYPES
 from reachtest.spec import DEFAULT_CONTROL
 
 if TYPE_CHECKING:
@@ -339,19 +340,28 @@ Exit codes:
     multiple=True,
     metavar="PORTS",
     help="Services to trace: tcp/443, udp/53, 443 (tcp), https, dns, tcp/80,443, "
-    "tcp/8000-8010; tls/443, http/80: the request after the handshake. Repeatable.",
+    "tcp/8000-8010; tls/443, http/80: the request after the handshake; dns/53: a query "
+    "(with its name). Repeatable.",
 )
 @click.option("--no-icmp", is_flag=True, help="Do not trace ICMP echo next to the services.")
 @click.option("--sni", metavar="NAME", help="tls/PORT: the server name asked for [the host].")
 @click.option(
     "--host-header", metavar="NAME", help="http/PORT: the Host asked for [--sni, the host]."
 )
+@click.option("--qname", metavar="NAME", help="dns/PORT: the name queried [the host].")
+@click.option(
+    "--qtype",
+    type=click.Choice(QUERY_TYPES, case_sensitive=False),
+    default="A",
+    show_default=True,
+    help="dns/PORT: the query type.",
+)
 @click.option(
     "--control-name",
     default=DEFAULT_CONTROL,
     show_default=True,
     metavar="NAME",
-    help="tls/http: the control name, asked the same way (filtering by name shows).",
+    help="tls/http/dns: the control name, asked the same way (filtering by name shows).",
 )
 @click.option(
     "-F",
@@ -423,6 +433,8 @@ def trace_command(
     no_icmp: bool,
     sni: str | None,
     host_header: str | None,
+    qname: str | None,
+    qtype: str,
     control_name: str,
     host_file: str | None,
     rounds: int | None,
@@ -500,7 +512,7 @@ def trace_command(
     for host in everything:
         typed.setdefault(resolve_target(host, family), host)
     addresses = list(typed)
-    asked = _request_names(requests, typed, sni, host_header, control_name)
+    asked = _request_names(requests, typed, sni, host_header, control_name, qname)
 
     from reachtest.session import TraceSession
 
@@ -592,7 +604,7 @@ def trace_command(
         analysis = analyse(session.accumulated, result.params, result.budgets)
         record = build_record(result, analysis, meta(finished, found))
         if requests:
-            _trace_requests(record, requests, asked, raw_requests, params)
+            _trace_requests(record, requests, asked, raw_requests, params, qtype.upper())
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -614,10 +626,10 @@ def trace_command(
 
 
 def _request_specs(ports: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
-    """The ``-p`` values without the request flows (``tls/443``, ``http/80``), each of
-    which brings its port's SYN flow (``tcp/443``: the contrast), and the request flows
-    as (kind, port)."""
-    from reachtest.spec import request_flow
+    """The ``-p`` values without the request flows (``tls/443``, ``http/80``, ``dns/53``),
+    each of which brings its port's SYN flow (``tcp/443``: the contrast; DNS its UDP
+    probe), and the request flows as (kind, port)."""
+    from reachtest.spec import contrast_flow, request_flow
 
     rest, requests = [], []
     for spec in ports:
@@ -629,7 +641,7 @@ def _request_specs(ports: Sequence[str]) -> tuple[tuple[str, ...], tuple[tuple[s
             rest.append(spec)
             continue
         requests.append(found)
-        rest.append(f"tcp/{found[1]}")
+        rest.append(contrast_flow(*found))
     return tuple(rest), tuple(dict.fromkeys(requests))
 
 
@@ -639,15 +651,18 @@ def _request_names(
     sni: str | None,
     host_header: str | None,
     control: str,
+    qname: str | None = None,
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """(address, kind) -> (the name asked for, the control name); one-line errors for a
-    name that cannot be sent or a host given as an address without --sni/--host-header."""
+    name that cannot be sent or a host given as an address without --sni/--host-header
+    (--qname)."""
     from reachtest.packet.requests import name_problem
     from reachtest.spec import request_name
 
     for given, option in (
         (sni, "--sni"),
         (host_header, "--host-header"),
+        (qname, "--qname"),
         (control, "--control-name"),
     ):
         if given is not None and (problem := name_problem(given)):
@@ -655,7 +670,7 @@ def _request_names(
     asked = {}
     for address, host in typed.items():
         for kind, port in requests:
-            name = request_name(kind, port, host, sni, host_header)
+            name = request_name(kind, port, host, sni, host_header, qname)
             if name.lower() == control.lower():
                 raise UsageError(f"the control name {control!r} is the name tested: give another")
             asked[(address, kind)] = (name, control)
@@ -668,6 +683,7 @@ def _trace_requests(
     asked: dict[tuple[str, str], tuple[str, str]],
     sockets: Any,
     params: Any,
+    query_type: str = "A",
 ) -> None:
     """Each request flow traced TTL by TTL at each target, up to its distance (from the
     trace; the maximum TTL when it was not reached), added to the record."""
@@ -683,9 +699,13 @@ def _trace_requests(
             verdict, outcomes = trace_request(
                 target["address"], port, kind, name, control,
                 range(first, last + 1), timeout_s=params.timeout_s, raw=raw,
-                sockets=sockets,
+                sockets=sockets, query_type=query_type,
             )  # fmt: skip
-            add_requests(target, f"{kind}/{port}", verdict, outcomes, "raw" if raw else "ordinary")
+            add_requests(
+                target, f"{kind}/{port}", verdict, outcomes,
+                "raw" if raw and kind != "dns" else "ordinary",
+                query_type=query_type if kind == "dns" else None,
+            )  # fmt: skip
 
 
 def _names(names: Any) -> dict[str, str]:

@@ -6,7 +6,9 @@ Values from the kernel's uapi headers (``linux/in.h``, ``linux/in6.h``,
 
 from __future__ import annotations
 
+import socket
 import struct
+from collections.abc import Iterable
 
 SOL_IP = 0
 SOL_IPV6 = 41
@@ -42,3 +44,24 @@ TCP_SYNCNT = 7
 TIMESPEC = struct.Struct("qq")
 #: struct sock_extended_err: errno, origin, type, code, pad, info, data.
 EXTENDED_ERR = struct.Struct("IBBBBII")
+
+
+def extended_error(
+    ancillary: Iterable[tuple[int, int, bytes]],
+) -> tuple[int, int, int, str | None] | None:
+    """(origin, ICMP type, code, the offender's address) of an IP_RECVERR or IPV6_RECVERR
+    message read from a socket's error queue; None when it holds none."""
+    for level, kind, value in ancillary:
+        if (level, kind) not in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)):
+            continue
+        if len(value) < EXTENDED_ERR.size:
+            return None
+        _errno, origin, icmp_type, code, _pad, _info, _data = EXTENDED_ERR.unpack_from(value)
+        offender = value[EXTENDED_ERR.size :]
+        address = None
+        if len(offender) >= 8 and int.from_bytes(offender[:2], "little") == socket.AF_INET:
+            address = socket.inet_ntop(socket.AF_INET, offender[4:8])
+        elif len(offender) >= 24 and int.from_bytes(offender[:2], "little") == socket.AF_INET6:
+            address = socket.inet_ntop(socket.AF_INET6, offender[8:24])
+        return origin, icmp_type, code, address
+    return None

@@ -7,12 +7,18 @@ socket). With raw sockets (root or CAP_NET_RAW) the ICMP time-exceeded messages 
 quote a request's data segment are read too, which names the router where it expired.
 Linux reports no ICMP error to an established socket, so without raw sockets a request
 that expires shows as silence (the hops come from the run's other flows).
+
+A DNS query (``dns/PORT``) needs no handshake and no raw socket: each (name, TTL) is one
+connected UDP socket whose error queue (IP_RECVERR) names the router where the query
+expired; every answer that comes is read, so an injected answer followed by the
+server's own (an on-path box) shows as two different answers.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
+import secrets
 import select
 import selectors
 import socket
@@ -21,8 +27,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from reachtest.engine.linux import (
+    IP_RECVERR,
+    IPV6_RECVERR,
+    MSG_ERRQUEUE,
+    SO_EE_ORIGIN_ICMP,
+    SO_EE_ORIGIN_ICMP6,
+    SOL_IP,
+    SOL_IPV6,
+    extended_error,
+)
 from reachtest.errors import EnvironmentProblem
-from reachtest.packet.requests import EXCERPT_BYTES, RequestKind, answer_kind, request
+from reachtest.packet.requests import (
+    EXCERPT_BYTES,
+    RequestKind,
+    answer_kind,
+    dns_answer,
+    request,
+)
 
 #: What a request's outcome is.
 ANSWERED = "answered"  # the server's (or someone's in its name) data came back
@@ -31,8 +53,11 @@ CLOSED = "closed"  # a FIN without data
 SILENT = "silent"  # nothing within the timeout
 EXPIRED = "time-exceeded"  # raw sockets: a router said the request's TTL ran out
 NO_HANDSHAKE = "no-handshake"  # the TCP handshake itself failed (no SYN-level open)
+REFUSED = "refused"  # DNS: port unreachable (no service there)
 #: How long, at most, the server's own answer to a reset request is waited for.
 LATE_WAIT_S = 0.5
+#: How long, at least, a second DNS answer is waited for.
+DNS_LATE_MIN_S = 0.2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +93,8 @@ class _Try:
     #: within ``expired_until_ns`` (an on-path box's reset and the router after it race).
     expired: RequestOutcome | None = None
     expired_until_ns: int = 0
+    query: bytes = b""  # DNS: the query sent (its answers must match its ID and question)
+    second: bool = False  # DNS: a second, different answer came after the first
 
 
 def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
@@ -177,10 +204,14 @@ def trace_requests(
     timeout_s: float = 2.0,
     raw: bool = True,
     sockets: RawSockets | None = None,
+    query_type: str = "A",
 ) -> list[RequestOutcome]:
     """Every name at every TTL, all at once (see the module); outcomes in (name, TTL)
     order. ``raw``: read time-exceeded messages when raw sockets are allowed, opened
-    here or given (``sockets``, opened before privileges were given up)."""
+    here or given (``sockets``, opened before privileges were given up). DNS asks for
+    ``query_type`` and needs no raw socket."""
+    if kind is RequestKind.DNS:
+        return _trace_dns(address, port, names, ttls, query_type, timeout_s)
     v6 = ipaddress.ip_address(address).version == 6
     family = socket.AF_INET6 if v6 else socket.AF_INET
     payloads = {name: request(kind, name) for name in names}
@@ -365,6 +396,127 @@ def _read_icmp(
         attempt.expired_until_ns = now + wait_ns
 
 
+#: ICMP errors about a DNS query: (v6, type, code) -> outcome.
+_DNS_ERRORS = {
+    (False, 11, 0): EXPIRED, (True, 3, 0): EXPIRED,
+    (False, 3, 3): REFUSED, (True, 1, 4): REFUSED,  # port unreachable: no DNS service there
+}  # fmt: skip
+
+
+def _trace_dns(
+    address: str,
+    port: int,
+    names: Sequence[str],
+    ttls: Sequence[int],
+    query_type: str,
+    timeout_s: float,
+) -> list[RequestOutcome]:
+    """DNS queries for every name at every TTL at once (see the module)."""
+    v6 = ipaddress.ip_address(address).version == 6
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    selector = selectors.DefaultSelector()
+    tries: list[_Try] = []
+    try:
+        for name in names:
+            for ttl in ttls:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                attempt = _Try(name, ttl, sock)
+                tries.append(attempt)
+                sock.setblocking(False)
+                sock.setsockopt(SOL_IPV6 if v6 else SOL_IP, IPV6_RECVERR if v6 else IP_RECVERR, 1)
+                sock.connect((address, port))
+                _set_ttl(sock, v6, ttl)
+                attempt.query = request(RequestKind.DNS, name, query_type, secrets.randbits(16))
+                attempt.sent_ns = time.monotonic_ns()
+                sock.send(attempt.query)
+                selector.register(sock, selectors.EVENT_READ, attempt)
+        deadline = time.monotonic() + timeout_s
+
+        def waiting() -> bool:
+            return any(t.done is None for t in tries)
+
+        while waiting() and (left := deadline - time.monotonic()) > 0:
+            pending = any(t.done is None and t.expired is not None for t in tries)
+            for key, _events in selector.select(min(left, 0.01 if pending else 0.2)):
+                _read_dns(key.data, v6)
+            now = time.monotonic_ns()
+            for attempt in tries:
+                if attempt.done is None and attempt.expired and now > attempt.expired_until_ns:
+                    attempt.done = attempt.expired
+        answered = [t for t in tries if t.done is not None and t.done.outcome == ANSWERED]
+        if answered:
+            # A second answer (the server's own, after an injected one) comes about a round
+            # trip later: wait three of the slowest answer's round trips for it, at least
+            # DNS_LATE_MIN_S (when every answer came was injected, the slowest is fast).
+            slowest_s = max((t.done.rtt_ms or 0.0) for t in answered if t.done) / 1000
+            wait_s = min(max(3 * slowest_s, DNS_LATE_MIN_S), LATE_WAIT_S, timeout_s)
+            end = time.monotonic() + wait_s
+            while (left := end - time.monotonic()) > 0:
+                for key, _events in selector.select(left):
+                    _read_dns(key.data, v6)
+        for attempt in tries:
+            done = attempt.done or attempt.expired
+            if done is None:
+                done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=SILENT)
+            attempt.done = replace(done, captured=True, late_answer=attempt.second)
+    except OSError as exc:
+        raise EnvironmentProblem(f"DNS request probes failed: {exc.strerror or exc}") from exc
+    finally:
+        selector.close()
+        for attempt in tries:
+            attempt.sock.close()
+    return [t.done for t in tries if t.done is not None]
+
+
+def _read_dns(attempt: _Try, v6: bool) -> None:
+    """Everything that came for one query: ICMP errors (its error queue), answers."""
+    sock = attempt.sock
+    while True:
+        try:
+            _data, ancillary, _flags, _address = sock.recvmsg(512, 512, MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            break
+        found = extended_error(ancillary)
+        if attempt.done is not None or attempt.expired is not None or found is None:
+            continue
+        origin, icmp_type, code, offender = found
+        outcome = _DNS_ERRORS.get((v6, icmp_type, code))
+        if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6) or outcome is None:
+            continue
+        now = time.monotonic_ns()
+        error = RequestOutcome(
+            name=attempt.name, ttl=attempt.ttl, outcome=outcome, responder=offender,
+            rtt_ms=round((now - attempt.sent_ns) / 1e6, 3),
+        )  # fmt: skip
+        if outcome == REFUSED:
+            attempt.done = error
+            continue
+        # An answer injected by a box before this router may still be on its way.
+        attempt.expired = error
+        attempt.expired_until_ns = now + min(
+            max(2 * (now - attempt.sent_ns), 20_000_000), 200_000_000
+        )
+    while True:
+        try:
+            data = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the error just read from the queue, said once more
+            continue
+        found_answer = dns_answer(attempt.query, data)
+        if found_answer is None:
+            continue
+        kind, text = found_answer
+        if attempt.done is None:
+            attempt.done = RequestOutcome(
+                name=attempt.name, ttl=attempt.ttl, outcome=ANSWERED,
+                responder=sock.getpeername()[0], answer=kind, excerpt=text,
+                rtt_ms=round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3),
+            )  # fmt: skip
+        elif attempt.done.outcome == ANSWERED and text != attempt.done.excerpt:
+            attempt.second = True
+
+
 #: How long a proof waits before it sends: Linux refills a router's ICMP-error bucket at
 #: one token a second per destination (lab-notes: rate limits).
 PROOF_PAUSE_S = 1.1
@@ -380,17 +532,19 @@ def prove(
     *,
     timeout_s: float = 2.0,
     sockets: RawSockets | None = None,
+    query_type: str = "A",
 ) -> list[RequestOutcome]:
     """A silence after TTL ``after`` proven or not: the request with ``name`` sent alone at
     TTL ``after`` + 1 once the routers' budgets refilled; if a router says its TTL ran
     out there after all (the first silence was its rate limit), the next TTL, and so on
-    up to ``last``. Raw sockets only. The outcomes, marked as proofs."""
+    up to ``last``. Raw sockets only (DNS: none needed). The outcomes, marked as proofs."""
     found: list[RequestOutcome] = []
     for ttl in range(after + 1, last + 1):
         time.sleep(PROOF_PAUSE_S)
         (outcome,) = trace_requests(
-            address, port, kind, [name], [ttl], timeout_s=timeout_s, sockets=sockets
-        )
+            address, port, kind, [name], [ttl], timeout_s=timeout_s, sockets=sockets,
+            query_type=query_type,
+        )  # fmt: skip
         found.append(replace(outcome, proof=True))
         if outcome.outcome != EXPIRED:
             break

@@ -40,7 +40,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from reachtest.engine.linux import (
-    EXTENDED_ERR,
     IP_RECVERR,
     IP_RECVTTL,
     IP_TTL,
@@ -56,6 +55,7 @@ from reachtest.engine.linux import (
     SOL_IP,
     SOL_IPV6,
     TIMESPEC,
+    extended_error,
 )
 from reachtest.engine.transport import route_source
 from reachtest.errors import EnvironmentProblem, PrivilegeError
@@ -372,7 +372,7 @@ class UnprivilegedTransport:
         except OSError:
             return False
         ttl, ns = self._ancillary(ancillary)
-        found = self._extended(ancillary)
+        found = extended_error(ancillary)
         if found is None:
             return True
         origin, icmp_type, icmp_code, offender = found
@@ -435,23 +435,3 @@ class UnprivilegedTransport:
                 sec, nsec = TIMESPEC.unpack_from(value)
                 ns = sec * 1_000_000_000 + nsec - self._offset_ns
         return ttl, ns
-
-    @staticmethod
-    def _extended(
-        ancillary: Iterable[tuple[int, int, bytes]],
-    ) -> tuple[int, int, int, str | None] | None:
-        """(origin, ICMP type, code, the offender's address) of an IP_RECVERR message."""
-        for level, kind, value in ancillary:
-            if (level, kind) not in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)):
-                continue
-            if len(value) < EXTENDED_ERR.size:
-                return None
-            _errno, origin, icmp_type, code, _pad, _info, _data = EXTENDED_ERR.unpack_from(value)
-            offender = value[EXTENDED_ERR.size :]
-            address = None
-            if len(offender) >= 8 and int.from_bytes(offender[:2], "little") == socket.AF_INET:
-                address = socket.inet_ntop(socket.AF_INET, offender[4:8])
-            elif len(offender) >= 24 and int.from_bytes(offender[:2], "little") == socket.AF_INET6:
-                address = socket.inet_ntop(socket.AF_INET6, offender[8:24])
-            return origin, icmp_type, code, address
-        return None

@@ -212,6 +212,12 @@ def _etc_files(plan: LabPlan) -> None:
         (folder / "resolv.conf").write_text(resolv)
         (folder / "hosts").write_text("\n".join(hosts) + "\n")
     zone = {plan.fqdn(name): list(addresses) for name, addresses in names.items()}
+    # The names of the application scenarios (a test name and its control) are the
+    # server's: its DNS answers them as a real resolver would.
+    from reachtest.lab.scenarios import CONTROL_NAME, TEST_NAME
+
+    for name in (TEST_NAME, CONTROL_NAME):
+        zone[name + "."] = list(names["server"])
     (state_dir(topo.lab_id) / "zone.json").write_text(json.dumps(zone))
 
 
@@ -260,6 +266,8 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         wanted["server"] += ["--cert", str(cert), "--key", str(key)]
     if plan.scenario.slow_tls_ms:
         wanted["server"] += ["--slow-tls-ms", f"{plan.scenario.slow_tls_ms:g}"]
+    if plan.scenario.slow_dns_ms:
+        wanted["server"] += ["--slow-dns-ms", f"{plan.scenario.slow_dns_ms:g}"]
     if plan.scenario.udp_quirks:
         from reachtest.lab.scenarios import BANNER_PORT, ECHO_PORT
 
@@ -278,7 +286,8 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
             spaces[name] = topo.netns(rule.node)
             wanted[name] = [
                 "--inject",
-                f"{watch},{send.name},{send.mac},{peer.mac},{rule.port},{rule.pattern}",
+                f"{watch},{send.name},{send.mac},{peer.mac},{rule.port},"
+                f"{'dns' if rule.protocol == 'udp' else 'tcp'},{rule.pattern}",
             ]
     for delay in plan.delays:
         name = f"delay-{delay.node}"

@@ -208,8 +208,8 @@ def iptables_rules(
                 else ("-j", "DROP")
             )
             out.append(
-                ("-A", chain, "-p", "tcp", "--dport", str(rule.port), "-m", "string",
-                 "--algo", "bm", "--string", rule.pattern, *verdict)
+                ("-A", chain, "-p", rule.protocol, "--dport", str(rule.port), "-m", "string",
+                 "--algo", "bm", *rule.wire_pattern, "--icase", *verdict)
             )  # fmt: skip
     return tuple(out)
 

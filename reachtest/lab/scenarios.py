@@ -146,9 +146,11 @@ class AppKind(StrEnum):
 
     TLS = "sni"  # the server name of a TLS ClientHello, on tcp/443
     HTTP = "host"  # the Host header of an HTTP request, on tcp/80
+    DNS = "qname"  # the name a DNS query asks for, on udp/53
 
 
-#: How much later the server of ``tls-sni-inject`` answers a ClientHello.
+#: How much later the server of ``tls-sni-inject`` answers a ClientHello (and that of
+#: ``dns-qname-inject`` a query).
 SLOW_TLS_MS = 20.0
 #: The names the lab's application filters act on, and the control that passes.
 TEST_NAME = "blocked.example"
@@ -157,8 +159,9 @@ CONTROL_NAME = "allowed.example"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _AppRule:
-    """A rule on the requests that name ``name`` after the handshake: a TLS ClientHello
-    with that server name (tcp/443), or an HTTP request with that Host (tcp/80)."""
+    """A rule on the requests that name ``name``: a TLS ClientHello with that server name
+    (tcp/443) or an HTTP request with that Host (tcp/80), after the handshake; a DNS
+    query for that name (udp/53)."""
 
     node: str
     kind: AppKind
@@ -166,24 +169,43 @@ class _AppRule:
 
     @property
     def port(self) -> int:
-        return 443 if self.kind is AppKind.TLS else 80
+        return {AppKind.TLS: 443, AppKind.HTTP: 80, AppKind.DNS: DNS_PORT}[self.kind]
+
+    @property
+    def protocol(self) -> str:
+        return "udp" if self.kind is AppKind.DNS else "tcp"
 
     @property
     def pattern(self) -> str:
-        """The bytes matched anywhere in a forwarded segment to the port."""
-        return self.name if self.kind is AppKind.TLS else f"Host: {self.name}"
+        """What a forwarded packet to the port is matched on: the server name anywhere in
+        a segment, ``Host: NAME``, or (DNS) the name asked for."""
+        return f"Host: {self.name}" if self.kind is AppKind.HTTP else self.name
+
+    @property
+    def wire_pattern(self) -> tuple[str, str]:
+        """(iptables string-match option, its value) for ``pattern`` as it travels: a
+        DNS name as its length-prefixed labels (``|07|blocked|07|example|00|``)."""
+        if self.kind is not AppKind.DNS:
+            return "--string", self.pattern
+        labels = "".join(f"|{len(label):02x}|{label}" for label in self.name.split("."))
+        return "--hex-string", f"{labels}|00|"
 
     @property
     def what(self) -> str:
-        kind = "TLS ClientHellos naming" if self.kind is AppKind.TLS else "HTTP requests for Host"
-        return f"{kind} {self.name} (tcp/{self.port})"
+        kind = {
+            AppKind.TLS: "TLS ClientHellos naming",
+            AppKind.HTTP: "HTTP requests for Host",
+            AppKind.DNS: "DNS queries for",
+        }[self.kind]
+        return f"{kind} {self.name} ({self.protocol}/{self.port})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppFilter(_AppRule):
     """The node lets the TCP handshake through and then resets (a RST in the server's
-    name) or drops the requests that carry the name. In-path: the request never reaches
-    the server. (iptables' string match: nftables has no "payload contains".)"""
+    name) or drops the requests that carry the name (DNS: drops the queries). In-path:
+    the request never reaches the server. (iptables' string match: nftables has no
+    "payload contains".)"""
 
     action: Action  # DROP or TCP_RESET
 
@@ -195,14 +217,15 @@ class AppFilter(_AppRule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppInjector(_AppRule):
     """An on-path box at the node: it sees a copy of every segment the node forwards to
-    the server and, for a request that carries the name, injects a RST in the server's
-    name towards the client; the request itself travels on, and the server answers it
-    (``lab/inject.py``)."""
+    the server and, for a request that carries the name, injects a RST (DNS: a forged
+    answer) in the server's name towards the client; the request itself travels on, and
+    the server answers it (``lab/inject.py``)."""
 
     def describe(self) -> str:
+        forged = "an answer" if self.kind is AppKind.DNS else "a RST"
         return (
-            f"{self.node} sees copies of {self.what} and injects a RST in the server's name;"
-            " the request travels on (on-path)"
+            f"{self.node} sees copies of {self.what} and injects {forged} in the server's"
+            " name; the request travels on (on-path)"
         )
 
 
@@ -212,16 +235,17 @@ Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFi
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestTruth:
     """What a correct tool must conclude about a request sent after a completed
-    handshake: with ``name`` it is ``blocked`` (``reason``: reset or dropped) by the box
-    at hop ``hop``, in-path (the server never sees it); with the control name it is
-    answered by the server. The SYN-level flow of the same port stays open."""
+    handshake (DNS: a query): with ``name`` it is ``blocked`` (``reason``: reset, dropped
+    or dns-injected) by the box at hop ``hop``, in-path (the server never sees it) or
+    not; with the control name it is answered by the server. The SYN-level flow of the
+    same port (DNS: its UDP flow) stays open."""
 
     kind: AppKind
     port: int
     name: str
     control: str
     blocked: bool
-    reason: str  # reset | dropped | answered
+    reason: str  # reset | dropped | dns-injected
     hop: int | None
     in_path: bool = True
 
@@ -342,6 +366,8 @@ class Scenario:
     #: server is milliseconds away and an on-path injector near the client wins the race
     #: with its reset; in the lab every link answers in microseconds.
     slow_tls_ms: float = 0.0
+    #: The same for the server's DNS answers.
+    slow_dns_ms: float = 0.0
 
 
 def clean_truth(hops: int, services: Services) -> GroundTruth:
@@ -499,8 +525,9 @@ def _udp_drop(hops: int, s: Services) -> Scenario:
 
 def _app(kind: AppKind, action: Action | None) -> Builder:
     """An application scenario: the middle router resets or drops (``action``) the
-    requests naming TEST_NAME after the handshake, or (``None``) sees copies of them and
-    injects a reset on-path; the control passes and the port is open at the SYN."""
+    requests naming TEST_NAME after the handshake (DNS: the queries), or (``None``) sees
+    copies of them and injects a reset (DNS: an answer) on-path; the control passes and
+    the port is open at the SYN (DNS: udp/53 answers)."""
 
     def build(hops: int, s: Services) -> Scenario:
         m = middle(hops)
@@ -509,21 +536,33 @@ def _app(kind: AppKind, action: Action | None) -> Builder:
             if action is None
             else AppFilter(node=f"r{m}", action=action, kind=kind, name=TEST_NAME)
         )
-        if rule.port not in s.tcp_ports:
+        if kind is AppKind.DNS:
+            if s.dns_port != rule.port:
+                raise UsageError(f"this scenario needs the server's DNS on udp/{rule.port}")
+        elif rule.port not in s.tcp_ports:
             raise UsageError(f"this scenario needs tcp/{rule.port} among the server's ports")
-        protocol = "tls" if kind is AppKind.TLS else "http"
+        protocol = {AppKind.TLS: "tls", AppKind.HTTP: "http", AppKind.DNS: "dns"}[kind]
         verb = {None: "inject", Action.TCP_RESET: "reset"}.get(action, "drop")
-        # On-path, the server answers a ClientHello late, as a real server's handshake
-        # takes time: the injected reset wins the race on a busy machine too.
+        # On-path, the server answers a ClientHello (a query) late, as a real server's
+        # takes time: the injected reset (answer) wins the race on a busy machine too.
         slow = SLOW_TLS_MS if action is None else 0.0
-        late = f"; the server answers a ClientHello {slow:g} ms later" if slow else ""
+        what = "a query" if kind is AppKind.DNS else "a ClientHello"
+        late = f"; the server answers {what} {slow:g} ms later" if slow else ""
+        open_at = f"udp/{rule.port} answers" if kind is AppKind.DNS else (
+            f"tcp/{rule.port} is open at the SYN"
+        )  # fmt: skip
+        passes = "the control name" if kind is AppKind.DNS else "the handshake and the control name"
+        if action is None:
+            reason = "dns-injected" if kind is AppKind.DNS else "reset"
+        else:
+            reason = "dropped" if action is Action.DROP else "reset"
         return Scenario(
             name=f"{protocol}-{kind}-{verb}",
-            description=f"{rule.describe()}{late}; the handshake and the control name "
-            f"{CONTROL_NAME} pass: tcp/{rule.port} is open at the SYN",
+            description=f"{rule.describe()}{late}; {passes} {CONTROL_NAME} pass: {open_at}",
             hops=hops,
             rules=(rule,),
-            slow_tls_ms=slow,
+            slow_tls_ms=slow if kind is not AppKind.DNS else 0.0,
+            slow_dns_ms=slow if kind is AppKind.DNS else 0.0,
             truth=replace(
                 clean_truth(hops, s),
                 requests=(
@@ -533,7 +572,7 @@ def _app(kind: AppKind, action: Action | None) -> Builder:
                         name=TEST_NAME,
                         control=CONTROL_NAME,
                         blocked=True,
-                        reason="dropped" if action is Action.DROP else "reset",
+                        reason=reason,
                         hop=m,
                         in_path=action is not None,
                     ),
@@ -751,6 +790,8 @@ SCENARIOS: dict[str, Builder] = {
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),
     "tls-sni-inject": _app(AppKind.TLS, None),
+    "dns-qname-drop": _app(AppKind.DNS, Action.DROP),
+    "dns-qname-inject": _app(AppKind.DNS, None),
 }
 
 
@@ -768,7 +809,8 @@ RULE_SYNTAX = (
     "NODE:drop|admin-prohibited|port-unreachable|tcp-reset:FLOW (FLOW = tcp/PORT, "
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
-    "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|sni-inject:NAME"
+    "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|qname-drop:NAME, "
+    "NODE:sni-inject|qname-inject:NAME"
 )
 _APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -799,15 +841,16 @@ def parse_rule(text: str, hops: int) -> Rule:
         return Filter(node=node, action=Action(what), flow=flow)
     if what == "ack-rewrite" and not args:
         return AckRewrite(node=node)
-    if what == "sni-inject" and len(args) == 1:
+    if what in ("sni-inject", "qname-inject") and len(args) == 1:
         if not _APP_NAME.fullmatch(args[0]):
             raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
         hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
         if hop is None or not 1 <= hop <= hops:
             raise UsageError(f"bad --rule {text!r}: an injector goes on a router r1 .. r{hops}")
-        return AppInjector(node=node, kind=AppKind.TLS, name=args[0])
+        return AppInjector(node=node, kind=AppKind(what.partition("-")[0]), name=args[0])
     kind_word, _, verb = what.partition("-")
-    if kind_word in {k.value for k in AppKind} and verb in ("reset", "drop") and len(args) == 1:
+    verbs = ("drop",) if kind_word == AppKind.DNS else ("reset", "drop")
+    if kind_word in {k.value for k in AppKind} and verb in verbs and len(args) == 1:
         if not _APP_NAME.fullmatch(args[0]):
             raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
         action = Action.TCP_RESET if verb == "reset" else Action.DROP

@@ -292,8 +292,13 @@ def serve(args: argparse.Namespace) -> None:
                     continue
                 data, ancillary, _flags, peer = sock.recvmsg(4096, 256)
                 reply = answers[kind](data)
-                if reply is not None:
-                    sock.sendmsg([reply], _reply_from(ancillary), 0, peer)
+                if reply is None:
+                    continue
+                sendmsg_args = ([reply], _reply_from(ancillary), 0, peer)
+                if kind == "dns" and args.slow_dns_ms > 0:  # later, the loop going on
+                    threading.Timer(args.slow_dns_ms / 1000, sock.sendmsg, sendmsg_args).start()
+                else:
+                    sock.sendmsg(*sendmsg_args)
             except OSError:
                 continue
 
@@ -329,8 +334,11 @@ def _delay(args: argparse.Namespace) -> int:
 def _inject(args: argparse.Namespace) -> int:
     from reachtest.lab.inject import inject
 
-    watch, send, own_mac, peer_mac, port, pattern = args.inject.split(",", 5)
-    inject(watch, send, own_mac, peer_mac, int(port), pattern.encode(), ready=_standing(args))
+    watch, send, own_mac, peer_mac, port, kind, pattern = args.inject.split(",", 6)
+    inject(
+        watch, send, own_mac, peer_mac, int(port), pattern.encode(), ready=_standing(args),
+        kind=kind,
+    )  # fmt: skip
     return 0
 
 
@@ -352,11 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slow-tls-ms", type=float, default=0.0, help="answer ClientHellos this much later"
     )
+    parser.add_argument(
+        "--slow-dns-ms", type=float, default=0.0, help="answer DNS queries this much later"
+    )
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(
         "--inject",
         default=None,
-        metavar="WATCH,SEND,OWN_MAC,PEER_MAC,PORT,PATTERN",
+        metavar="WATCH,SEND,OWN_MAC,PEER_MAC,PORT,tcp|dns,PATTERN",
         help="instead: the on-path injector (reachtest.lab.inject)",
     )
     parser.add_argument(

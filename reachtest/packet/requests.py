@@ -1,6 +1,7 @@
 """Application requests as bytes, and what their answers are: a real TLS ClientHello
-(Python's ssl, through memory buffers: no socket), an HTTP GET, and a bounded look at
-what came back (a TLS record, an HTTP status line, a block page's first bytes)."""
+(Python's ssl, through memory buffers: no socket), an HTTP GET, a DNS query (dnspython),
+and a bounded look at what came back (a TLS record, an HTTP status line, a block page's
+first bytes, a DNS answer's code and addresses)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ class RequestKind(StrEnum):
 
     TLS = "tls"
     HTTP = "http"
+    DNS = "dns"
+
+
+#: The DNS query types a ``dns/PORT`` flow may ask for.
+QUERY_TYPES = ("A", "AAAA", "CNAME", "HTTPS", "MX", "NS", "SOA", "TXT")
 
 
 def name_problem(name: str) -> str | None:
@@ -62,13 +68,46 @@ def http_get(name: str, path: str = "/") -> bytes:
     ).encode()
 
 
-def request(kind: RequestKind, name: str) -> bytes:
+def dns_query(name: str, query_type: str = "A", ident: int = 0) -> bytes:
+    """A recursive DNS query for ``name`` (IDNA) of ``query_type``, with ID ``ident``."""
+    import dns.message
+
+    query = dns.message.make_query(name.encode("idna").decode(), query_type, id=ident)
+    return query.to_wire()
+
+
+def dns_answer(query: bytes, data: bytes) -> tuple[str, bytes] | None:
+    """(``dns-RCODE``, a bounded text of the answer: its code and records) when ``data``
+    is a response to ``query`` (same ID and question); None for anything else (a stray
+    datagram is not the server's answer)."""
+    import dns.exception
+    import dns.flags
+    import dns.message
+    import dns.rcode
+
+    try:
+        asked = dns.message.from_wire(query)
+        got = dns.message.from_wire(data, ignore_trailing=True)
+    except (dns.exception.DNSException, ValueError, IndexError):
+        return None
+    if got.id != asked.id or not got.flags & dns.flags.QR or got.question != asked.question:
+        return None
+    rcode = dns.rcode.to_text(got.rcode())
+    records = [f"{rrset.rdtype.name} {rdata.to_text()}" for rrset in got.answer for rdata in rrset]
+    text = " ".join([rcode, *records])[:EXCERPT_BYTES]
+    return f"dns-{rcode.lower()}", text.encode("ascii", "backslashreplace")
+
+
+def request(kind: RequestKind, name: str, query_type: str = "A", ident: int = 0) -> bytes:
+    if kind is RequestKind.DNS:
+        return dns_query(name, query_type, ident)
     return client_hello(name) if kind is RequestKind.TLS else http_get(name)
 
 
 def answer_kind(kind: RequestKind, data: bytes) -> str:
     """What the first bytes of an answer are: ``server-hello`` (a TLS handshake record),
-    ``tls-alert``, ``http-NNN`` (a status line), or ``other`` (something else)."""
+    ``tls-alert``, ``http-NNN`` (a status line), or ``other`` (something else). (A DNS
+    answer is told by ``dns_answer``: it needs the query.)"""
     if kind is RequestKind.TLS:
         if data[:1] == b"\x16" and len(data) >= 6 and data[5:6] == b"\x02":
             return "server-hello"

@@ -532,15 +532,22 @@ _REQUEST_EVIDENCE = {
     "silent": "timeout",
     "time-exceeded": "time-exceeded",
     "no-handshake": "no-handshake",
+    "refused": "port-unreachable",
 }
 
 
 def add_requests(
-    target: Record, flow: str, verdict: Any, outcomes: Sequence[Any], transport: str
+    target: Record,
+    flow: str,
+    verdict: Any,
+    outcomes: Sequence[Any],
+    transport: str,
+    *,
+    query_type: str | None = None,
 ) -> None:
-    """Add to the record's ``target`` what a request traced after the handshake found:
-    an entry in its ``requests`` (the names, the verdict) and a finding (critical when
-    blocked) whose evidence is the test name's outcome at every TTL."""
+    """Add to the record's ``target`` what a request traced after the handshake (a DNS
+    query) found: an entry in its ``requests`` (the names, the verdict) and a finding
+    (critical when blocked) whose evidence is the test name's outcome at every TTL."""
     from reachtest.report.escape import clean
 
     test = sorted((o for o in outcomes if o.name == verdict.name), key=lambda o: o.ttl)
@@ -553,6 +560,7 @@ def add_requests(
             "box_address": verdict.box_address, "on_path": verdict.on_path,
             "by_name": verdict.by_name, "distance": verdict.distance, "transport": transport,
             "answer": None if excerpt is None else clean(excerpt),
+            **({"query_type": query_type} if query_type is not None else {}),
         }
     )  # fmt: skip
     blocked = verdict.state != "answered"

@@ -22,7 +22,7 @@ from typing import Any
 from reachtest.errors import UsageError
 from reachtest.files import check_path_text
 from reachtest.model import ICMP_FLOW, FlowSpec, Protocol
-from reachtest.packet.requests import name_problem
+from reachtest.packet.requests import QUERY_TYPES, name_problem
 from reachtest.spec import (
     DEFAULT_CONTROL,
     MAX_FLOWS,
@@ -42,9 +42,10 @@ POLICIES = ("always", "on-change", "on-failure")
 #: Keys a target may set, with those [defaults] may set for every target.
 RUN_KEYS = (
     "rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp", "sni",
-    "host_header", "control_name",
+    "host_header", "qname", "qtype", "control_name",
 )  # fmt: skip
-#: What a request flow (tls/PORT, http/PORT) may be expected to be: answered, or not.
+#: What a request flow (tls/PORT, http/PORT, dns/PORT) may be expected to be: answered,
+#: or not.
 REQUEST_WORDS = ("open", "blocked")
 TARGET_KEYS = ("host", "name", "services", "expect", "labels", *RUN_KEYS)
 DEFAULT_KEYS = ("services", "labels", *RUN_KEYS)
@@ -82,11 +83,13 @@ class TargetConfig:
     policy: str = "on-change"
     family: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
-    #: Request flows (``tls/443``, ``http/80``): (kind, port), with the name each asks
-    #: for and the control name; their port's SYN flow is in ``flows`` too.
+    #: Request flows (``tls/443``, ``http/80``, ``dns/53``): (kind, port), with the name
+    #: each asks for and the control name; their port's SYN flow (DNS: its UDP flow) is in
+    #: ``flows`` too.
     requests: tuple[tuple[str, int], ...] = ()
     request_names: Mapping[str, str] = field(default_factory=dict)  # kind -> name
     control_name: str = DEFAULT_CONTROL
+    query_type: str = "A"  # dns/PORT's query type
 
     @property
     def labels_of_flows(self) -> tuple[str, ...]:
@@ -166,6 +169,12 @@ def _fail(where: str, text: str, path: Sequence[str | int], message: str) -> Con
     line = locate(text, path)
     place = f"{where}:{line}" if line else where
     return ConfigError(f"{place}: {key_path(path)}: {message}")
+
+
+def _contrast(request: tuple[str, int]) -> FlowSpec:
+    """The flow a request flow is contrasted with (``spec.contrast_flow``)."""
+    protocol = Protocol.UDP if request[0] == "dns" else Protocol.TCP
+    return FlowSpec(protocol=protocol, port=request[1])
 
 
 def _words(words: Sequence[str]) -> str:
@@ -345,7 +354,7 @@ def _target(
                 request = request_flow(spec)
                 if request is not None:
                     requests.append(request)
-                    flows.append(FlowSpec(protocol=Protocol.TCP, port=request[1]))
+                    flows.append(_contrast(request))
                     continue
                 flows += parse_flows(spec)
             except UsageError as exc:
@@ -374,7 +383,7 @@ def _target(
             expect[label] = word
             if request not in requests:
                 requests.append(request)
-                flows.append(FlowSpec(protocol=Protocol.TCP, port=request[1]))
+                flows.append(_contrast(request))
             continue
         try:
             flow = ICMP_FLOW if spec.strip().lower() == "icmp" else _one_flow(spec)
@@ -437,7 +446,7 @@ def _target(
     if (problem := name_problem(control)) is not None:
         raise fail(control_at, f"{_shown(control)}: {problem}")
     given = {}
-    for key in ("sni", "host_header"):
+    for key in ("sni", "host_header", "qname"):
         value, at = _setting(table, defaults, key, path)
         if value is not None:
             _typed(value, str, at, fail)
@@ -446,12 +455,21 @@ def _target(
         given[key] = (value, at)
     for kind, port in dict.fromkeys(requests):
         try:
-            names[kind] = request_name(kind, port, host, given["sni"][0], given["host_header"][0])
+            names[kind] = request_name(
+                kind, port, host, given["sni"][0], given["host_header"][0], given["qname"][0]
+            )
         except UsageError as exc:
             raise fail(services_at, str(exc)) from None
         if names[kind].lower() == control.lower():
             raise fail(control_at, f"the control name {control!r} is the name tested")
+    qtype, qtype_at = _setting(table, defaults, "qtype", path)
+    if qtype is not None:
+        _typed(qtype, str, qtype_at, fail)
+        if qtype.upper() not in QUERY_TYPES:
+            raise fail(qtype_at, f"{_shown(qtype)} is not a query type (one of: "
+                       f"{_words(QUERY_TYPES)})")  # fmt: skip
     return TargetConfig(
+        query_type="A" if qtype is None else qtype.upper(),
         host=host,
         name=name,
         requests=tuple(dict.fromkeys(requests)),

@@ -407,8 +407,8 @@ def trace(
 
 
 def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> None:
-    """The target's request flows (tls/PORT, http/PORT) at ``ttls``, with their control
-    name, judged and added to its record ``entry``."""
+    """The target's request flows (tls/PORT, http/PORT, dns/PORT) at ``ttls``, with their
+    control name, judged and added to its record ``entry``."""
     if not t.requests:
         return
     from reachtest.report.record import add_requests
@@ -418,9 +418,13 @@ def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> No
         name = t.request_names[kind]
         verdict, outcomes = trace_request(
             entry["address"], port, kind, name, t.control_name, ttls, timeout_s=t.timeout_s,
-            raw=True,
+            raw=True, query_type=t.query_type,
         )  # fmt: skip
-        add_requests(entry, f"{kind}/{port}", verdict, outcomes, "raw")
+        dns = kind == "dns"
+        add_requests(
+            entry, f"{kind}/{port}", verdict, outcomes, "ordinary" if dns else "raw",
+            query_type=t.query_type if dns else None,
+        )  # fmt: skip
 
 
 #: Targets whose requests are traced at once (each holds 2 names x its TTLs of sockets:

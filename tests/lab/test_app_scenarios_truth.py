@@ -123,3 +123,85 @@ def test_the_injector_resets_while_the_server_still_answers(make_lab: MakeLab, v
     assert "rst" in kinds and "data" in kinds and kinds.index("rst") < kinds.index("data"), seen
     if not v6:
         assert dict(seen) == {"rst": 62, "data": 59}, seen  # r3 forged it; the server sent data
+
+
+DNS_SCENARIOS = ("dns-qname-drop", "dns-qname-inject")
+
+
+def dig(lab: Lab, name: str, v6: bool) -> subprocess.CompletedProcess[str]:
+    """A DNS query as admins make it: dig, one try, its short answer."""
+    return in_client(lab, "dig", f"@{lab.server(v6)}", "+tries=1", "+time=2", "+short", name, "A")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", DNS_SCENARIOS)
+def test_dig_sees_the_name_dropped_or_forged_and_the_control_answered(
+    make_lab: MakeLab, name: str, v6: bool
+) -> None:
+    from reachtest.lab.inject import FORGED_V4
+
+    lab = make_lab(name)
+    (request,) = lab.plan.scenario.truth.requests
+    control, blocked = dig(lab, request.control, v6), dig(lab, request.name, v6)
+    assert control.returncode == 0 and control.stdout == f"{lab.server()}\n", control
+    if request.reason == "dropped":
+        assert blocked.returncode == 9 and "timed out" in blocked.stdout, blocked  # no servers
+    else:
+        assert blocked.returncode == 0 and blocked.stdout == f"{FORGED_V4}\n", blocked
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", DNS_SCENARIOS)
+def test_ttl_limited_queries_meet_the_box_at_its_hop(
+    make_lab: MakeLab, name: str, v6: bool
+) -> None:
+    lab = make_lab(name)
+    truth = lab.plan.scenario.truth
+    (request,) = truth.requests
+    assert request.hop is not None
+    dst = lab.server(v6)
+    with netns.entered(lab.plan.topology.netns("client")):
+        for ttl in range(1, truth.server_hop + 1):
+            for which in (request.name, request.control):
+                got = netprobe.udp_probe(dst, request.port, netprobe.dns_query(which), ttl, 1.0)
+                expired = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
+                if ttl <= request.hop or (which == request.control and ttl < truth.server_hop):
+                    want = expired
+                elif which == request.control:
+                    want = {netprobe.Answer("udp-reply", dst)}
+                elif request.reason == "dropped":
+                    want = {netprobe.TIMEOUT}
+                else:  # forged by the box; the query goes on (and may expire first)
+                    want = {netprobe.Answer("udp-reply", dst)}
+                    want |= expired if ttl < truth.server_hop else set()
+                assert got in want, (which, ttl, got, want)
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_the_dns_injector_answers_first_and_the_server_after(make_lab: MakeLab, v6: bool) -> None:
+    """On-path: the forged answer (the injector's address) comes first, then the
+    server's own (the server's address), both in the server's name, on a plain socket."""
+    import socket
+    import time
+
+    from reachtest.lab.inject import FORGED_V4
+
+    lab = make_lab("dns-qname-inject")
+    dst = lab.server(v6)
+    answers: list[bytes] = []
+    with (
+        netns.entered(lab.plan.topology.netns("client")),
+        socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as sock,
+    ):
+        sock.connect((dst, 53))
+        sock.settimeout(0.3)
+        sock.send(netprobe.dns_query("blocked.example"))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and len(answers) < 2:
+            try:
+                answers.append(sock.recv(4096))
+            except TimeoutError:
+                continue
+    forged = socket.inet_aton(FORGED_V4)
+    assert len(answers) == 2, answers
+    assert answers[0].endswith(forged) and answers[1].endswith(socket.inet_aton(lab.server()))

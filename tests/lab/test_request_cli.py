@@ -18,13 +18,23 @@ from tests.lab.conftest import MakeLab
 from tests.lab.test_run_cli import in_lab
 from tests.lab.test_unprivileged import trace_as_nobody
 
+#: A request flow's protocol, the option that names it, its contrast flow's protocol.
+FLOW_OF = {
+    AppKind.TLS: ("tls", "--sni", "tcp"),
+    AppKind.HTTP: ("http", "--host-header", "tcp"),
+    AppKind.DNS: ("dns", "--qname", "udp"),
+}
 
-@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop", "tls-sni-inject"])
+
+@pytest.mark.parametrize(
+    "name",
+    ["tls-sni-reset", "http-host-drop", "tls-sni-inject", "dns-qname-drop", "dns-qname-inject"],
+)
 def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     (request,) = lab.plan.scenario.truth.requests
-    flow = f"{'tls' if request.kind is AppKind.TLS else 'http'}/{request.port}"
-    option = "--sni" if request.kind is AppKind.TLS else "--host-header"
+    protocol, option, contrast = FLOW_OF[request.kind]
+    flow = f"{protocol}/{request.port}"
     done = in_lab(
         lab, "trace", lab.server(), lab.server(True), "-p", flow, option, request.name,
         "--control-name", request.control, "-c", "2", "-i", "0.1", "--timeout", "1",
@@ -34,14 +44,14 @@ def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: st
     record = json.loads(done.stdout)
     validate_record(record)
     for target in record["targets"]:
-        syn = next(f for f in target["flows"] if f["flow"] == f"tcp/{request.port}")
+        syn = next(f for f in target["flows"] if f["flow"] == f"{contrast}/{request.port}")
         assert syn["verdict"]["state"] == "open"  # the SYN passes: the false answer of old
         (traced,) = target["requests"]
         assert traced["flow"] == flow and traced["name"] == request.name
         assert traced["state"] == "blocked-after-handshake" and traced["reason"] == request.reason
         assert traced["box_hop"] == request.hop and traced["by_name"] is True
         assert traced["box_address"] in lab.hop(request.hop or 0, ":" in target["address"])
-        if request.reason == "reset":
+        if request.reason in ("reset", "dns-injected"):
             assert traced["on_path"] is (not request.in_path)
         critical = [f for f in target["findings"] if f["kind"] == "blocked-after-handshake"]
         assert len(critical) == 1 and critical[0]["flow"] == flow
@@ -64,16 +74,43 @@ def test_an_ordinary_user_traces_the_request_too(make_lab: MakeLab) -> None:
     )  # fmt: skip
 
 
+def test_an_ordinary_user_localizes_a_forged_dns_answer_on_path(make_lab: MakeLab) -> None:
+    """DNS needs no raw socket: the error queue names the routers, the plain socket reads
+    the forged answer and the server's own after it."""
+    from reachtest.lab.inject import FORGED_V4
+
+    lab = make_lab("dns-qname-inject")
+    (request,) = lab.plan.scenario.truth.requests
+    done = trace_as_nobody(
+        lab, "--unprivileged", lab.server(True), "-p", "dns/53", "--qname", request.name,
+        "--control-name", request.control, "-c", "2", "-i", "0.1", "--timeout", "1", "-n",
+        "--json", "-",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    (target,) = json.loads(done.stdout)["targets"]
+    (traced,) = target["requests"]
+    assert traced["transport"] == "ordinary" and traced["query_type"] == "A"
+    assert (traced["state"], traced["reason"], traced["box_hop"], traced["on_path"]) == (
+        "blocked-after-handshake", "dns-injected", request.hop, True,
+    )  # fmt: skip
+    assert traced["box_address"] in lab.hop(request.hop or 0, True)
+    assert traced["answer"] == f"NOERROR A {FORGED_V4}"
+
+
 def test_a_request_that_is_answered_passes_and_exits_0(make_lab: MakeLab) -> None:
     lab = make_lab("clean")
     done = in_lab(
-        lab, "trace", "server", "-4", "-p", "tls/443", "-p", "http/80", "-c", "2", "-i", "0.1",
+        lab, "trace", "server", "-4", "-p", "tls/443", "-p", "http/80", "-p", "dns/53",
+        "--qname", "allowed.example", "--control-name", "example.com", "-c", "2", "-i", "0.1",
         "--timeout", "1", "-n", "--json", "-",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (target,) = json.loads(done.stdout)["targets"]
     states = {r["flow"]: (r["state"], r["name"]) for r in target["requests"]}
-    assert states == {"tls/443": ("answered", "server"), "http/80": ("answered", "server")}
+    assert states == {
+        "tls/443": ("answered", "server"), "http/80": ("answered", "server"),
+        "dns/53": ("answered", "allowed.example"),
+    }  # fmt: skip
     answers = {r["flow"]: r["answer"] for r in target["requests"]}
     assert answers["tls/443"].startswith("\\x16\\x03")  # a handshake record, escaped
     assert answers["http/80"].startswith("HTTP/1.1 200 OK\\x0d\\x0a")
@@ -143,3 +180,48 @@ def test_a_drop_is_placed_on_a_rate_limited_path(make_lab: MakeLab) -> None:
         "blocked-after-handshake", "dropped", 2,
     ), traced  # fmt: skip
     assert traced["box_address"] in lab.hop(2)
+
+
+DNS_RUN_CONFIG = """\
+history = "history.sqlite"
+reports = "reports"
+
+[[target]]
+host = "{server}"
+name = "resolver"
+services = ["dns/53"]
+qname = "blocked.example"
+qtype = "aaaa"
+control_name = "allowed.example"
+expect = {{ "dns/53" = "blocked", "udp/53" = "open" }}
+rounds = 2
+interval = 0.1
+timeout = 1
+policy = "always"
+"""
+
+
+def test_run_expects_a_forged_dns_answer_and_the_udp_flow_open(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """`run` with `services = ["dns/53"]`: the UDP flow of the port is traced as the
+    contrast, the query (type AAAA) is judged forged on-path at the box's hop, and both
+    expectations hold (exit 0)."""
+    from reachtest.lab.inject import FORGED_V6
+
+    lab = make_lab("dns-qname-inject")
+    (request,) = lab.plan.scenario.truth.requests
+    config = tmp_path / "dns.toml"
+    config.write_text(DNS_RUN_CONFIG.format(server=lab.server(True)))
+    done = in_lab(lab, "run", "--config", str(config))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (saved,) = (tmp_path / "reports").rglob("*.json")
+    (target,) = json.loads(saved.read_text())["targets"]
+    (traced,) = target["requests"]
+    assert (traced["reason"], traced["box_hop"], traced["on_path"]) == (
+        "dns-injected", request.hop, True,
+    )  # fmt: skip
+    assert traced["query_type"] == "AAAA" and traced["answer"] == f"NOERROR AAAA {FORGED_V6}"
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        rows = dict(db.execute("SELECT flow, state FROM services").fetchall())
+    assert (rows["udp/53"], rows["dns/53"]) == ("open", "blocked-after-handshake"), rows
