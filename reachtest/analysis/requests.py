@@ -129,14 +129,11 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
 
     if test and all(o.outcome == "no-handshake" for o in test.values()):
         return verdict(NO_HANDSHAKE)
-    refused = _first(test, "closed")
-    if (
-        answered is None
-        and refused is not None
-        and test[refused].responder
-        == (next((o.responder for o in ctrl.values() if o.outcome == "closed"), None))
-    ):  # DNS: port unreachable from the server itself, for the control too
-        return verdict(NO_HANDSHAKE)
+    refused = _first(test, "refused")  # DNS: port unreachable
+    if answered is None and refused is not None:
+        refuser = next((o.responder for o in ctrl.values() if o.outcome == "refused"), None)
+        if test[refused].responder == refuser:  # from one host, for the control too
+            return verdict(NO_HANDSHAKE)
     reset = _first(test, "reset")
     if answered is not None and (reset is None or answered < reset):
         if control_answered is not None and answered < control_answered:

@@ -1,6 +1,7 @@
-"""The request flows' options of `trace` (tls/PORT, http/PORT, --sni, --host-header,
---control-name): every bad value is one line and exit 2, before anything is sent or any
-name looked up (literal addresses only here: no resolver is asked)."""
+"""The request flows' options of `trace` (tls/PORT, http/PORT, dns/PORT, --sni,
+--host-header, --qname, --qtype, --control-name): every bad value is one line and exit
+2, before anything is sent or any name looked up (literal addresses only here: no
+resolver is asked)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,14 @@ from reachtest.cli import main
         (["-p", "tls/443", "--sni", "a.example", "--control-name", "a.example"], "control"),
         (["-p", "tls/443", "--sni", "a.example", "--control-name", ""], "--control-name"),
         (["-p", "tls/0"], "1 to 65535"),
-        (["-p", "tls/443,80"], "tls/PORT or http/PORT"),
-        (["-p", "tls/https"], "tls/PORT or http/PORT"),
+        (["-p", "tls/443,80"], "tls/PORT, http/PORT or dns/PORT"),
+        (["-p", "tls/https"], "tls/PORT, http/PORT or dns/PORT"),
+        (["-p", "dns/53"], "(--qname NAME, or qname in a configuration)"),
+        (["-p", "dns/53", "--qname", "a\x00b"], "NUL byte"),
+        (["-p", "dns/53", "--qname", "a\u202eb.example"], "--qname"),
+        (["-p", "dns/53", "--qname", "-" * 70], "--qname"),
+        (["-p", "dns/53", "--qname", "a.example", "--qtype", "ANY"], "--qtype"),
+        (["-p", "dns/99999", "--qname", "a.example"], "1 to 65535"),
     ],
 )
 def test_bad_request_options_are_one_line(

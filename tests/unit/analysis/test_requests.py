@@ -138,3 +138,48 @@ def test_a_check_at_one_ttl_asks_for_no_proof() -> None:
 
     silent = [replace(o, captured=True) for o in trace("bad.example", {64: "silent"})]
     assert needs_proof(judge_requests(silent, "bad.example", None)) is None
+
+
+def dns(
+    name: str, per_ttl: dict[int, str], forged: set[int], late: set[int]
+) -> list[RequestOutcome]:
+    """A DNS trace: TTLs in ``forged`` answered by a forged answer (in the server's name),
+    those in ``late`` also by the server's own after it."""
+    from dataclasses import replace
+
+    out = []
+    for o in trace(name, per_ttl):
+        text = b"NOERROR A 198.18.255.254" if o.ttl in forged else b"NOERROR A 198.18.6.2"
+        answer = "dns-noerror" if o.outcome == "answered" else None
+        out.append(replace(o, captured=True, answer=answer, excerpt=text if answer else b"",
+                           late_answer=o.ttl in late))  # fmt: skip
+    return out
+
+
+def test_a_forged_dns_answer_before_the_server_is_injected_on_path() -> None:
+    test = dns("bad.example", path({4: "answered", 5: "answered"}), {4, 5, 6}, {6})
+    control = dns("good.example", path({}), set(), set())
+    verdict = judge_requests(test + control, "bad.example", "good.example")
+    assert (verdict.state, verdict.reason, verdict.box_hop, verdict.on_path) == (
+        BLOCKED, "dns-injected", 3, True,
+    )  # fmt: skip
+    assert verdict.summary("dns/53") == (
+        "dns/53 for bad.example: the query is answered by a forged DNS answer in the server's"
+        " name on-path at hop 3 (198.18.3.2) (the server's own answer came after it); the"
+        " control name good.example is answered"
+    )
+    # No second answer where the query reaches the server: the box answered in its place.
+    in_path = dns("bad.example", path({4: "answered", 5: "answered"}), {4, 5, 6}, set())
+    assert judge_requests(in_path + control, "bad.example", "good.example").on_path is False
+
+
+def test_a_dns_query_refused_by_the_host_for_both_names_is_no_service() -> None:
+    refused = {1: "time-exceeded", 2: "refused"}
+    outcomes = dns("a.example", refused, set(), set()) + dns("b.example", refused, set(), set())
+    verdict = judge_requests(outcomes, "a.example", "b.example")
+    assert verdict.state == NO_HANDSHAKE
+    assert verdict.summary("dns/53") == (
+        "dns/53 for a.example: no DNS service answers there (port unreachable)"
+    )
+    answered = judge_requests(dns("a.example", path({}), set(), set()), "a.example", None)
+    assert answered.summary("dns/53") == "dns/53 for a.example: the query is answered by the server"

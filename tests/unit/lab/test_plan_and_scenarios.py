@@ -299,6 +299,7 @@ def test_extra_rules_are_added_and_marked() -> None:
     [
         ("r3:sni-reset:blocked.example", "sni", "REJECT", "blocked.example"),
         ("r2:host-drop:a-b.example", "host", "DROP", "Host: a-b.example"),
+        ("r2:qname-drop:a-b.example", "qname", "DROP", "|03|a-b|07|example|00|"),
     ],
 )
 def test_application_filter_rules_become_string_matches_on_both_families(
@@ -313,12 +314,15 @@ def test_application_filter_rules_become_string_matches_on_both_families(
     node = plan.node(rule.node)
     (args,) = node.iptables
     assert args[:2] == ("-A", "FORWARD") and verb in args
-    assert args[args.index("--string") + 1] == pattern
+    option = "--hex-string" if kind == "qname" else "--string"
+    assert args[args.index(option) + 1] == pattern and "--icase" in args
+    assert args[args.index("-p") + 1] == ("udp" if kind == "qname" else "tcp")
     assert iptables_rules(plan.topology, "r1", plan.scenario.rules) == ()
 
 
 @pytest.mark.parametrize("spec", ["r3:sni-reset:", "r3:sni-reset:a b", "r3:sni-kill:x.example",
-                                  "r3:host-drop:-x", "r3:sni-reset:x\x00y"])  # fmt: skip
+                                  "r3:host-drop:-x", "r3:sni-reset:x\x00y",
+                                  "r3:qname-reset:x.example"])  # fmt: skip
 def test_bad_application_filter_rules_are_one_line(spec: str) -> None:
     with pytest.raises(UsageError, match="bad --rule"):
         parse_rule(spec, 5)
@@ -334,3 +338,39 @@ def test_an_injector_rule_goes_on_a_router_and_starts_no_iptables() -> None:
     assert all(not node.iptables for node in plan.nodes)
     with pytest.raises(UsageError, match="an injector goes on a router"):
         parse_rule("server:sni-inject:x.example", 5)
+    dns = parse_rule("r2:qname-inject:x.example", 5)
+    assert isinstance(dns, AppInjector) and (dns.protocol, dns.port) == ("udp", 53)
+
+
+def test_the_dns_injector_forges_an_answer_to_the_query_only() -> None:
+    """A query for the watched name (any case) gets an answer from the server's address
+    and port with a right UDP checksum and the forged address; other names, answers and
+    other ports get nothing."""
+    from scapy.layers.dns import DNS
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from reachtest.lab.inject import FORGED_V4, FORGED_V6, forged_dns
+    from reachtest.packet.requests import dns_query
+
+    for ip, qtype, forged in (
+        (IP(src="198.18.1.1", dst="198.18.6.2"), "A", FORGED_V4),
+        (IPv6(src="2001:db8:0:1::1", dst="2001:db8:0:6::2"), "AAAA", FORGED_V6),
+    ):
+        frame = bytes(Ether() / ip / UDP(sport=40000, dport=53) / dns_query("X.Example", qtype, 7))
+        found = forged_dns(frame, 53, b"x.example")
+        assert found is not None
+        packet = (IP if qtype == "A" else IPv6)(found[1])
+        assert (packet.src, packet.dst) == (ip.dst, ip.src)
+        udp = packet[UDP]
+        claimed = udp.chksum
+        del udp.chksum
+        assert (IP if qtype == "A" else IPv6)(bytes(packet))[UDP].chksum == claimed
+        assert (udp.sport, udp.dport) == (53, 40000)
+        answer = DNS(bytes(udp.payload))
+        assert answer.id == 7 and answer.qr == 1 and answer.an[0].rdata == forged
+        assert forged_dns(frame, 5353, b"x.example") is None
+        assert forged_dns(frame, 53, b"y.example") is None
+        reply = bytes(Ether() / ip / UDP(sport=40000, dport=53) / bytes(answer))
+        assert forged_dns(reply, 53, b"x.example") is None  # an answer is not a query

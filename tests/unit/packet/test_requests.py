@@ -9,6 +9,8 @@ from reachtest.packet.requests import (
     RequestKind,
     answer_kind,
     client_hello,
+    dns_answer,
+    dns_query,
     http_get,
     name_problem,
     request,
@@ -66,3 +68,32 @@ def test_answers_are_told_apart() -> None:
     assert answer_kind(RequestKind.TLS, b"\x15\x03\x03\x00\x02\x02\x28") == "tls-alert"
     assert answer_kind(RequestKind.HTTP, b"HTTP/1.1 403 Forbidden\r\n") == "http-403"
     assert answer_kind(RequestKind.HTTP, b"<html>blocked</html>") == "other"
+
+
+def test_a_dns_answer_counts_only_for_its_query() -> None:
+    """Same ID and question, a response: its code and records as bounded text; a stray
+    datagram, another ID, another question or the query itself: not an answer."""
+    import dns.message
+    import dns.rrset
+
+    query = dns_query("bücher.example", "AAAA", 4242)
+    parsed = dns.message.from_wire(query)
+    assert parsed.id == 4242 and parsed.question[0].name.to_text() == "xn--bcher-kva.example."
+    response = dns.message.make_response(parsed)
+    response.answer.append(
+        dns.rrset.from_text("xn--bcher-kva.example.", 60, "IN", "AAAA", "2001:db8::1")
+    )
+    assert dns_answer(query, response.to_wire()) == ("dns-noerror", b"NOERROR AAAA 2001:db8::1")
+    other = dns.message.make_response(dns.message.from_wire(dns_query("x.example", "AAAA", 4242)))
+    assert dns_answer(query, other.to_wire()) is None
+    response.id = 1
+    assert dns_answer(query, response.to_wire()) is None
+    assert dns_answer(query, query) is None and dns_answer(query, b"\xff" * 40) is None
+    huge = dns.message.make_response(parsed)
+    huge.answer.append(
+        dns.rrset.from_text_list(
+            "xn--bcher-kva.example.", 60, "IN", "TXT", ['"' + "\x1b" * 200 + '"'] * 5
+        )
+    )
+    kind, text = dns_answer(query, huge.to_wire()) or ("", b"")
+    assert kind == "dns-noerror" and len(text) <= 256 and b"\x1b" not in text

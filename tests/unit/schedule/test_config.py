@@ -221,6 +221,16 @@ def test_request_flows_take_their_names_and_bring_the_syn_flow() -> None:
     assert plain.targets[0].request_names == {"tls": "web.example"}  # the host by default
 
 
+def test_a_dns_flow_takes_its_qname_and_qtype_and_brings_the_udp_flow() -> None:
+    config = parse_config(
+        '[defaults]\nqtype = "aaaa"\n[[target]]\nhost = "198.18.6.2"\nservices = ["dns/53"]\n'
+        'qname = "blocked.example"\n'
+    )
+    (t,) = config.targets
+    assert t.requests == (("dns", 53),) and t.request_names == {"dns": "blocked.example"}
+    assert t.query_type == "AAAA" and udp(53) in t.flows and tcp(53) not in t.flows
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
@@ -229,6 +239,10 @@ def test_request_flows_take_their_names_and_bring_the_syn_flow() -> None:
         ('host = "a.example"\nexpect = { "tls/443" = "filtered" }', "'filtered' is not an"),
         ('host = "a.example"\nservices = ["tls/0"]', "1 to 65535"),
         ('host = "a.example"\nservices = ["tls/443"]\ncontrol_name = "a.example"', "control"),
+        ('host = "198.18.0.1"\nservices = ["dns/53"]', "(--qname NAME, or qname in a"),
+        ('host = "a.example"\nservices = ["dns/53"]\nqtype = "ANY"', "not a query type"),
+        ('host = "a.example"\nservices = ["dns/53"]\nqtype = 1', "qtype"),
+        ('host = "a.example"\nservices = ["dns/53"]\nqname = "a\\u0000b"', "qname"),
     ],
 )
 def test_request_flow_mistakes_name_the_key(text: str, words: str) -> None:
