@@ -88,6 +88,9 @@ class TargetConfig:
     #: ``flows`` too.
     requests: tuple[tuple[str, int], ...] = ()
     request_names: Mapping[str, str] = field(default_factory=dict)  # kind -> name
+    #: The names set in the configuration (sni, host_header, qname): the exporter asks
+    #: for the scraped target's name where none is set.
+    request_given: Mapping[str, str] = field(default_factory=dict)
     control_name: str = DEFAULT_CONTROL
     query_type: str = "A"  # dns/PORT's query type
 
@@ -474,6 +477,7 @@ def _target(
         name=name,
         requests=tuple(dict.fromkeys(requests)),
         request_names=names,
+        request_given={k: v for k, (v, _at) in given.items() if v is not None},
         control_name=control,
         flows=tuple(flows),
         expect=expect,

@@ -406,9 +406,18 @@ def trace(
     return records, spent
 
 
-def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> None:
+def trace_target_requests(
+    t: TargetConfig,
+    entry: dict[str, Any],
+    ttls: Sequence[int],
+    *,
+    raw: bool = True,
+    timeout_s: float | None = None,
+) -> None:
     """The target's request flows (tls/PORT, http/PORT, dns/PORT) at ``ttls``, with their
-    control name, judged and added to its record ``entry``."""
+    control name, judged and added to its record ``entry``. ``raw``: raw sockets allowed
+    (``run`` is root; the exporter may be unprivileged); ``timeout_s``: the target's
+    own unless less is left (a scrape)."""
     if not t.requests:
         return
     from reachtest.report.record import add_requests
@@ -417,12 +426,13 @@ def _requests(t: TargetConfig, entry: dict[str, Any], ttls: Sequence[int]) -> No
     for kind, port in t.requests:
         name = t.request_names[kind]
         verdict, outcomes = trace_request(
-            entry["address"], port, kind, name, t.control_name, ttls, timeout_s=t.timeout_s,
-            raw=True, query_type=t.query_type,
+            entry["address"], port, kind, name, t.control_name, ttls,
+            timeout_s=t.timeout_s if timeout_s is None else min(timeout_s, t.timeout_s),
+            raw=raw, query_type=t.query_type,
         )  # fmt: skip
         dns = kind == "dns"
         add_requests(
-            entry, f"{kind}/{port}", verdict, outcomes, "ordinary" if dns else "raw",
+            entry, f"{kind}/{port}", verdict, outcomes, "raw" if raw and not dns else "ordinary",
             query_type=t.query_type if dns else None,
         )  # fmt: skip
 
@@ -433,17 +443,17 @@ REQUEST_WORKERS = 8
 
 
 def _all_requests(jobs: Sequence[tuple[TargetConfig, dict[str, Any], Sequence[int]]]) -> None:
-    """``_requests`` for many targets, several at once: a request that gets no answer
+    """``trace_target_requests`` for many targets, several at once: a request that gets no answer
     waits its timeout, and a scheduled run may have hundreds of targets."""
     jobs = [job for job in jobs if job[0].requests]
     if len(jobs) <= 1:
         for job in jobs:
-            _requests(*job)
+            trace_target_requests(*job)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=REQUEST_WORKERS) as pool:
-        for done in [pool.submit(_requests, *job) for job in jobs]:
+        for done in [pool.submit(trace_target_requests, *job) for job in jobs]:
             done.result()  # an error in one is the run's error
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -239,6 +239,13 @@ class Exporter:
             self.m_refused.labels("bad-request").inc()
             what = f"unknown module {name[:64]!r}" if name else "module parameter is missing"
             raise Refused("400 Bad Request", f"{what} (known: {', '.join(modules)})")
+        if module.target.requests:  # the names its request flows ask for: 400 if none
+            try:
+                names = module.request_names(target)
+            except ReachtestError as exc:
+                self.m_refused.labels("bad-request").inc()
+                raise Refused("400 Bad Request", f"module {module.name}: {exc}") from None
+            module = replace(module, target=replace(module.target, request_names=names))
         budget = self._budget(environ)
         deadline = began + budget
         shown = target[:253]

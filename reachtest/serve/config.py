@@ -16,8 +16,10 @@
     rounds = 3
 
 A module takes the keys of a scheduled run's ``[[target]]`` (services, expect, icmp,
-rounds, interval, timeout, max_ttl, family, labels) but no host: Prometheus names the
-target per scrape. Every problem is one ``ConfigError`` naming the file, line and key.
+rounds, interval, timeout, max_ttl, family, labels; for request flows such as tls/443 or
+dns/53: sni, host_header, qname, qtype, control_name) but no host: Prometheus names the
+target per scrape (and request flows ask for its name where the module sets none).
+Every problem is one ``ConfigError`` naming the file, line and key.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from reachtest.schedule.config import (
 MODES = ("check", "trace")
 MODULE_KEYS = (
     "services", "expect", "icmp", "rounds", "interval", "timeout", "max_ttl", "family",
-    "labels", "mode",
+    "labels", "mode", "sni", "host_header", "qname", "qtype", "control_name",
 )  # fmt: skip
 EXPORTER_KEYS = ("allow", "targets", "labels", "concurrency", "queue")
 TOP_KEYS = ("exporter", "module")
@@ -66,6 +68,25 @@ class Module:
     name: str
     mode: str
     target: TargetConfig  # its host and name are the module's name (set per probe)
+
+    def request_names(self, host: str) -> dict[str, str]:
+        """The names the module's request flows ask for when ``host`` is scraped: those
+        the module sets (sni, host_header, qname), else ``host``; UsageError when
+        ``host`` is an address and no name is set, or a name that cannot be sent."""
+        from reachtest.errors import UsageError
+        from reachtest.spec import request_name
+
+        given = self.target.request_given
+        names = {
+            kind: request_name(
+                kind, port, host, given.get("sni"), given.get("host_header"), given.get("qname")
+            )
+            for kind, port in self.target.requests
+        }
+        for name in names.values():
+            if name.lower() == self.target.control_name.lower():
+                raise UsageError(f"the control name {name!r} is the name tested: set another")
+        return names
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,13 +191,9 @@ def parse_exporter_config(text: str, where: str = "<config>") -> ExporterConfig:
         for key in settings.get("labels", {}) if isinstance(settings.get("labels"), dict) else {}:
             if key in EXPORTER_LABELS:
                 raise fail([*at, "labels", key], f"the exporter sets the label {key} itself")
+        # The host of a module is the scraped target: "module" stands for it here (a name,
+        # so that request flows without sni/host_header/qname pass: see request_names).
         target = _target({**settings, "host": "module", "name": name}, {}, at, fail)
-        if target.requests:
-            raise fail(
-                [*at, "services"],
-                "tls/PORT and http/PORT are not probed by the exporter yet (reachtest trace"
-                " and run trace them)",
-            )
         modules[name] = Module(name=name, mode=mode, target=target)
     return ExporterConfig(
         path=Path(where),

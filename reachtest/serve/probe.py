@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest.model import TraceParams
 from reachtest.schedule.metrics import blocked_at
-from reachtest.schedule.run import CHECK_TTL, Judged, judge
+from reachtest.schedule.run import CHECK_TTL, Judged, judge, trace_target_requests
 
 if TYPE_CHECKING:
     from reachtest.engine.transport import Transport
@@ -33,6 +33,8 @@ TransportFactory = Callable[[str, "Sequence[FlowSpec]"], "Transport"]
 ANSWER_MARGIN_S = 0.2
 SERVICE_STATES = ("open", "closed", "filtered", "open|filtered")
 HOST_STATES = ("reachable", "unreachable")
+#: A request flow's states (tls/443, dns/53): ``open`` when the request is answered.
+REQUEST_STATES = ("open", "blocked-after-handshake", "no-handshake")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +151,16 @@ def run_probe(
     target = record["targets"][0] if record["targets"] else None
     traced = module.mode == "trace"
     config = module.target
+    if config.requests and target is not None and not (stopper and stopper.stopped):
+        # The requests after the handshake: TTL by TTL up to the target (trace), or end
+        # to end (check), within what is left of the scrape.
+        last = min(target["distance"] or config.max_ttl, config.max_ttl)
+        left = None if budget_s is None else budget_s - (time.monotonic() - began)
+        trace_target_requests(
+            config, target, range(1, last + 1) if traced else [CHECK_TTL],
+            raw=transport_name == "raw",
+            timeout_s=None if left is None else max(0.05, (left - ANSWER_MARGIN_S) / 2),
+        )  # fmt: skip
     judged = tuple(judge(config, target, address, traced))
     return ProbeResult(
         module=module.name,
@@ -274,7 +286,8 @@ class ProbeCollector:
             labels = [j.flow, protocol, port]
             through = j.got in ("open", "reachable")
             flow_ok.add_metric([*labels, *more], 1 if through else 0)
-            for word in HOST_STATES if protocol == "icmp" else SERVICE_STATES:
+            words = {"icmp": HOST_STATES, "tcp": SERVICE_STATES, "udp": SERVICE_STATES}
+            for word in words.get(protocol, REQUEST_STATES):
                 state.add_metric([*labels, word, *more], 1 if j.got == word else 0)
             if j.expected is not None:
                 met.add_metric([*labels, j.expected, *more], 1 if j.met else 0)

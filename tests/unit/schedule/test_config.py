@@ -251,10 +251,18 @@ def test_request_flow_mistakes_name_the_key(text: str, words: str) -> None:
     assert words in str(caught.value), caught.value
 
 
-def test_the_exporter_refuses_request_flows_by_name() -> None:
+def test_an_exporter_module_asks_for_the_scraped_name_unless_it_sets_one() -> None:
+    from reachtest.errors import UsageError
     from reachtest.serve.config import parse_exporter_config
 
-    with pytest.raises(ConfigError, match="not probed by the exporter yet"):
-        parse_exporter_config(
-            '[exporter]\nallow = ["198.18.0.0/15"]\n[module.web]\nservices = ["tls/443"]\n'
-        )
+    config = parse_exporter_config(
+        '[exporter]\nallow = ["198.18.0.0/15"]\n[module.web]\nservices = ["tls/443", "dns/53"]\n'
+        'qname = "blocked.example"\nqtype = "AAAA"\n'
+    )
+    web = config.modules["web"]
+    assert web.target.query_type == "AAAA" and udp(53) in web.target.flows
+    assert web.request_names("shop.example") == {"tls": "shop.example", "dns": "blocked.example"}
+    with pytest.raises(UsageError, match="give the name to ask for \\(--sni"):
+        web.request_names("198.18.0.1")
+    with pytest.raises(UsageError, match=r"the control name 'example\.com' is the name tested"):
+        web.request_names("example.com")
