@@ -1,5 +1,6 @@
-"""The CSV report: one row per (target, flow, hop), numeric columns numeric (empty when
-there is no value), for spreadsheets and pandas. A text cell that would start like a
+"""The CSV report: one row per (target, flow, hop), requests traced after the handshake
+(tls/443, dns/53) as flows of their own, numeric columns numeric (empty when there is no
+value), for spreadsheets and pandas. A text cell that would start like a
 formula (a PTR name ``=cmd|...``) starts with an apostrophe instead."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import io
 from reachtest.analysis.stats import MS_COLUMNS
 from reachtest.report.escape import clean, for_spreadsheet
 from reachtest.report.record import Record
-from reachtest.report.view import cell_of, mpls_text
+from reachtest.report.view import cell_of, mpls_text, request_cells
 
 COLUMNS = (
     "target",
@@ -79,7 +80,37 @@ def render_csv(record: Record) -> str:
                     "stop_hop": path["stop_hop"],
                 }
                 writer.writerow({k: _cell(v) for k, v in row.items()})
+        for request in target.get("requests", ()):
+            _request_rows(writer, target, request, names)
     return buffer.getvalue()
+
+
+def _request_rows(
+    writer: csv.DictWriter[str], target: Record, request: Record, names: dict[str, str]
+) -> None:
+    """A request traced after the handshake (tls/443, dns/53): one row per TTL, as the
+    flows' (one request per TTL; ``stop`` is the box's reason, ``stop_hop`` its hop)."""
+    protocol, _, port = request["flow"].partition("/")
+    cells = request_cells(request)
+    by_ttl = {e["ttl"]: e for e in request.get("ttls", ())}
+    for ttl, cell in sorted(cells.items()):
+        entry = by_ttl[ttl]
+        row: dict[str, object] = {
+            "target": target["host"], "address": target["address"], "flow": request["flow"],
+            "protocol": protocol, "port": int(port), "ttl": ttl, "responder": cell.responder,
+            "responder_name": names.get(cell.responder) if cell.responder else None,
+            "snt": cell.snt, "rcv": cell.rcv, "loss_pct": cell.loss_pct,
+            **{name: getattr(cell, name, None) for name in MS_COLUMNS},
+            "mark": str(cell.mark),
+            "responders": f"{cell.responder}=1" if cell.responder else "",
+            "kinds": f"{entry['outcome']}=1", "state": request["state"],
+            "reason": request["reason"] or "answered",
+            "stop": request["reason"] or "answered",
+            "stop_hop": request["box_hop"] if request["state"] != "answered" else (
+                request["distance"]
+            ),
+        }  # fmt: skip
+        writer.writerow({k: _cell(v) for k, v in row.items()})
 
 
 def _cell(value: object) -> object:

@@ -88,9 +88,13 @@ def diagram(view: TargetView) -> Diagram:
             )
         )
     lanes = []
+    said = {flow: (hop, words) for flow, hop, words in view.request_stops}
     for j, flow in enumerate(view.flows):
         last = _stop(view.rows, j)
         y = HEAD + j * LANE_DY
+        if flow in said:  # a request: its lane ends where its verdict says, in its words
+            lanes.append(_request_lane(view, flow, j, *said[flow]))
+            continue
         if last is None:
             end_x, mark, words = LEFT, Mark.SILENT, "no answer from any hop"
             silent_x = LEFT + NODE_DX if view.rows else None
@@ -123,6 +127,28 @@ def diagram(view: TargetView) -> Diagram:
         nodes=tuple(nodes),
         lanes=tuple(lanes),
     )
+
+
+def _request_lane(view: TargetView, flow: str, j: int, hop: int | None, words: str) -> Lane:
+    """The lane of a request traced after the handshake: to the box's hop (forged: a
+    reset or an answer in the server's name; silent: dropped, dashed to the next hop), or
+    to the server when it is answered."""
+    from reachtest.report.charts import flow_colour
+
+    at = next((i for i, row in enumerate(view.rows) if row.ttl == hop), None)
+    end_x = LEFT + (at + 1) * NODE_DX if at is not None else LEFT
+    cells = [row.cells[j] for row in view.rows if row.cells[j] is not None]
+    if words.startswith("answered"):
+        mark = Mark.OPEN
+    elif any(c.mark is Mark.FORGED for c in cells if c is not None):
+        mark = Mark.FORGED
+    else:
+        mark = Mark.SILENT
+    dashed = end_x + NODE_DX if mark is Mark.SILENT and at is not None else None
+    return Lane(
+        flow=flow, colour=flow_colour(j), y=HEAD + j * LANE_DY, end_x=end_x, mark=str(mark),
+        silent_x=dashed if at is not None and at + 1 < len(view.rows) else None, words=words,
+    )  # fmt: skip
 
 
 def _title(run: RunView) -> str:

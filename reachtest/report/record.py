@@ -550,7 +550,10 @@ def add_requests(
     (critical when blocked) whose evidence is the test name's outcome at every TTL."""
     from reachtest.report.escape import clean
 
-    test = sorted((o for o in outcomes if o.name == verdict.name), key=lambda o: o.ttl)
+    # Per TTL, the outcome judged (a proof stands over the first try at its TTL).
+    test = sorted(
+        {o.ttl: o for o in outcomes if o.name == verdict.name}.values(), key=lambda o: o.ttl
+    )
     answered = next((o for o in test if o.outcome == "answered"), None)
     excerpt = answered.excerpt[:120].decode("latin-1") if answered is not None else None
     target.setdefault("requests", []).append(
@@ -561,6 +564,11 @@ def add_requests(
             "by_name": verdict.by_name, "distance": verdict.distance, "transport": transport,
             "answer": None if excerpt is None else clean(excerpt),
             **({"query_type": query_type} if query_type is not None else {}),
+            "ttls": [
+                {"ttl": o.ttl, "outcome": o.outcome, "responder": o.responder,
+                 "rtt_ms": o.rtt_ms, "late_answer": o.late_answer, "proof": o.proof}
+                for o in test
+            ],
         }
     )  # fmt: skip
     blocked = verdict.state != "answered"

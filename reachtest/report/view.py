@@ -157,6 +157,9 @@ class TargetView:
     findings: tuple[FindingLine, ...]
     #: Each flow over time, at its last hop (from the record's series).
     series: tuple[SeriesLine, ...] = ()
+    #: The request columns (tls/443, dns/53; after the flows'): where each stops, and its
+    #: words (``request_stop``).
+    request_stops: tuple[tuple[str, int | None, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +264,8 @@ def _request_verdict(request: Record) -> VerdictLine:
     if answered:
         hop = request["distance"]
         detail = f"answered (the server at hop {hop})" if hop else "answered"
+    elif request["state"] == "no-handshake" and request["flow"].startswith("dns/"):
+        detail = "no DNS service answers (port unreachable; see the port's UDP flow)"
     elif request["state"] == "no-handshake":
         detail = "the TCP handshake does not complete (see the port's SYN flow)"
     else:
@@ -284,6 +289,42 @@ def _request_verdict(request: Record) -> VerdictLine:
         rounds=1,
         rounds_probed=1,
     )
+
+
+#: A request's outcome at one TTL as a mark (a blocked request's answers and resets come
+#: from a box in the server's name: forged).
+_REQUEST_MARK = {
+    "time-exceeded": Mark.PASS, "closed": Mark.CLOSED, "refused": Mark.CLOSED,
+}  # fmt: skip
+
+
+def request_cells(request: Record) -> dict[int, Cell]:
+    """TTL -> the cell of a request traced after the handshake (one request per TTL), for
+    its column in the hop matrix beside the flows'."""
+    blocked = request["state"] == "blocked-after-handshake"
+    cells = {}
+    for entry in request.get("ttls", ()):
+        outcome, rtt = entry["outcome"], entry["rtt_ms"]
+        if outcome in ("answered", "reset"):
+            mark = Mark.FORGED if blocked else Mark.OPEN if outcome == "answered" else Mark.CLOSED
+        else:
+            mark = _REQUEST_MARK.get(outcome, Mark.SILENT)
+        got = mark is not Mark.SILENT
+        cells[entry["ttl"]] = Cell(
+            snt=1, rcv=1 if got else 0, loss_pct=0.0 if got else 100.0, last_ms=rtt,
+            avg_ms=rtt, best_ms=rtt, wrst_ms=rtt, stdev_ms=None, javg_ms=None, mark=mark,
+            responder=entry["responder"],
+        )  # fmt: skip
+    return cells
+
+
+def request_stop(request: Record) -> tuple[int | None, str]:
+    """Where a request's lane in the path diagram ends (the box's hop, the server's; None:
+    not known) and what it says there (the verdict's words, the same as its line's)."""
+    line = _request_verdict(request)
+    if request["state"] == "answered":
+        return request["distance"], line.detail
+    return request["box_hop"], line.detail
 
 
 def _evidence(e: Record) -> str:
@@ -334,6 +375,8 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
     present = {f["flow"]: f for f in t["flows"]}
     flows = [present.get(label) or _no_data(label) for label in labels]
     by_ttl: list[dict[int, Record]] = [{h["ttl"]: h for h in f["hops"]} for f in flows]
+    requests = list(t.get("requests", ()))
+    request_columns = [request_cells(r) for r in requests]
     last = max((ttl for hops in by_ttl for ttl in hops), default=first_ttl - 1)
     if t["reachable"] and t["distance"] is not None:
         last = min(last, t["distance"])  # past the target, every row is the target again
@@ -351,6 +394,7 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
                 seen = stacks.setdefault(m["responder"], {})
                 text = mpls_text(m["stack"])
                 seen[text] = seen.get(text, 0) + m["count"]
+        cells += [column.get(ttl) for column in request_columns]
         responders = tuple(
             Responder(
                 address=a,
@@ -368,8 +412,9 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
         reachable=t["reachable"],
         distance=t["distance"],
         headline=_headline(t),
-        flows=tuple(f["flow"] for f in flows),
+        flows=tuple(f["flow"] for f in flows) + tuple(r["flow"] for r in requests),
         rows=tuple(rows),
+        request_stops=tuple((r["flow"], *request_stop(r)) for r in requests),
         series=tuple(s for f in flows if (s := _series(f)) is not None),
         verdicts=tuple(_verdict(f) for f in flows)
         + tuple(_request_verdict(r) for r in t.get("requests", ())),
