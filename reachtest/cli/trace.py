@@ -526,10 +526,17 @@ def trace_command(
             pcap.add(ns, packet)
 
     raw_requests = None  # the request tracer's raw sockets, opened before the drop
+    request_capture = None  # and what they send and get, for the pcap
     if requests and not unprivileged:
-        from reachtest.engine.requests import RawSockets
+        from reachtest.engine.requests import RawSockets, RequestCapture
 
         raw_requests = RawSockets()
+        if capture:
+            try:
+                request_capture = RequestCapture()
+            except OSError:
+                raw_requests.close()
+                raise
     # Fails here without the privilege, before any look-up.
     transport, traced, transport_notes = _open_transport(
         unprivileged,
@@ -546,7 +553,8 @@ def trace_command(
             from reachtest.report.pcap import PcapStream
 
             pcap_file = StreamFile(Path(pcap_path))
-            pcap = PcapStream(pcap_file.file, time.time_ns() - time.monotonic_ns())
+            wall_offset_ns = time.time_ns() - time.monotonic_ns()
+            pcap = PcapStream(pcap_file.file, wall_offset_ns)
     except BaseException:
         if pcap_file is not None:
             pcap_file.discard()
@@ -604,7 +612,17 @@ def trace_command(
         analysis = analyse(session.accumulated, result.params, result.budgets)
         record = build_record(result, analysis, meta(finished, found))
         if requests:
-            _trace_requests(record, requests, asked, raw_requests, params, qtype.upper())
+
+            def requests_captured() -> None:  # the request tracer's packets, into the pcap
+                if pcap is not None and request_capture is not None:
+                    for ns, packet in request_capture.take():
+                        pcap.add(ns - wall_offset_ns, packet)
+
+            if request_capture is not None:
+                request_capture.watch([t["address"] for t in record["targets"]])
+            _trace_requests(
+                record, requests, asked, raw_requests, params, qtype.upper(), requests_captured
+            )
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -616,6 +634,8 @@ def trace_command(
     finally:
         if raw_requests is not None:
             raw_requests.close()
+        if request_capture is not None:
+            request_capture.close()
     if out_dir is not None:
         written += save_reports(record, out_dir)
     if not stdout_taken:
@@ -684,6 +704,7 @@ def _trace_requests(
     sockets: Any,
     params: Any,
     query_type: str = "A",
+    after_each: Any = None,
 ) -> None:
     """Each request flow traced TTL by TTL at each target, up to its distance (from the
     trace; the maximum TTL when it was not reached), added to the record."""
@@ -706,6 +727,8 @@ def _trace_requests(
                 "raw" if raw and kind != "dns" else "ordinary",
                 query_type=query_type if kind == "dns" else None,
             )  # fmt: skip
+            if after_each is not None:
+                after_each()
 
 
 def _names(names: Any) -> dict[str, str]:

@@ -185,6 +185,69 @@ class RawSockets:
         self.sockets = {}
 
 
+class RequestCapture:
+    """Every packet to and from the targets (and every ICMP error) while requests are
+    traced, for the pcap: an AF_PACKET socket opened while the privilege is there, whose
+    kernel filter drops everything until ``watch`` names the targets (so the run's own
+    probes before it cost nothing here)."""
+
+    #: A classic BPF program of one instruction: return 0 (drop).
+    DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+    #: ... and return 262144 (keep the packet whole): when libpcap cannot compile.
+    KEEP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0x40000)
+
+    def __init__(self) -> None:
+        from reachtest.engine.bpf import attach, bind_all
+        from reachtest.engine.linux import ETH_P_ALL, SO_RCVBUFFORCE, SO_TIMESTAMPNS
+
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        try:
+            attach(self.sock.fileno(), self.DROP_ALL)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            try:  # room for a whole trace's requests between two reads
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+            except PermissionError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            bind_all(self.sock.fileno(), ETH_P_ALL)
+            self.sock.setblocking(False)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def watch(self, addresses: Sequence[str]) -> None:
+        """From now on keep what goes to or comes from ``addresses``, and ICMP errors."""
+        from reachtest.engine.bpf import attach, compiled
+
+        hosts = " or ".join(f"host {a}" for a in addresses)
+        try:
+            program = compiled(f"({hosts}) or icmp or icmp6" if hosts else "icmp or icmp6")
+        except (OSError, ValueError):
+            program = self.KEEP_ALL
+        attach(self.sock.fileno(), program)
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """What was kept so far: (Unix time in ns from the kernel, IP packet)."""
+        from reachtest.engine.linux import SCM_TIMESTAMPNS, TIMESPEC
+
+        found: list[tuple[int, bytes]] = []
+        while True:
+            try:
+                packet, ancillary, _flags, address = self.sock.recvmsg(65535, 64)
+            except (BlockingIOError, InterruptedError):
+                return found
+            if address[0] == "lo" and address[2] == 4:  # PACKET_OUTGOING: seen twice on lo
+                continue
+            ns = time.time_ns()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = TIMESPEC.unpack_from(value)
+                    ns = sec * 1_000_000_000 + nsec
+            found.append((ns, packet))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _drain(sock: socket.socket) -> None:
     """Forget what a shared raw socket holds from before this trace."""
     while True:

@@ -72,3 +72,33 @@ def test_pcap_refuses_stdout_before_any_probe(make_lab: MakeLab) -> None:
     lab = make_lab("clean")
     done = trace_in(lab, "server", "-p", "443", "--pcap", "-")
     assert done.returncode == 2 and "--pcap needs a FILE" in done.stderr
+
+
+def test_the_pcap_holds_the_requests_traced_after_the_handshake(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """`-p tls/443`: the ClientHellos with the test name sent at TTL 1 .. the server's
+    distance (the kernel's own segments), the routers' time-exceeded for TTL 1-3, the
+    box's resets in the server's name from TTL 4 on; nothing of it without --pcap."""
+    lab = make_lab("tls-sni-reset")
+    truth = lab.plan.scenario.truth
+    (request,) = truth.requests
+    pcap = tmp_path / "run.pcap"
+    done = trace_in(
+        lab, lab.server(), "-p", "tls/443", "--sni", request.name, "-c", "2", "-i", "0.1",
+        "--timeout", "1", "-n", "--report", "--pcap", str(pcap),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    exe = shutil.which("tshark")
+    assert exe is not None
+    hellos = subprocess.run(
+        [exe, "-r", str(pcap), "-Y", f'tls.handshake.extensions_server_name == "{request.name}"',
+         "-T", "fields", "-e", "ip.ttl"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(map(int, hellos)) == list(range(1, truth.server_hop + 1))
+    resets = tshark(pcap, "-Y", f"ip.src == {lab.server()} && tcp.flags.reset == 1")
+    assert len(resets) >= truth.server_hop - (request.hop or 0)  # TTL 4 .. the server
+    exceeded = {p["ip.src"].split(",")[0] for p in tshark(pcap, "-Y", "icmp.type == 11")}
+    for ttl in range(1, (request.hop or 0) + 1):
+        assert exceeded & lab.hop(ttl), (ttl, exceeded)
