@@ -115,7 +115,13 @@ def judge_requests(outcomes: Iterable[Any], name: str, control: str | None) -> R
     # A first TTL says where only when the TTL before it was probed too (one TTL alone,
     # as an end-to-end check sends, says what, not where).
     placed = [t for t, by in ((answered, test), (control_answered, ctrl)) if _placed(t, by)]
-    distance = min((t for t in placed if t is not None), default=None)
+    # An answer to the test name before the control's is not the server's (injected): the
+    # server's distance is the control's then.
+    forged_first = (
+        answered is not None and control_answered is not None and answered < control_answered
+    )
+    distance = min((t for t in placed if t is not None and not (forged_first and t == answered)),
+                   default=None)  # fmt: skip
     by_name = None if control is None else control_answered is not None
 
     def verdict(state: str, reason: str | None = None, hop: int | None = None) -> RequestVerdict:

@@ -73,8 +73,9 @@ class RequestOutcome:
     excerpt: bytes = b""  # the first bytes of the answer (bounded)
     #: Raw capture ran (root or CAP_NET_RAW): ``late_answer`` can be trusted.
     captured: bool = False
-    #: After the reset, the server's own data still came (captured): an on-path box
-    #: injected the reset while the request travelled on.
+    #: After the reset (or the answer), the server's own (other) data still came
+    #: (captured, or for DNS read): an on-path box injected the reset, block page or DNS
+    #: answer while the request travelled on.
     late_answer: bool = False
     #: Sent alone, after the routers' ICMP budgets had time to refill (see ``prove``): a
     #: silence here is the request's, not a rate limit's.
@@ -125,17 +126,20 @@ def _raw_tcp(v6: bool) -> socket.socket | None:
         return None
 
 
-def _data_to(packet: bytes, sender: str, v6: bool, address: str, port: int) -> int | None:
-    """The destination port of a TCP segment with data from ``address``:``port`` (as a
-    raw TCP socket gives it: v4 with its IP header, v6 without); None otherwise."""
+def _data_to(
+    packet: bytes, sender: str, v6: bool, address: str, port: int
+) -> tuple[int, int, bytes] | None:
+    """(destination port, sequence number, first bytes of the data) of a TCP segment
+    with data from ``address``:``port`` (as a raw TCP socket gives it: v4 with its IP
+    header, v6 without); None otherwise."""
     if sender != address:
         return None
     segment = packet if v6 else packet[(packet[0] & 0x0F) * 4 :] if packet else b""
     if len(segment) < 20:
         return None
-    sport, dport = struct.unpack_from("!HH", segment)
-    payload = len(segment) - (segment[12] >> 4) * 4
-    return dport if sport == port and payload > 0 else None
+    sport, dport, seq = struct.unpack_from("!HHI", segment)
+    payload = segment[(segment[12] >> 4) * 4 :]
+    return (dport, seq, payload[:64]) if sport == port and payload else None
 
 
 def _expired_port(packet: bytes, v6: bool, address: str, port: int) -> int | None:
@@ -290,7 +294,7 @@ def trace_requests(
         capture = _raw_tcp(v6) if icmp is not None else None
     tries: list[_Try] = []
     by_port: dict[int, _Try] = {}
-    late: set[int] = set()  # source ports whose server data came (seen on the raw socket)
+    seen = _Seen(set(), {}, set())  # the server's data as the raw socket saw it
     try:
         if icmp is not None:
             icmp.setblocking(False)
@@ -320,7 +324,7 @@ def trace_requests(
                     _read_icmp(icmp, v6, address, port, by_port)  # type: ignore[arg-type]
                     continue
                 if key.data == "capture":
-                    _read_capture(capture, v6, address, port, late)  # type: ignore[arg-type]
+                    _read_capture(capture, v6, address, port, seen)  # type: ignore[arg-type]
                     continue
                 attempt = key.data
                 if attempt.done is not None:
@@ -350,22 +354,27 @@ def trace_requests(
                 outcome = SILENT if attempt.sent_ns else NO_HANDSHAKE
                 attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=outcome)
         resets = [t for t in tries if t.done is not None and t.done.outcome == RESET]
-        if capture is not None and resets:
-            # The server's own answer to a request an on-path box reset comes after the
-            # reset, about a round trip later: wait three of the slowest reset's round
-            # trips for it (50 ms at least, half a second or the timeout at most).
-            slowest_s = max((t.done.rtt_ms or 0.0) for t in resets if t.done) / 1000
+        answers = [t for t in tries if t.done is not None and t.done.outcome == ANSWERED]
+        if capture is not None and (resets or answers):
+            # The server's own answer to a request an on-path box reset (or answered with
+            # a page) comes after it, about a round trip later: wait three of the slowest
+            # round trips for it (50 ms at least, half a second or the timeout at most).
+            slowest_s = max((t.done.rtt_ms or 0.0) for t in resets + answers if t.done) / 1000
             wait_s = min(max(3 * slowest_s, 0.05), LATE_WAIT_S, timeout_s)
             end = time.monotonic() + wait_s
-            while (left := end - time.monotonic()) > 0 and not all(t.sport in late for t in resets):
+            while (left := end - time.monotonic()) > 0 and not (
+                answers == [] and all(t.sport in seen.data for t in resets)
+            ):
                 if select.select([capture], [], [], left)[0]:
-                    _read_capture(capture, v6, address, port, late)
+                    _read_capture(capture, v6, address, port, seen)
         for attempt in tries:
             assert attempt.done is not None
+            outcome = attempt.done.outcome
             attempt.done = replace(
                 attempt.done,
                 captured=capture is not None,
-                late_answer=attempt.sport in late and attempt.done.outcome == RESET,
+                late_answer=(outcome == RESET and attempt.sport in seen.data)
+                or (outcome == ANSWERED and attempt.sport in seen.conflicting),
             )
     except OSError as exc:
         raise EnvironmentProblem(f"request probes failed: {exc.strerror or exc}") from exc
@@ -423,17 +432,31 @@ def _receive(attempt: _Try, kind: RequestKind, address: str) -> None:
     attempt.done = outcome
 
 
-def _read_capture(
-    capture: socket.socket, v6: bool, address: str, port: int, late: set[int]
-) -> None:
+@dataclass(slots=True)
+class _Seen:
+    """What the raw TCP copy showed: the ports data came to (after a reset, the server's
+    own answer), and those that got two different data at one sequence number (a
+    block page injected in the server's name, then the server's answer)."""
+
+    data: set[int]
+    first: dict[tuple[int, int], bytes]
+    conflicting: set[int]
+
+
+def _read_capture(capture: socket.socket, v6: bool, address: str, port: int, seen: _Seen) -> None:
     while True:
         try:
             packet, sender = capture.recvfrom(2048)
         except BlockingIOError:
             return
-        dport = _data_to(packet, sender[0], v6, address, port)
-        if dport is not None:
-            late.add(dport)
+        found = _data_to(packet, sender[0], v6, address, port)
+        if found is None:
+            continue
+        dport, seq, head = found
+        seen.data.add(dport)
+        before = seen.first.setdefault((dport, seq), head)
+        if before[: len(head)] != head[: len(before)]:
+            seen.conflicting.add(dport)
 
 
 def _read_icmp(

@@ -1,14 +1,13 @@
 """The lab's on-path injector: in a router's namespace, it reads copies of the packets
 the router forwards towards the server (AF_PACKET), and for each TCP segment to the
 watched port whose payload holds the watched name it sends the client a RST in the
-server's name (the right sequence numbers), or for each DNS query (UDP) for the watched
-name a forged answer in the server's name (``FORGED_V4``/``FORGED_V6``), out of the
-interface facing the client. The original is not touched: it travels on, and the
-server's own answer follows the forged one (an on-path box, as national filters that
-only see a copy are). Runs at
-real-time priority (or the highest) when it can, so that it wins the race against the
-server's answer (the scenario's server also answers ClientHellos 20 ms late, as a real
-server milliseconds away would).
+server's name (the right sequence numbers) or, for HTTP, a block page; for each DNS
+query (UDP) for the watched name, a forged answer in the server's name
+(``FORGED_V4``/``FORGED_V6``); out of the interface facing the client. The original is
+not touched: it travels on, and the server's own answer follows the forged one (an
+on-path box, as national filters that only see a copy are). Runs at real-time priority
+(or the highest) when it can, so that it wins the race against the server's answer (the
+scenario's server also answers 20 ms late, as a real server milliseconds away would).
 
 Started by ``python -m reachtest.lab.services --inject ...`` (``lab up``), stopped by PID.
 """
@@ -28,6 +27,13 @@ ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
 TCP_RST_ACK = 0x14
+TCP_FIN_PSH_ACK = 0x19
+#: The block page an on-path box answers an HTTP request with, in the server's name.
+BLOCK_PAGE_BODY = b"<html><body>reachtest lab: blocked by policy</body></html>\n"
+BLOCK_PAGE = (
+    b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(BLOCK_PAGE_BODY)).encode() + b"\r\n\r\n" + BLOCK_PAGE_BODY
+)
 #: The addresses a forged DNS answer gives (the lab's; never the server's).
 FORGED_V4 = "198.18.255.254"
 FORGED_V6 = "2001:db8:ffff::254"
@@ -104,10 +110,12 @@ def forged_dns(frame: bytes, port: int, name: bytes) -> tuple[int, bytes] | None
     return ethertype, _ip(ethertype, dst, src, socket.IPPROTO_UDP, bytes(udp))
 
 
-def forged_reset(frame: bytes, port: int, pattern: bytes) -> tuple[int, bytes] | None:
-    """(ethertype, IP packet of a RST from the server to the client) answering the
-    segment in the Ethernet ``frame`` when it goes to ``port`` and carries ``pattern``;
-    None otherwise."""
+def _forged_tcp(
+    frame: bytes, port: int, pattern: bytes, flags: int, data: bytes
+) -> tuple[int, bytes] | None:
+    """(ethertype, IP packet of a segment from the server to the client with ``flags``
+    and ``data``, right sequence numbers) answering the segment in the Ethernet
+    ``frame`` when it goes to ``port`` and carries ``pattern``; None otherwise."""
     found = _split(frame, socket.IPPROTO_TCP)
     if found is None:
         return None
@@ -118,17 +126,30 @@ def forged_reset(frame: bytes, port: int, pattern: bytes) -> tuple[int, bytes] |
     payload = segment[(segment[12] >> 4) * 4 :]
     if dport != port or not payload or pattern not in payload:
         return None
+    window = 512 if data else 0
     tcp = bytearray(
         struct.pack("!HHIIBBHHH", dport, sport, ack, (seq + len(payload)) & 0xFFFFFFFF,
-                    5 << 4, TCP_RST_ACK, 0, 0, 0)
+                    5 << 4, flags, window, 0, 0) + data
     )  # fmt: skip
     struct.pack_into("!H", tcp, 16, checksum(pseudo_header(dst, src, 6, len(tcp)) + tcp))
     return ethertype, _ip(ethertype, dst, src, socket.IPPROTO_TCP, bytes(tcp))
 
 
+def forged_reset(frame: bytes, port: int, pattern: bytes) -> tuple[int, bytes] | None:
+    """A RST in the server's name for a segment to ``port`` carrying ``pattern``."""
+    return _forged_tcp(frame, port, pattern, TCP_RST_ACK, b"")
+
+
+def forged_page(frame: bytes, port: int, pattern: bytes) -> tuple[int, bytes] | None:
+    """A block page (``BLOCK_PAGE``, then FIN) in the server's name for a segment to
+    ``port`` carrying ``pattern``: the client reads it as the server's answer."""
+    return _forged_tcp(frame, port, pattern, TCP_FIN_PSH_ACK, BLOCK_PAGE)
+
+
 #: What the injector forges, by the kind of request it watches.
 FORGERS: dict[str, Callable[[bytes, int, bytes], tuple[int, bytes] | None]] = {
     "tcp": forged_reset,
+    "page": forged_page,
     "dns": forged_dns,
 }
 
@@ -145,8 +166,8 @@ def inject(
 ) -> None:
     """Watch ``watch`` (the interface towards the server) and inject through ``send``
     (towards the client, from ``own_mac`` to ``peer_mac``) until stopped: ``kind`` tcp
-    (a reset for segments carrying ``pattern``) or dns (an answer for queries for the
-    name ``pattern``)."""
+    (a reset for segments carrying ``pattern``), page (a block page for them) or dns (an
+    answer for queries for the name ``pattern``)."""
     forge = FORGERS[kind]
     if kind == "dns":  # dnspython loaded now, not at the first query (the race is close)
         forged_dns(b"", port, pattern)

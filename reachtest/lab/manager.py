@@ -266,6 +266,8 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
         wanted["server"] += ["--cert", str(cert), "--key", str(key)]
     if plan.scenario.slow_tls_ms:
         wanted["server"] += ["--slow-tls-ms", f"{plan.scenario.slow_tls_ms:g}"]
+    if plan.scenario.slow_http_ms:
+        wanted["server"] += ["--slow-http-ms", f"{plan.scenario.slow_http_ms:g}"]
     if plan.scenario.slow_dns_ms:
         wanted["server"] += ["--slow-dns-ms", f"{plan.scenario.slow_dns_ms:g}"]
     if plan.scenario.udp_quirks:
@@ -287,7 +289,7 @@ def _start_services(plan: LabPlan, state: LabState) -> None:
             wanted[name] = [
                 "--inject",
                 f"{watch},{send.name},{send.mac},{peer.mac},{rule.port},"
-                f"{'dns' if rule.protocol == 'udp' else 'tcp'},{rule.pattern}",
+                f"{rule.forges},{rule.pattern}",
             ]
     for delay in plan.delays:
         name = f"delay-{delay.node}"

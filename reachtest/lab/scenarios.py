@@ -221,8 +221,16 @@ class AppInjector(_AppRule):
     answer) in the server's name towards the client; the request itself travels on, and
     the server answers it (``lab/inject.py``)."""
 
+    @property
+    def forges(self) -> str:
+        """What the injector sends (``lab/inject.py``'s kinds): a reset (TLS), a block
+        page (HTTP), a DNS answer."""
+        return {AppKind.TLS: "tcp", AppKind.HTTP: "page", AppKind.DNS: "dns"}[self.kind]
+
     def describe(self) -> str:
-        forged = "an answer" if self.kind is AppKind.DNS else "a RST"
+        forged = {AppKind.TLS: "a RST", AppKind.HTTP: "a block page", AppKind.DNS: "an answer"}[
+            self.kind
+        ]
         return (
             f"{self.node} sees copies of {self.what} and injects {forged} in the server's"
             " name; the request travels on (on-path)"
@@ -245,7 +253,7 @@ class RequestTruth:
     name: str
     control: str
     blocked: bool
-    reason: str  # reset | dropped | dns-injected
+    reason: str  # reset | dropped | block-page | dns-injected
     hop: int | None
     in_path: bool = True
 
@@ -366,7 +374,8 @@ class Scenario:
     #: server is milliseconds away and an on-path injector near the client wins the race
     #: with its reset; in the lab every link answers in microseconds.
     slow_tls_ms: float = 0.0
-    #: The same for the server's DNS answers.
+    #: The same for the server's HTTP and DNS answers.
+    slow_http_ms: float = 0.0
     slow_dns_ms: float = 0.0
 
 
@@ -546,14 +555,16 @@ def _app(kind: AppKind, action: Action | None) -> Builder:
         # On-path, the server answers a ClientHello (a query) late, as a real server's
         # takes time: the injected reset (answer) wins the race on a busy machine too.
         slow = SLOW_TLS_MS if action is None else 0.0
-        what = "a query" if kind is AppKind.DNS else "a ClientHello"
+        what = {AppKind.TLS: "a ClientHello", AppKind.HTTP: "a request", AppKind.DNS: "a query"}[
+            kind
+        ]
         late = f"; the server answers {what} {slow:g} ms later" if slow else ""
         open_at = f"udp/{rule.port} answers" if kind is AppKind.DNS else (
             f"tcp/{rule.port} is open at the SYN"
         )  # fmt: skip
         passes = "the control name" if kind is AppKind.DNS else "the handshake and the control name"
         if action is None:
-            reason = "dns-injected" if kind is AppKind.DNS else "reset"
+            reason = {AppKind.TLS: "reset", AppKind.HTTP: "block-page"}.get(kind, "dns-injected")
         else:
             reason = "dropped" if action is Action.DROP else "reset"
         return Scenario(
@@ -561,7 +572,8 @@ def _app(kind: AppKind, action: Action | None) -> Builder:
             description=f"{rule.describe()}{late}; {passes} {CONTROL_NAME} pass: {open_at}",
             hops=hops,
             rules=(rule,),
-            slow_tls_ms=slow if kind is not AppKind.DNS else 0.0,
+            slow_tls_ms=slow if kind is AppKind.TLS else 0.0,
+            slow_http_ms=slow if kind is AppKind.HTTP else 0.0,
             slow_dns_ms=slow if kind is AppKind.DNS else 0.0,
             truth=replace(
                 clean_truth(hops, s),
@@ -790,6 +802,7 @@ SCENARIOS: dict[str, Builder] = {
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),
     "tls-sni-inject": _app(AppKind.TLS, None),
+    "http-host-inject": _app(AppKind.HTTP, None),
     "dns-qname-drop": _app(AppKind.DNS, Action.DROP),
     "dns-qname-inject": _app(AppKind.DNS, None),
 }
@@ -810,7 +823,7 @@ RULE_SYNTAX = (
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
     "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|qname-drop:NAME, "
-    "NODE:sni-inject|qname-inject:NAME"
+    "NODE:sni-inject|host-inject|qname-inject:NAME"
 )
 _APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -841,7 +854,7 @@ def parse_rule(text: str, hops: int) -> Rule:
         return Filter(node=node, action=Action(what), flow=flow)
     if what == "ack-rewrite" and not args:
         return AckRewrite(node=node)
-    if what in ("sni-inject", "qname-inject") and len(args) == 1:
+    if what in ("sni-inject", "host-inject", "qname-inject") and len(args) == 1:
         if not _APP_NAME.fullmatch(args[0]):
             raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
         hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None

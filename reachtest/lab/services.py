@@ -52,10 +52,12 @@ def http_answer(request: bytes) -> bytes:
     )
 
 
-def converse(conn: socket.socket, context: Any | None, slow_s: float = 0.0) -> None:
+def converse(
+    conn: socket.socket, context: Any | None, slow_s: float = 0.0, slow_answer_s: float = 0.0
+) -> None:
     """Serve one connection: the TLS handshake (with ``context``, ``slow_s`` later), one
-    HTTP request read up to its blank line, one answer; then close. Bounded in time and
-    size."""
+    HTTP request read up to its blank line, one answer (``slow_answer_s`` later); then
+    close. Bounded in time and size."""
     import ssl
 
     deadline = time.monotonic() + CONVERSATION_S
@@ -73,6 +75,8 @@ def converse(conn: socket.socket, context: Any | None, slow_s: float = 0.0) -> N
             if not chunk:
                 return
             request += chunk
+        if slow_answer_s > 0:
+            time.sleep(slow_answer_s)
         stream.sendall(http_answer(request))
         with contextlib.suppress(OSError, ssl.SSLError):
             if context:
@@ -280,7 +284,12 @@ def serve(args: argparse.Namespace) -> None:
                         speaks_tls = context if port in TLS_PORTS else None
                         threading.Thread(
                             target=converse,
-                            args=(conn, speaks_tls, args.slow_tls_ms / 1000),
+                            args=(
+                                conn,
+                                speaks_tls,
+                                args.slow_tls_ms / 1000,
+                                args.slow_http_ms / 1000 if speaks_tls is None else 0.0,
+                            ),
                             daemon=True,
                         ).start()
                         continue
@@ -361,13 +370,16 @@ def main(argv: list[str] | None = None) -> int:
         "--slow-tls-ms", type=float, default=0.0, help="answer ClientHellos this much later"
     )
     parser.add_argument(
+        "--slow-http-ms", type=float, default=0.0, help="answer HTTP requests this much later"
+    )
+    parser.add_argument(
         "--slow-dns-ms", type=float, default=0.0, help="answer DNS queries this much later"
     )
     parser.add_argument("--ready", type=Path, default=None, help="file to write once listening")
     parser.add_argument(
         "--inject",
         default=None,
-        metavar="WATCH,SEND,OWN_MAC,PEER_MAC,PORT,tcp|dns,PATTERN",
+        metavar="WATCH,SEND,OWN_MAC,PEER_MAC,PORT,tcp|page|dns,PATTERN",
         help="instead: the on-path injector (reachtest.lab.inject)",
     )
     parser.add_argument(

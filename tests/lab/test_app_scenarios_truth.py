@@ -1,6 +1,7 @@
 """The application-filter scenarios behave as their ground truth says (issue 26's lab):
-the server speaks real TLS and HTTP; a router resets ClientHellos naming the test SNI, or
-drops HTTP requests for the test Host, after the handshake; the control name passes; the
+the server speaks real TLS, HTTP and DNS; a router resets ClientHellos naming the test
+SNI, or drops HTTP requests for the test Host, after the handshake, or an on-path box
+injects a reset, a block page or a DNS answer; the control name passes; the
 port is open at the SYN. Checked over IPv4 and IPv6 with independent tools (openssl
 s_client, curl) and with plain sockets sending the request with TTL 1 .. the server's
 distance after a normal handshake (time-exceeded from each router before the box, then
@@ -17,7 +18,7 @@ from reachtest.lab.scenarios import AppKind, RequestTruth
 from tests.lab import netprobe
 from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
 
-APP_SCENARIOS = ("tls-sni-reset", "http-host-drop", "tls-sni-inject")
+APP_SCENARIOS = ("tls-sni-reset", "http-host-drop", "tls-sni-inject", "http-host-inject")
 
 
 def in_client(lab: Lab, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -51,6 +52,11 @@ def test_users_tools_see_the_name_blocked_and_the_control_served(
     if request.kind is AppKind.TLS:
         assert "CONNECTION ESTABLISHED" in control.stderr + control.stdout, control
         assert "errno=104" in blocked.stderr + blocked.stdout, blocked  # ECONNRESET
+    elif request.reason == "block-page":
+        from reachtest.lab.inject import BLOCK_PAGE_BODY
+
+        assert control.stdout == f"reachtest lab server: served {request.control}\n", control
+        assert blocked.returncode == 0 and blocked.stdout == BLOCK_PAGE_BODY.decode(), blocked
     else:
         assert control.stdout == f"reachtest lab server: served {request.control}\n", control
         assert blocked.returncode == 28 and blocked.stdout == "", blocked  # curl: timed out
@@ -75,6 +81,10 @@ def test_ttl_limited_requests_meet_the_box_at_its_hop(
                     want = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
                 elif which == request.control:
                     want = {netprobe.Answer("answered", dst)}
+                elif request.reason == "block-page":  # forged; the request goes on
+                    want = {netprobe.Answer("answered", dst)}
+                    if ttl < truth.server_hop:
+                        want |= {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
                 elif request.reason == "reset":
                     want = {netprobe.Answer("tcp-rst", dst)}
                     if not request.in_path and ttl < truth.server_hop:  # the request goes on

@@ -28,7 +28,14 @@ FLOW_OF = {
 
 @pytest.mark.parametrize(
     "name",
-    ["tls-sni-reset", "http-host-drop", "tls-sni-inject", "dns-qname-drop", "dns-qname-inject"],
+    [
+        "tls-sni-reset",
+        "http-host-drop",
+        "tls-sni-inject",
+        "http-host-inject",
+        "dns-qname-drop",
+        "dns-qname-inject",
+    ],
 )
 def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
@@ -51,7 +58,7 @@ def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: st
         assert traced["state"] == "blocked-after-handshake" and traced["reason"] == request.reason
         assert traced["box_hop"] == request.hop and traced["by_name"] is True
         assert traced["box_address"] in lab.hop(request.hop or 0, ":" in target["address"])
-        if request.reason in ("reset", "dns-injected"):
+        if request.reason in ("reset", "block-page", "dns-injected"):
             assert traced["on_path"] is (not request.in_path)
         critical = [f for f in target["findings"] if f["kind"] == "blocked-after-handshake"]
         assert len(critical) == 1 and critical[0]["flow"] == flow

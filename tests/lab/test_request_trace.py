@@ -1,8 +1,9 @@
 """Requests traced TTL by TTL after the handshake (engine/requests.py, judged by
-analysis/requests.py) in the application-filter scenarios, over IPv4 and IPv6, with raw
-sockets and without (as an ordinary user has): the box's hop (and with raw sockets its
-address), reset or dropped, filtered by name (the control answered), at the distance
-the ground truth gives."""
+analysis/requests.py) in the application-filter scenarios (TLS, HTTP and DNS; in-path and
+on-path), over IPv4 and IPv6, with raw sockets and without (as an ordinary user has):
+the box's hop (and with raw sockets, or for DNS, its address), reset, dropped, a block
+page or a forged DNS answer, in-path or on-path, filtered by name (the control
+answered), at the distance the ground truth gives."""
 
 from __future__ import annotations
 
@@ -23,14 +24,24 @@ from tests.lab.conftest import MakeLab, reachtest_cmd
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "ordinary"])
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", ["tls-sni-reset", "http-host-drop", "tls-sni-inject"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tls-sni-reset",
+        "http-host-drop",
+        "tls-sni-inject",
+        "http-host-inject",
+        "dns-qname-drop",
+        "dns-qname-inject",
+    ],
+)
 def test_the_box_is_found_at_its_hop_and_the_control_passes(
     make_lab: MakeLab, name: str, v6: bool, raw: bool
 ) -> None:
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
     (request,) = truth.requests
-    kind = "tls" if request.kind is AppKind.TLS else "http"
+    kind = {AppKind.TLS: "tls", AppKind.HTTP: "http", AppKind.DNS: "dns"}[request.kind]
     with netns.entered(lab.plan.topology.netns("client")):
         verdict, outcomes = trace_request(
             lab.server(v6), request.port, kind, request.name, request.control,
@@ -38,17 +49,19 @@ def test_the_box_is_found_at_its_hop_and_the_control_passes(
         )  # fmt: skip
     assert verdict.state == BLOCKED and verdict.reason == request.reason, outcomes
     assert verdict.by_name is True and verdict.distance == truth.server_hop, outcomes
-    knows_hop = raw or request.reason == "reset"  # a drop needs the routers' ICMP
+    # A drop needs the routers' ICMP: raw sockets, or for DNS the socket's error queue.
+    sees_icmp = raw or kind == "dns"
+    knows_hop = sees_icmp or request.reason != "dropped"
     assert verdict.box_hop == (request.hop if knows_hop else None), outcomes
-    if raw:
+    if sees_icmp:
         assert request.hop is not None
         assert verdict.box_address in lab.hop(request.hop, v6), outcomes
-    if request.reason == "reset":  # in-path or on-path: raw capture tells, else unknown
-        assert verdict.on_path == ((not request.in_path) if raw else None), outcomes
+    if request.reason != "dropped":  # in-path or on-path: what came after tells
+        assert verdict.on_path == ((not request.in_path) if sees_icmp else None), outcomes
     control = [o for o in outcomes if o.name == request.control]
     served = [o for o in control if o.ttl >= truth.server_hop]
     assert served and all(o.outcome == "answered" for o in served), control
-    expected = "server-hello" if kind == "tls" else "http-200"
+    expected = {"tls": "server-hello", "http": "http-200", "dns": "dns-noerror"}[kind]
     assert {o.answer for o in served} == {expected}
 
 

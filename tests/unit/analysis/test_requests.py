@@ -163,6 +163,7 @@ def test_a_forged_dns_answer_before_the_server_is_injected_on_path() -> None:
     assert (verdict.state, verdict.reason, verdict.box_hop, verdict.on_path) == (
         BLOCKED, "dns-injected", 3, True,
     )  # fmt: skip
+    assert verdict.distance == 6  # the control's: the test name's first answer was forged
     assert verdict.summary("dns/53") == (
         "dns/53 for bad.example: the query is answered by a forged DNS answer in the server's"
         " name on-path at hop 3 (198.18.3.2) (the server's own answer came after it); the"

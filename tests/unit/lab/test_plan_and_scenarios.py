@@ -340,6 +340,35 @@ def test_an_injector_rule_goes_on_a_router_and_starts_no_iptables() -> None:
         parse_rule("server:sni-inject:x.example", 5)
     dns = parse_rule("r2:qname-inject:x.example", 5)
     assert isinstance(dns, AppInjector) and (dns.protocol, dns.port) == ("udp", 53)
+    page = parse_rule("r2:host-inject:x.example", 5)
+    assert isinstance(page, AppInjector) and (page.forges, page.pattern) == (
+        "page",
+        "Host: x.example",
+    )
+
+
+def test_the_page_injector_answers_in_the_servers_name_with_the_next_sequence_numbers() -> None:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    from reachtest.lab.inject import BLOCK_PAGE, forged_page
+
+    request = b"GET / HTTP/1.1\r\nHost: x.example\r\n\r\n"
+    ip = IP(src="198.18.1.1", dst="198.18.6.2")
+    frame = bytes(
+        Ether() / ip / TCP(sport=40000, dport=80, seq=1000, ack=5000, flags="PA") / request
+    )
+    found = forged_page(frame, 80, b"Host: x.example")
+    assert found is not None
+    packet = IP(found[1])
+    segment = packet[TCP]
+    assert (packet.src, packet.dst, segment.sport, segment.dport) == (ip.dst, ip.src, 80, 40000)
+    assert (segment.seq, segment.ack, str(segment.flags)) == (5000, 1000 + len(request), "FPA")
+    assert bytes(segment.payload) == BLOCK_PAGE
+    claimed = segment.chksum
+    del packet[TCP].chksum
+    assert IP(bytes(packet))[TCP].chksum == claimed
+    assert forged_page(frame, 80, b"Host: y.example") is None
 
 
 def test_the_dns_injector_forges_an_answer_to_the_query_only() -> None:
