@@ -620,6 +620,9 @@ def trace_command(
 
             if request_capture is not None:
                 request_capture.watch([t["address"] for t in record["targets"]])
+            if sys.stderr.isatty():  # a few seconds more after the live view ended
+                flows_text = ", ".join(f"{k}/{p}" for k, p in requests)
+                _tell(f"tracing {flows_text} past the handshake, TTL by TTL ...")
             _trace_requests(
                 record, requests, asked, raw_requests, params, qtype.upper(), requests_captured
             )
