@@ -25,6 +25,12 @@ class ReplyKind(StrEnum):
     HOST_UNREACHABLE = "host-unreachable"
     PROTOCOL_UNREACHABLE = "protocol-unreachable"
     UNREACHABLE = "unreachable"
+    #: ICMPv4 fragmentation needed (type 3 code 4) and ICMPv6 packet too big: the probe
+    #: is larger than the next link's MTU, which the message names.
+    FRAG_NEEDED = "frag-needed"
+    PACKET_TOO_BIG = "packet-too-big"
+    #: ICMP time exceeded code 1 (fragment reassembly): not a hop where the TTL ran out.
+    REASSEMBLY_TIMEOUT = "reassembly-timeout"
     TCP_SYN_ACK = "tcp-syn-ack"
     TCP_RST = "tcp-rst"
     UDP_REPLY = "udp-reply"
@@ -53,6 +59,7 @@ class Reason(StrEnum):
     HOST_UNREACH = "host-unreach"
     PROTO_UNREACH = "proto-unreach"
     UNREACH = "unreach"
+    FRAG_NEEDED = "frag-needed"  # too big for the next link (v4 frag-needed, v6 too big)
     NO_RESPONSE = "no-response"
 
 

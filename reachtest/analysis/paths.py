@@ -39,6 +39,8 @@ REJECTS = {
     str(ReplyKind.NET_UNREACHABLE): Reason.NET_UNREACH,
     str(ReplyKind.HOST_UNREACHABLE): Reason.HOST_UNREACH,
     str(ReplyKind.UNREACHABLE): Reason.UNREACH,
+    str(ReplyKind.FRAG_NEEDED): Reason.FRAG_NEEDED,
+    str(ReplyKind.PACKET_TOO_BIG): Reason.FRAG_NEEDED,
 }
 REACHED = {
     str(ReplyKind.ECHO_REPLY): (None, Reason.ECHO_REPLY, StopReason.REACHED_ANSWERED),

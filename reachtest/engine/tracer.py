@@ -81,6 +81,8 @@ _TERMINAL_FROM_ANYONE = frozenset(
         ReplyKind.HOST_UNREACHABLE,
         ReplyKind.PROTOCOL_UNREACHABLE,
         ReplyKind.UNREACHABLE,
+        ReplyKind.FRAG_NEEDED,
+        ReplyKind.PACKET_TOO_BIG,
         ReplyKind.PORT_UNREACHABLE,
         ReplyKind.ECHO_REPLY,
         ReplyKind.TCP_SYN_ACK,

@@ -4,6 +4,13 @@ ICMP errors are read down to the quoted probe (addresses, ports, identity fields
 their RFC 4884 extensions (RFC 4950 MPLS label stacks). Echo replies, TCP SYN-ACK/RST
 and UDP datagrams are read from their own headers. Packets that cannot be a reply to a
 probe (echo requests, neighbour discovery, plain TCP data) give None.
+
+Real routers bend the RFCs, and what they send is read as tcpdump and tshark read it:
+the next-hop MTU of a fragmentation-needed (RFC 1191) or packet-too-big (RFC 8201) is
+kept; the quoted datagram ends where its own IP length says, not at the zero padding
+RFC 4884 adds; extensions placed at octet 128 while the length field says otherwise (or,
+in ICMPv6, with no length field at all: Cisco IOS) are read there when their header and
+checksum are valid; a time exceeded in fragment reassembly (code 1) is no hop.
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ class Parsed(NamedTuple):
     quote: Quote | None
     mpls: tuple[MplsLabel, ...]
     is_error: bool
+    #: The next-hop MTU a frag-needed or packet-too-big names (-1: none).
+    mtu: int = -1
 
 
 class Malformed(ValueError):
@@ -121,29 +130,19 @@ def _parse_v4(p: bytes) -> Parsed | None:
         if icmp_type == 0:
             return _echo_reply(4, p, hl, total, src, dst, ttl, icmp_type, code)
         if icmp_type in (3, 11, 12):
+            mtu = -1
             if icmp_type == 11:
-                kind = ReplyKind.TIME_EXCEEDED
+                kind = ReplyKind.TIME_EXCEEDED if code == 0 else ReplyKind.REASSEMBLY_TIMEOUT
+            elif icmp_type == 3 and code == 4:
+                kind, mtu = ReplyKind.FRAG_NEEDED, _H.unpack_from(p, hl + 6)[0]
             elif icmp_type == 3:
                 kind = _V4_UNREACH.get(code, ReplyKind.UNREACHABLE)
             else:
                 kind = ReplyKind.UNREACHABLE
-            length_words = p[hl + 5]
-            quote_end = total
-            mpls: tuple[MplsLabel, ...] = ()
-            if length_words:
-                quote_end = hl + 8 + length_words * 4
-                if quote_end < total:
-                    mpls = parse_extensions(p[quote_end:total])
-                quote_end = min(quote_end, total)
-            elif total >= hl + 8 + LEGACY_EXTENSION_OFFSET + 8:
-                # Before RFC 4884, routers put extensions at offset 128 with length 0;
-                # accept them only with a valid extension checksum.
-                start = hl + 8 + LEGACY_EXTENSION_OFFSET
-                candidate = p[start:total]
-                if candidate[0] >> 4 == 2 and ones_sum(candidate) == 0xFFFF:
-                    mpls = parse_extensions(candidate)
-                    quote_end = start
-            return _quoted(4, p, hl + 8, quote_end, src, dst, ttl, icmp_type, code, kind, mpls)
+            # The length field (RFC 4884) is octet 5 of types 3, 11 and 12.
+            quote_end, mpls = _extensions(p, hl + 8, total, p[hl + 5] * 4)
+            found = _quoted(4, p, hl + 8, quote_end, src, dst, ttl, icmp_type, code, kind, mpls)
+            return found._replace(mtu=mtu)
         return None
     if proto in (PROTO_TCP, PROTO_UDP):
         return _transport(4, p, hl, total, proto, src, dst, ttl)
@@ -166,27 +165,50 @@ def _parse_v6(p: bytes) -> Parsed | None:
         if icmp_type == 129:
             return _echo_reply(6, p, 40, total, src, dst, hlim, icmp_type, code)
         if 1 <= icmp_type <= 4:
+            mtu = -1
             if icmp_type == 3:
-                kind = ReplyKind.TIME_EXCEEDED
+                kind = ReplyKind.TIME_EXCEEDED if code == 0 else ReplyKind.REASSEMBLY_TIMEOUT
             elif icmp_type == 1:
                 kind = _V6_UNREACH.get(code, ReplyKind.UNREACHABLE)
+            elif icmp_type == 2:
+                kind, mtu = ReplyKind.PACKET_TOO_BIG, _I.unpack_from(p, 44)[0]
             elif icmp_type == 4 and code == 1:
                 kind = ReplyKind.PROTOCOL_UNREACHABLE
             else:
                 kind = ReplyKind.UNREACHABLE
-            quote_end = total
-            mpls: tuple[MplsLabel, ...] = ()
-            length_words = p[44] if icmp_type in (1, 3) else 0
-            if length_words:
-                quote_end = 48 + length_words * 8
-                if quote_end < total:
-                    mpls = parse_extensions(p[quote_end:total])
-                quote_end = min(quote_end, total)
-            return _quoted(6, p, 48, quote_end, src, dst, hlim, icmp_type, code, kind, mpls)
+            # The length field (RFC 4884, in 64-bit words) is octet 4 of types 1 and 3.
+            words = p[44] * 8 if icmp_type in (1, 3) else 0
+            quote_end, mpls = _extensions(p, 48, total, words)
+            found = _quoted(6, p, 48, quote_end, src, dst, hlim, icmp_type, code, kind, mpls)
+            return found._replace(mtu=mtu)
         return None
     if proto in (PROTO_TCP, PROTO_UDP):
         return _transport(6, p, 40, total, proto, src, dst, hlim)
     return None
+
+
+def _valid_extensions(data: bytes) -> bool:
+    """An RFC 4884 extension structure: version 2, a valid checksum (or none: 0)."""
+    if len(data) < 8 or data[0] >> 4 != 2:
+        return False
+    return _H.unpack_from(data, 2)[0] == 0 or ones_sum(data) == 0xFFFF
+
+
+def _extensions(p: bytes, q: int, total: int, length: int) -> tuple[int, tuple[MplsLabel, ...]]:
+    """(where the quoted datagram ends, the MPLS labels of the extensions) of an ICMP
+    error whose quote starts at ``q`` and whose length field says ``length`` bytes (0:
+    none). Where the length field points to a valid extension structure, it is read
+    there; otherwise a structure at octet 128 of the quote is read when it is valid
+    (RFC 4884 section 5: routers from before it, and those that set a length the
+    structure does not follow, put it there)."""
+    if length:
+        end = q + length
+        if end < total and _valid_extensions(p[end:total]):
+            return end, parse_extensions(p[end:total])
+    legacy = q + LEGACY_EXTENSION_OFFSET
+    if total >= legacy + 8 and _valid_extensions(p[legacy:total]):
+        return legacy, parse_extensions(p[legacy:total])
+    return (min(q + length, total) if length else total), ()
 
 
 def _echo_reply(
@@ -296,6 +318,10 @@ def _quoted(
         t = q + 40
     if end < t + 8:
         raise Malformed("quoted transport header truncated")
+    # The quoted datagram ends where its own length says: what follows is padding (RFC
+    # 4884 pads the quote to 128 octets) or extensions, not the probe's payload.
+    if t + 8 <= q + quote.length < end:
+        end = q + quote.length
     a = b = -1
     rport = 0
     payload = b""

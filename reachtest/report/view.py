@@ -56,6 +56,8 @@ _KIND_MARK = {
     "host-unreachable": Mark.UNREACHABLE,
     "protocol-unreachable": Mark.UNREACHABLE,
     "unreachable": Mark.UNREACHABLE,
+    "frag-needed": Mark.UNREACHABLE,
+    "packet-too-big": Mark.UNREACHABLE,
 }
 
 

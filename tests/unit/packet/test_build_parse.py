@@ -252,7 +252,7 @@ UNREACH_V4 = {
     1: ReplyKind.HOST_UNREACHABLE,
     2: ReplyKind.PROTOCOL_UNREACHABLE,
     3: ReplyKind.PORT_UNREACHABLE,
-    4: ReplyKind.UNREACHABLE,
+    4: ReplyKind.FRAG_NEEDED,
     9: ReplyKind.ADMIN_PROHIBITED,
     10: ReplyKind.ADMIN_PROHIBITED,
     13: ReplyKind.ADMIN_PROHIBITED,
