@@ -12,6 +12,7 @@ from reachtest.lab.scenarios import (
     Delay,
     Filter,
     LinkLoss,
+    Mtu,
     Nat,
     NatKind,
     RateLimit,
@@ -251,6 +252,12 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
         elif isinstance(rule, Nat):
             for chain, body in _nat_rules(topology, rule).items():
                 chains[chain] += body
+    for rule in rules:  # a black hole's two ends keep quiet about the small link
+        if isinstance(rule, Mtu) and rule.black_hole and node in (rule.node, rule.towards):
+            chains["output"] += [
+                "icmp type destination-unreachable icmp code frag-needed drop",
+                "icmpv6 type packet-too-big drop",
+            ]
     if not any(chains.values()):
         return None
     lines = ["table inet reachtest {"]
@@ -262,6 +269,17 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
             lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _small_links(node: str, rules: tuple[Rule, ...]) -> dict[str, int]:
+    """Interface -> MTU of ``node``'s ends of the small links (``Mtu`` rules)."""
+    small = {}
+    for rule in rules:
+        if isinstance(rule, Mtu) and rule.node == node:
+            small[f"to-{rule.towards}"] = rule.mtu
+        elif isinstance(rule, Mtu) and rule.towards == node:
+            small[f"to-{rule.node}"] = rule.mtu
+    return small
 
 
 def _sysctls(role: Role, limits: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
@@ -337,12 +355,15 @@ def build_plan(
     v4s, v6s = topo.extra_targets()
     for node in topo.nodes:
         addresses = ["link set lo up"]
+        small = _small_links(node.name, scenario.rules)
         for end in topo.interfaces(node.name):
             addresses += [
                 f"addr add {end.ipv4} dev {end.name}",
                 f"addr add {end.ipv6} dev {end.name} nodad",
                 f"link set {end.name} up",
             ]
+            if end.name in small:
+                addresses.append(f"link set {end.name} mtu {small[end.name]}")
         if node.role is Role.SERVER:
             addresses += [f"addr add {a}/32 dev lo" for a in v4s]
             addresses += [f"addr add {a}/128 dev lo nodad" for a in v6s]

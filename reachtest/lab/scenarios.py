@@ -130,6 +130,27 @@ class Nat:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Mtu:
+    """The link from the node to ``towards`` (both ends) has an MTU of ``mtu`` bytes (a
+    tunnel, PPPoE, an overlay). ``black_hole``: the node and ``towards`` send no
+    fragmentation-needed / packet-too-big about it (filtered, as so many firewalls do),
+    so larger packets vanish silently in both directions."""
+
+    node: str
+    towards: str
+    mtu: int
+    black_hole: bool = False
+
+    def describe(self) -> str:
+        errors = (
+            "; neither end sends frag-needed / packet-too-big (a PMTU black hole)"
+            if self.black_hole
+            else "; its router says so (frag-needed / packet-too-big)"
+        )
+        return f"the link {self.node} <-> {self.towards} has an MTU of {self.mtu}{errors}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AckRewrite:
     """The node changes the acknowledgment number of the SYN-ACKs it forwards towards the
     client: a sequence randomiser that does not translate the answer back. (It turns the
@@ -237,7 +258,21 @@ class AppInjector(_AppRule):
         )
 
 
-Rule = Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter | AppInjector
+Rule = (
+    Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter | AppInjector
+    | Mtu
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MtuTruth:
+    """The path MTU every flow must find: ``mtu`` bytes, limited by the link after hop
+    ``hop`` (the router at ``hop`` cannot forward larger packets); ``black_hole``: no
+    error says so, larger packets die silently after that hop."""
+
+    mtu: int
+    hop: int
+    black_hole: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -308,6 +343,8 @@ class GroundTruth:
     ack_rewritten: bool = False
     #: Requests after the handshake (TLS, HTTP) that the scenario blocks by name.
     requests: tuple[RequestTruth, ...] = ()
+    #: A link with a smaller MTU on the path (the interfaces' own is 1500).
+    mtu: MtuTruth | None = None
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -595,6 +632,40 @@ def _app(kind: AppKind, action: Action | None) -> Builder:
     return build
 
 
+#: The MTU of the small link of the mtu scenarios (a common tunnel's).
+SMALL_MTU = 1400
+
+
+def _mtu(black_hole: bool) -> Builder:
+    """The link after the middle router has an MTU of SMALL_MTU; its routers report it
+    (frag-needed, packet-too-big), or (``black_hole``) not."""
+
+    def build(hops: int, s: Services) -> Scenario:
+        m = middle(hops)
+        rule = Mtu(
+            node=f"r{m}", towards=f"r{m + 1}" if m < hops else "server", mtu=SMALL_MTU,
+            black_hole=black_hole,
+        )  # fmt: skip
+        effect = (
+            "larger packets vanish there in both directions without an error: small packets"
+            " and handshakes pass, big segments and transfers stall"
+            if black_hole
+            else "larger packets with DF set get frag-needed / packet-too-big from r"
+            f"{m} (r{m + 1} the other way)"
+        )
+        return Scenario(
+            name="mtu-blackhole" if black_hole else "mtu",
+            description=f"{rule.describe()}; {effect}",
+            hops=hops,
+            rules=(rule,),
+            truth=replace(
+                clean_truth(hops, s), mtu=MtuTruth(mtu=SMALL_MTU, hop=m, black_hole=black_hole)
+            ),
+        )
+
+    return build
+
+
 def _ratelimited(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -803,6 +874,8 @@ SCENARIOS: dict[str, Builder] = {
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),
     "tls-sni-inject": _app(AppKind.TLS, None),
     "http-host-inject": _app(AppKind.HTTP, None),
+    "mtu": _mtu(False),
+    "mtu-blackhole": _mtu(True),
     "dns-qname-drop": _app(AppKind.DNS, Action.DROP),
     "dns-qname-inject": _app(AppKind.DNS, None),
 }
@@ -823,7 +896,8 @@ RULE_SYNTAX = (
     "udp/PORT or icmp), NODE:silent, NODE:ratelimit[:MS], NODE:loss:PERCENT[:FLOW], "
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
     "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|qname-drop:NAME, "
-    "NODE:sni-inject|host-inject|qname-inject:NAME"
+    "NODE:sni-inject|host-inject|qname-inject:NAME, NODE:mtu:BYTES[:blackhole] (the link "
+    "from NODE towards the server)"
 )
 _APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -868,6 +942,18 @@ def parse_rule(text: str, hops: int) -> Rule:
             raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
         action = Action.TCP_RESET if verb == "reset" else Action.DROP
         return AppFilter(node=node, action=action, kind=AppKind(kind_word), name=args[0])
+    if what == "mtu" and len(args) in (1, 2) and args[0].isdigit():
+        hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
+        if hop is None or not 1 <= hop <= hops:
+            raise UsageError(f"bad --rule {text!r}: a small link starts at a router r1 .. r{hops}")
+        if not 1280 <= int(args[0]) <= 1500 or args[1:] not in ([], ["blackhole"]):
+            raise UsageError(
+                f"bad --rule {text!r}: NODE:mtu:BYTES[:blackhole], 1280 <= BYTES <= 1500"
+            )
+        return Mtu(
+            node=node, towards="server" if hop == hops else f"r{hop + 1}", mtu=int(args[0]),
+            black_hole=args[1:] == ["blackhole"],
+        )  # fmt: skip
     if what == "silent" and not args:
         return Silent(node=node)
     if what == "ratelimit" and len(args) <= 1:

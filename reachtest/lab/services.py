@@ -38,14 +38,22 @@ CONVERSATION_S = 5.0
 MAX_REQUEST = 16 * 1024
 
 
+#: ``GET /big`` answers this many bytes (a transfer of full-size segments: what stalls in
+#: a PMTU black hole while small answers pass).
+BIG_BYTES = 256 * 1024
+
+
 def http_answer(request: bytes) -> bytes:
-    """The lab server's answer to an HTTP request: 200 naming the Host asked for."""
+    """The lab server's answer to an HTTP request: 200 naming the Host asked for (for
+    ``/big``, followed by BIG_BYTES of filler)."""
     host = b""
     for line in request.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"host":
             host = value.strip()[:255]
     body = b"reachtest lab server: served " + (host or b"(no host)") + b"\n"
+    if request.split(b" ", 2)[1:2] == [b"/big"]:
+        body += b"." * BIG_BYTES
     return (
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
