@@ -348,6 +348,12 @@ Exit codes:
 @click.option(
     "--host-header", metavar="NAME", help="http/PORT: the Host asked for [--sni, the host]."
 )
+@click.option(
+    "--mtu",
+    "find_mtu",
+    is_flag=True,
+    help="Also find each flow's path MTU and where bigger packets die (a PMTU black hole).",
+)
 @click.option("--qname", metavar="NAME", help="dns/PORT: the name queried [the host].")
 @click.option(
     "--qtype",
@@ -433,6 +439,7 @@ def trace_command(
     no_icmp: bool,
     sni: str | None,
     host_header: str | None,
+    find_mtu: bool,
     qname: str | None,
     qtype: str,
     control_name: str,
@@ -626,6 +633,8 @@ def trace_command(
             _trace_requests(
                 record, requests, asked, raw_requests, params, qtype.upper(), requests_captured
             )
+        if find_mtu:
+            _trace_mtu(record, params)
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -732,6 +741,44 @@ def _trace_requests(
             )  # fmt: skip
             if after_each is not None:
                 after_each()
+
+
+def _trace_mtu(record: dict[str, Any], params: Any) -> None:
+    """Each traced flow's path MTU at each target (``engine.mtu``), into the record. A
+    TCP flow cannot be located TTL by TTL without raw sockets: it takes the hop another
+    flow of the target found for the same limit."""
+    from dataclasses import replace
+
+    from reachtest.engine.mtu import search
+    from reachtest.errors import EnvironmentProblem
+    from reachtest.report.record import add_mtu
+
+    if sys.stderr.isatty():
+        _tell("finding each flow's path MTU ...")
+    for target in record["targets"]:
+        located: dict[int, Any] = {}
+        for flow in target["flows"]:
+            kind, port = flow["protocol"], flow["port"]
+            try:
+                found = search(
+                    target["address"], kind, port, timeout_s=params.timeout_s,
+                    distance=target["distance"],
+                )  # fmt: skip
+            except EnvironmentProblem as exc:
+                target.setdefault("mtu", []).append(
+                    {"flow": flow["flow"], "mtu": None, "local_mtu": 1500, "limit": None,
+                     "named": False, "black_hole": False, "hop": None, "address": None,
+                     "probes": 0, "note": f"not measured: {exc}"}
+                )  # fmt: skip
+                continue
+            note = None
+            if found.limit is not None and found.hop is not None:
+                located.setdefault(found.limit, found)
+            elif found.limit is not None and found.limit in located:
+                other = located[found.limit]
+                found = replace(found, hop=other.hop, address=other.address)
+                note = f"where: as {other.flow} found it"
+            add_mtu(target, found, note)
 
 
 def _names(names: Any) -> dict[str, str]:

@@ -511,8 +511,9 @@ def service_ok(flow: Record) -> bool:
 
 
 def run_ok(record: Record) -> bool:
-    """Did every target answer (by any flow) and every traced service answer open, and
-    every request traced after the handshake get its answer? A flow with no outcome at
+    """Did every target answer (by any flow) and every traced service answer open, every
+    request traced after the handshake get its answer, and no flow meet a PMTU black
+    hole? A flow with no outcome at
     all (a run stopped at once) counts as not answered."""
     wanted = set(record["flows"])
     return all(
@@ -520,6 +521,7 @@ def run_ok(record: Record) -> bool:
         and {f["flow"] for f in t["flows"]} >= wanted
         and all(service_ok(f) for f in t["flows"])
         and all(r["state"] == "answered" for r in t.get("requests", ()))
+        and not any(m["black_hole"] for m in t.get("mtu", ()))
         for t in record["targets"]
     )
 
@@ -593,3 +595,73 @@ def add_requests(
             ],
         }
     )  # fmt: skip
+
+
+def add_mtu(target: Record, found: Any, note: str | None = None) -> None:
+    """Add to the record's ``target`` one flow's path MTU (``engine.mtu.PathMtu``, or
+    None with ``note`` when it was not measured) and, when bigger packets die, a finding:
+    a PMTU black hole (critical: nothing tells the sender), or a path MTU below the
+    interface's that a router names (a warning: what breaks when that error is
+    filtered)."""
+    if found is None:
+        return
+    target.setdefault("mtu", []).append(
+        {
+            "flow": found.flow, "mtu": found.mtu, "local_mtu": found.local_mtu,
+            "limit": found.limit, "named": found.named, "black_hole": found.black_hole,
+            "hop": found.hop, "address": found.address, "probes": found.probes, "note": note,
+        }
+    )  # fmt: skip
+    if found.limit is None or found.mtu is None:
+        return
+    where = (
+        f"after hop {found.hop}" + (f" ({found.address})" if found.address else "")
+        if found.hop is not None
+        else "somewhere on the path"
+    )
+    mss = found.mtu - (60 if ":" in target["address"] else 40)
+    if found.black_hole:
+        summary = (
+            f"{found.flow}: packets above {found.mtu} bytes die silently {where}, and no"
+            f" router says so (no frag-needed / packet-too-big): a PMTU black hole. Small"
+            f" packets and handshakes pass, full-size transfers stall. Lower the MTU to"
+            f" {found.mtu} or clamp the TCP MSS to {mss} on the link {where}, or let its"
+            " ICMP errors through"
+        )
+    else:
+        summary = (
+            f"{found.flow}: path MTU {found.mtu} bytes, limited {where} (it says so:"
+            f" frag-needed / packet-too-big names {found.mtu}); below this host's"
+            f" {found.local_mtu}: where that error is filtered, bigger packets die"
+        )
+    sweep = [o for o in found.outcomes if o.size == found.limit and o.ttl < 64]
+    target["findings"].append(
+        {
+            "kind": "pmtu-black-hole" if found.black_hole else "path-mtu",
+            "severity": "critical" if found.black_hole else "warning",
+            "flow": found.flow,
+            "first_hop": found.hop,
+            "last_hop": found.hop + 1 if found.hop is not None else None,
+            "responder": found.address,
+            "confidence": 1.0 if found.hop is not None else 0.5,
+            "note": f"sizes: {found.mtu} passes, {found.limit} does not ({found.probes} probes)",
+            "summary": summary,
+            "evidence": [
+                {"flow": found.flow, "ttl": o.ttl, "kind": _MTU_EVIDENCE[o.outcome],
+                 "responder": o.responder, "count": 1, "of": 1}
+                for o in sorted(sweep, key=lambda o: o.ttl)
+            ],
+        }
+    )  # fmt: skip
+
+
+#: Path MTU probe outcomes as the evidence of a finding spells them.
+_MTU_EVIDENCE = {
+    "answered": "echo-reply",
+    "time-exceeded": "time-exceeded",
+    "too-big": "frag-needed",
+    "silent": "timeout",
+    "refused": "port-unreachable",
+    "local": "timeout",
+    "unreachable": "unreachable",
+}

@@ -341,6 +341,15 @@ def _headline(t: Record) -> str:
         text += " (ping blocked, services answer)"
     elif t["ping_answers_services_blocked"]:
         text += " (ping answers, services blocked)"
+    measured = [m for m in t.get("mtu", ()) if m["mtu"] is not None]
+    if measured:
+        smallest = min(measured, key=lambda m: m["mtu"])
+        text += f"; path MTU {smallest['mtu']}"
+        if smallest["limit"] is not None and smallest["hop"] is not None:
+            how = "a black hole" if smallest["black_hole"] else "limited"
+            text += f" ({how} after hop {smallest['hop']})"
+        elif smallest["black_hole"]:
+            text += " (a black hole)"
     return text
 
 
