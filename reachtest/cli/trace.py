@@ -757,12 +757,19 @@ def _trace_mtu(record: dict[str, Any], params: Any) -> None:
         _tell("finding each flow's path MTU ...")
     for target in record["targets"]:
         located: dict[int, Any] = {}
+        hops: dict[str, int] = {}  # the trace's routers: a router that names an MTU is here
+        for flow in target["flows"]:
+            for hop in flow["hops"]:
+                for responder in hop["responders"]:
+                    hops[responder["address"]] = min(
+                        hops.get(responder["address"], 255), hop["ttl"]
+                    )
         for flow in target["flows"]:
             kind, port = flow["protocol"], flow["port"]
             try:
                 found = search(
                     target["address"], kind, port, timeout_s=params.timeout_s,
-                    distance=target["distance"],
+                    distance=target["distance"], known_hops=hops,
                 )  # fmt: skip
             except EnvironmentProblem as exc:
                 target.setdefault("mtu", []).append(

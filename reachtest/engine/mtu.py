@@ -27,7 +27,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from reachtest.engine.linux import (
@@ -138,15 +138,13 @@ def _payload(kind: str, port: int | None, size: int, v6: bool) -> bytes:
         import dns.edns
         import dns.message
 
-        query = dns.message.make_query("reachtest.invalid.", "A", use_edns=0, payload=4096)
+        payload = max(4096, min(room, 65535))  # the EDNS size: what it may get back
+        query = dns.message.make_query("reachtest.invalid.", "A", use_edns=0, payload=payload)
         pad = room - len(query.to_wire()) - 4
         if pad >= 0:
-            query.use_edns(
-                0,
-                payload=4096,
-                options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * pad)],
-            )
-            wire = query.to_wire()
+            padding = dns.edns.GenericOption(dns.edns.OptionType.PADDING, b"\0" * pad)
+            query.use_edns(0, payload=payload, options=[padding])
+            wire = query.to_wire(max_size=65535)
             if len(wire) == room:
                 return wire
     return b"\0" * max(room, 0)
@@ -404,6 +402,7 @@ def search(
     timeout_s: float = 1.0,
     distance: int | None = None,
     tries: int = 3,
+    known_hops: Mapping[str, int] | None = None,
 ) -> PathMtu:
     """The path MTU of the flow (``kind``/``port``) to ``address``, and where a bigger
     size dies (see the module)."""
@@ -422,6 +421,18 @@ def search(
     if _passed(first):
         return PathMtu(flow=flow, mtu=local, local_mtu=local, outcomes=tuple(sent))
     high = local  # the smallest size known not to
+    while sent[-1].outcome == TOO_BIG and sent[-1].mtu and low <= sent[-1].mtu < high:
+        # A router names its next link's MTU: that size, and the search is over if it
+        # passes (one byte more would not cross that link); else the next router's.
+        named_mtu = sent[-1].mtu
+        (again,) = send([named_mtu])
+        if _passed(again):
+            found = PathMtu(
+                flow=flow, mtu=named_mtu, local_mtu=local, limit=named_mtu + 1, named=True,
+                outcomes=tuple(sent),
+            )  # fmt: skip
+            return _placed(address, kind, port, found, distance, timeout_s, known_hops)
+        high = named_mtu
     (floor,) = send([low])
     if not _passed(floor):
         return PathMtu(flow=flow, mtu=None, local_mtu=local, outcomes=tuple(sent))
@@ -445,16 +456,35 @@ def search(
         (again,) = send([high])
         if _passed(again) and tries > 1:  # it was loss: search again
             return search(
-                address, kind, port, timeout_s=timeout_s, distance=distance, tries=tries - 1
-            )
+                address, kind, port, timeout_s=timeout_s, distance=distance, tries=tries - 1,
+                known_hops=known_hops,
+            )  # fmt: skip
         named = again.outcome == TOO_BIG
     found = PathMtu(
         flow=flow, mtu=low, local_mtu=local, limit=high, named=named, black_hole=not named,
         outcomes=tuple(sent),
     )  # fmt: skip
-    if kind == "tcp":  # an established socket hears no time-exceeded: the other flows say
+    return _placed(address, kind, port, found, distance, wait_s, known_hops)
+
+
+def _placed(
+    address: str,
+    kind: str,
+    port: int | None,
+    found: PathMtu,
+    distance: int | None,
+    timeout_s: float,
+    known_hops: Mapping[str, int] | None,
+) -> PathMtu:
+    """``found`` with the hop of its limit: the hop of the router that named the MTU when
+    the trace knows its address (``known_hops``: address -> TTL); otherwise ``locate``
+    (not for TCP: an established socket hears no time-exceeded; the other flows say)."""
+    told = next((o for o in reversed(found.outcomes) if o.outcome == TOO_BIG), None)
+    if told is not None and told.responder and known_hops and told.responder in known_hops:
+        return replace(found, hop=known_hops[told.responder], address=told.responder)
+    if kind == "tcp":
         return found
-    return locate(address, kind, port, found, distance=distance, timeout_s=wait_s)
+    return locate(address, kind, port, found, distance=distance, timeout_s=timeout_s)
 
 
 def _spread(sizes: list[int], most: int) -> list[int]:
