@@ -30,7 +30,7 @@ from reachtest.lab import manager, netns
 HOPS = 6
 #: A peer that finds nothing within this long is stopped (tracepath waits forever in a
 #: black hole).
-PEER_TIMEOUT_S = 60.0
+PEER_TIMEOUT_S = 120.0
 
 
 def sent_packets(space: str) -> int:

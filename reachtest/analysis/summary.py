@@ -6,6 +6,8 @@ analysis ships so that ``reachtest probe --analyse`` can say what it found.
 
 from __future__ import annotations
 
+import re
+
 from reachtest.analysis.analyse import Analysis, TargetAnalysis
 from reachtest.model import Evidence, Finding, FindingKind, ServiceVerdict
 
@@ -67,7 +69,19 @@ def sentence(f: Finding) -> str:
                 else f"{flow}: {place} rate-limits its ICMP errors (not forwarding loss)"
             )
         case FindingKind.QUOTE_REWRITTEN:
-            text = f"{flow}: headers are rewritten before hop {f.last_hop} (NAT or a middlebox)"
+            clamp = re.search(r"mss=(\d+)", f.note or "")
+            tos = re.search(r"tos=(0x[0-9a-f]+)", f.note or "")
+            where = f"hop {f.first_hop}" if f.first_hop else "a box before hop 1"
+            if clamp is not None:
+                text = f"{flow}: {where} clamps the SYN's MSS to {clamp.group(1)}"
+            elif tos is not None:
+                value = int(tos.group(1), 16)
+                text = (
+                    f"{flow}: {where} rewrites the traffic class (DSCP {value >> 2}, ECN"
+                    f" {value & 3}; sent 0)"
+                )
+            else:
+                text = f"{flow}: headers are rewritten before hop {f.last_hop} (NAT or a middlebox)"
         case FindingKind.NAT:
             text = (
                 f"a NAT between hop {f.first_hop} and hop {f.last_hop} rewrites our source"

@@ -185,9 +185,11 @@ def _attribute(parsed: Parsed, entry: FlowEntry, recv_ns: int) -> Match:
         if parsed.lport != template.sport:
             differs.append("port")
         if quote.tos != 0:
-            differs.append("tos")
+            differs.append(f"tos={quote.tos:#04x}")  # DSCP or ECN rewritten (we send 0)
         if quote.length != template.length:
             differs.append("length")
+        if parsed.quoted_mss >= 0 and template.mss >= 0 and parsed.quoted_mss != template.mss:
+            differs.append(f"mss={parsed.quoted_mss}")  # an MSS clamp before this hop
         changed = tuple(differs)
     return Match(probe, None, changed)
 

@@ -16,6 +16,7 @@ from reachtest.lab.scenarios import (
     Nat,
     NatKind,
     RateLimit,
+    Rewrite,
     Rule,
     Scenario,
     Services,
@@ -252,6 +253,13 @@ def nft_ruleset(topology: Topology, node: str, rules: tuple[Rule, ...]) -> str |
         elif isinstance(rule, Nat):
             for chain, body in _nat_rules(topology, rule).items():
                 chains[chain] += body
+        elif isinstance(rule, Rewrite) and rule.field == "mss":
+            chains["forward"].append(f"tcp flags syn tcp option maxseg size set {rule.value}")
+        elif isinstance(rule, Rewrite):
+            chains["forward"] += [
+                f"meta nfproto ipv4 ip dscp set {rule.value}",
+                f"meta nfproto ipv6 ip6 dscp set {rule.value}",
+            ]
     for rule in rules:  # a black hole's two ends keep quiet about the small link
         if isinstance(rule, Mtu) and rule.black_hole and node in (rule.node, rule.towards):
             chains["output"] += [

@@ -151,6 +151,22 @@ class Mtu:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rewrite:
+    """The node rewrites a header field of what it forwards: the MSS option of TCP SYNs
+    (``mss``: a clamp, as routers before a tunnel do) or the DSCP of every packet
+    (``dscp``: a remarking router)."""
+
+    node: str
+    field: str  # mss | dscp
+    value: int
+
+    def describe(self) -> str:
+        if self.field == "mss":
+            return f"{self.node} clamps the MSS option of TCP SYNs it forwards to {self.value}"
+        return f"{self.node} rewrites the DSCP of what it forwards to {self.value}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AckRewrite:
     """The node changes the acknowledgment number of the SYN-ACKs it forwards towards the
     client: a sequence randomiser that does not translate the answer back. (It turns the
@@ -260,7 +276,7 @@ class AppInjector(_AppRule):
 
 Rule = (
     Filter | Silent | RateLimit | LinkLoss | Delay | Nat | AckRewrite | AppFilter | AppInjector
-    | Mtu
+    | Mtu | Rewrite
 )  # fmt: skip
 
 
@@ -345,6 +361,8 @@ class GroundTruth:
     requests: tuple[RequestTruth, ...] = ()
     #: A link with a smaller MTU on the path (the interfaces' own is 1500).
     mtu: MtuTruth | None = None
+    #: Header rewrites on the path: (the hop of the rewriting router, field, new value).
+    rewrites: tuple[tuple[int, str, int], ...] = ()
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -666,6 +684,26 @@ def _mtu(black_hole: bool) -> Builder:
     return build
 
 
+#: The MSS the mss-clamp scenario's router clamps SYNs to; the DSCP dscp-rewrite sets.
+CLAMPED_MSS = 1200
+REMARKED_DSCP = 8  # CS1
+
+
+def _rewrite(field: str, value: int) -> Builder:
+    def build(hops: int, s: Services) -> Scenario:
+        m = middle(hops)
+        rule = Rewrite(node=f"r{m}", field=field, value=value)
+        return Scenario(
+            name="mss-clamp" if field == "mss" else "dscp-rewrite",
+            description=f"{rule.describe()}; every flow passes",
+            hops=hops,
+            rules=(rule,),
+            truth=replace(clean_truth(hops, s), rewrites=((m, field, value),)),
+        )
+
+    return build
+
+
 def _ratelimited(hops: int, s: Services) -> Scenario:
     m = middle(hops)
     return Scenario(
@@ -876,6 +914,8 @@ SCENARIOS: dict[str, Builder] = {
     "http-host-inject": _app(AppKind.HTTP, None),
     "mtu": _mtu(False),
     "mtu-blackhole": _mtu(True),
+    "mss-clamp": _rewrite("mss", CLAMPED_MSS),
+    "dscp-rewrite": _rewrite("dscp", REMARKED_DSCP),
     "dns-qname-drop": _app(AppKind.DNS, Action.DROP),
     "dns-qname-inject": _app(AppKind.DNS, None),
 }
@@ -897,7 +937,7 @@ RULE_SYNTAX = (
     "NODE:delay:MS[:JITTER_MS] (the link into NODE), NODE:nat:masquerade|stateless, "
     "NODE:ack-rewrite, NODE:sni-reset|sni-drop|host-reset|host-drop|qname-drop:NAME, "
     "NODE:sni-inject|host-inject|qname-inject:NAME, NODE:mtu:BYTES[:blackhole] (the link "
-    "from NODE towards the server)"
+    "from NODE towards the server), NODE:mss:BYTES, NODE:dscp:VALUE"
 )
 _APP_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
@@ -942,6 +982,11 @@ def parse_rule(text: str, hops: int) -> Rule:
             raise UsageError(f"bad --rule {text!r}: the name is letters, digits, . and -")
         action = Action.TCP_RESET if verb == "reset" else Action.DROP
         return AppFilter(node=node, action=action, kind=AppKind(kind_word), name=args[0])
+    if what in ("mss", "dscp") and len(args) == 1 and args[0].isdigit():
+        high = 65535 if what == "mss" else 63
+        if not (536 if what == "mss" else 0) <= int(args[0]) <= high:
+            raise UsageError(f"bad --rule {text!r}: {what} is a number up to {high}")
+        return Rewrite(node=node, field=what, value=int(args[0]))
     if what == "mtu" and len(args) in (1, 2) and args[0].isdigit():
         hop = int(node[1:]) if node[:1] == "r" and node[1:].isdigit() else None
         if hop is None or not 1 <= hop <= hops:

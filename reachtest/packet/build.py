@@ -113,6 +113,7 @@ class ProbeTemplate:
         "dst",
         "family",
         "length",
+        "mss",
         "proto_number",
         "protocol",
         "reply_b_offset",
@@ -141,6 +142,7 @@ class ProbeTemplate:
         self.dport = dport
         self.codec = codec or IdentityCodec()
         self.reply_b_offset: int | None = None
+        self.mss = -1  # a TCP SYN's MSS option
         v6 = self.family == 6
         l4: bytes
         if protocol is Protocol.ICMP:
@@ -151,8 +153,9 @@ class ProbeTemplate:
         elif protocol is Protocol.TCP:
             self._kind = _KIND_TCP
             self.proto_number = PROTO_TCP
+            self.mss = 1440 if v6 else 1460
             options = (
-                struct.pack("!BBH", 2, 4, 1440 if v6 else 1460)  # MSS
+                struct.pack("!BBH", 2, 4, self.mss)  # MSS
                 + b"\x04\x02"  # SACK permitted
                 + struct.pack("!BBII", 8, 10, TCP_TSVAL, 0)  # timestamps
                 + b"\x01"  # NOP

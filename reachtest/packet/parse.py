@@ -92,6 +92,8 @@ class Parsed(NamedTuple):
     is_error: bool
     #: The next-hop MTU a frag-needed or packet-too-big names (-1: none).
     mtu: int = -1
+    #: The MSS option of a quoted TCP SYN, when the quote shows it (-1: not shown).
+    quoted_mss: int = -1
 
 
 class Malformed(ValueError):
@@ -325,6 +327,7 @@ def _quoted(
     a = b = -1
     rport = 0
     payload = b""
+    mss = -1
     if qproto in (PROTO_ICMP, PROTO_ICMPV6):
         qtype, _qcode, _qsum, lport, a = _ECHO.unpack_from(p, t)
         if qtype not in (8, 128):
@@ -335,6 +338,7 @@ def _quoted(
         lport, rport, seq = struct.unpack_from("!HHI", p, t)
         a, b = seq >> 16, seq & 0xFFFF
         proto = PROTO_TCP
+        mss = _mss(p[t:end])
     elif qproto == PROTO_UDP:
         lport, rport, _len, a = struct.unpack_from("!HHHH", p, t)
         payload = p[t + 8 : end]
@@ -344,8 +348,30 @@ def _quoted(
         proto = qproto
     return Parsed(
         kind, family, src, ttl, icmp_type, code, proto, quote.src, quote.dst, lport, rport, a, b,
-        ip_id, payload, -1, quote, mpls, True,
+        ip_id, payload, -1, quote, mpls, True, quoted_mss=mss,
     )  # fmt: skip
+
+
+def _mss(segment: bytes) -> int:
+    """The MSS option of a TCP header (a quoted SYN's), -1 when the quote does not show
+    it (most routers quote 8 bytes of it; Linux quotes what fits in 576)."""
+    if len(segment) < 20:
+        return -1
+    end = min((segment[12] >> 4) * 4, len(segment))
+    at = 20
+    while at < end:
+        kind = segment[at]
+        if kind == 0:
+            break
+        if kind == 1:
+            at += 1
+            continue
+        if at + 1 >= end or segment[at + 1] < 2:
+            break
+        if kind == 2 and segment[at + 1] == 4 and at + 4 <= end:
+            return int(_H.unpack_from(segment, at + 2)[0])
+        at += segment[at + 1]
+    return -1
 
 
 def parse_extensions(data: bytes) -> tuple[MplsLabel, ...]:

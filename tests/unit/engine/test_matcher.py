@@ -194,7 +194,21 @@ def test_quoted_fields_changed_on_the_way_are_reported() -> None:
     probe[1] = 0x20  # DSCP rewritten
     probe[12:16] = bytes([203, 0, 113, 9])  # source NAT
     found = match(parsed(replies.icmp_error(probe, responder=HOP[4], icmp_type=11)), 5000, flows)
-    assert found.probe is entry.by_k[2] and found.changed == ("src", "tos")
+    assert found.probe is entry.by_k[2] and found.changed == ("src", "tos=0x20")
+
+
+def test_a_clamped_mss_in_a_quoted_syn_is_reported_with_its_value() -> None:
+    flows, entry = setup(4, tcp(443))
+    probe = bytearray(entry.template.build(3, 2))
+    assert probe[40:44] == b"\x02\x04\x05\xb4"  # MSS 1460, the first option
+    probe[42:44] = (1200).to_bytes(2, "big")
+    found = match(parsed(replies.icmp_error(probe, responder=HOP[4], icmp_type=11)), 5000, flows)
+    assert found.probe is entry.by_k[2] and found.changed == ("mss=1200",)
+    intact = match(
+        parsed(replies.icmp_error(entry.template.build(4, 3), responder=HOP[4], icmp_type=11)),
+        5000, flows,
+    )  # fmt: skip
+    assert intact.changed == ()
 
 
 def test_matching_changes_nothing() -> None:
