@@ -229,6 +229,8 @@ class RunResult:
     #: Packets the kernel dropped before we read them (receive buffer full); None when
     #: the transport cannot tell.
     kernel_dropped: int | None = None
+    #: Replies whose ICMP/TCP/UDP checksum did not hold, ignored (the host drops them too).
+    bad_checksums: int = 0
 
 
 class StopReason(StrEnum):

@@ -486,6 +486,7 @@ class Tracer:
             budgets=self.budgets(),
             extras_dropped=self.extras_dropped,
             kernel_dropped=self.kernel_dropped(),
+            bad_checksums=int(getattr(self.transport, "bad_checksums", 0)),
         )
 
     def kernel_dropped(self) -> int | None:

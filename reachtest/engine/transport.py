@@ -40,10 +40,25 @@ from reachtest.engine.linux import (
     TIMESPEC,
 )
 from reachtest.errors import EnvironmentProblem, PrivilegeError
+from reachtest.packet.checksum import transport_checksum_ok
 
 RECEIVE_BUFFER = 64 * 1024 * 1024
 SEND_BUFFER = 8 * 1024 * 1024
 _TS = TIMESPEC
+#: struct tpacket_auxdata's first word (tp_status) and the bits of it that matter here.
+_AUXDATA = struct.Struct("I")
+PACKET_AUXDATA = 8
+TP_STATUS_CSUMNOTREADY = 1 << 3  # made on this host: the checksum is not filled in yet
+TP_STATUS_CSUM_VALID = 1 << 7  # the device or the kernel checked it
+
+
+def _damaged(status: int, packet: memoryview) -> bool:
+    """A packet whose checksum nobody has checked and that does not hold."""
+    if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID):
+        return False
+    return not transport_checksum_ok(bytes(packet))
+
+
 _EE = EXTENDED_ERR
 _TS3 = struct.Struct("qqqqqq")  # scm_timestamping: software, (deprecated), hardware
 #: Told each probe as it left, with the kernel's transmit time (monotonic ns).
@@ -153,6 +168,9 @@ class RawTransport:
                 attach(self._rx.fileno(), receive_filter)
                 bind_all(self._rx.fileno(), ETH_P_ALL)
             self._rx.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            # The kernel says whether it checked a packet's checksum (or will compute it:
+            # a packet made on this host): the rest is checked here (``_damaged``).
+            self._rx.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self._rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             try:
                 self._rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer)
@@ -172,7 +190,9 @@ class RawTransport:
         self._recvmsg_into = self._rx.recvmsg_into
         self._kernel_packets = 0
         self._kernel_drops = 0
-        self._cmsg_space = socket.CMSG_SPACE(_TS.size)
+        self._cmsg_space = socket.CMSG_SPACE(_TS.size) + socket.CMSG_SPACE(_AUXDATA.size)
+        #: Replies dropped because their checksum does not hold (the host drops them too).
+        self.bad_checksums = 0
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
@@ -311,10 +331,16 @@ class RawTransport:
             if address[1] not in (ETH_P_IP, ETH_P_IPV6):
                 continue
             recv_ns = 0
+            status = TP_STATUS_CSUM_VALID
             for level, kind, value in ancillary:
                 if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS:
                     seconds, nanos = _TS.unpack(value)
                     recv_ns = seconds * 1_000_000_000 + nanos - offset
+                elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(value) >= 4:
+                    status = _AUXDATA.unpack_from(value)[0]
+            if _damaged(status, view[:size]):
+                self.bad_checksums += 1
+                continue
             if not recv_ns:
                 recv_ns = time.monotonic_ns()
             frames.append((view[:size].tobytes(), recv_ns))

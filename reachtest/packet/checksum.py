@@ -36,3 +36,32 @@ def pseudo_header(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
     if len(src) == 4:
         return src + dst + struct.pack("!BBH", 0, proto, length)
     return src + dst + struct.pack("!IxxxB", length, proto)
+
+
+def transport_checksum_ok(packet: bytes) -> bool:
+    """Does the ICMP, ICMPv6, TCP or UDP checksum of this IP packet hold (True for any
+    other protocol, a UDP checksum of 0 over IPv4, or a packet too short to say)? A
+    packet socket sees what arrives before the kernel checks it: a reply that fails
+    here would be dropped by the host, and is no answer."""
+    if not packet:
+        return True
+    if packet[0] >> 4 == 4 and len(packet) >= 20:
+        header = (packet[0] & 0x0F) * 4
+        total = min(struct.unpack_from("!H", packet, 2)[0], len(packet))
+        proto, src, dst = packet[9], packet[12:16], packet[16:20]
+        if struct.unpack_from("!H", packet, 6)[0] & 0x3FFF:  # a fragment: not whole here
+            return True
+    elif packet[0] >> 4 == 6 and len(packet) >= 40:
+        header, proto = 40, packet[6]
+        total = min(40 + struct.unpack_from("!H", packet, 4)[0], len(packet))
+        src, dst = packet[8:24], packet[24:40]
+    else:
+        return True
+    segment = packet[header:total]
+    if proto == PROTO_ICMP:
+        return len(segment) < 4 or ones_sum(segment) == 0xFFFF
+    if proto not in (PROTO_TCP, PROTO_UDP, PROTO_ICMPV6) or len(segment) < 8:
+        return True
+    if proto == PROTO_UDP and len(src) == 4 and segment[6:8] == b"\0\0":
+        return True  # no checksum (allowed over IPv4)
+    return ones_sum(pseudo_header(src, dst, proto, len(segment)) + segment) == 0xFFFF

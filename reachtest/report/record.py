@@ -309,6 +309,7 @@ def build_record(
             "duplicate_or_late": len(result.extras) + result.extras_dropped,
             "strays": {reason: n for reason, n in result.stray_counts},
             **({} if result.kernel_dropped is None else {"kernel_dropped": result.kernel_dropped}),
+            **({"bad_checksum": result.bad_checksums} if result.bad_checksums else {}),
         },
         "flows": [f.label for f in result.flows],
         "targets": [

@@ -454,6 +454,8 @@ def _totals(record: Record) -> str:
         f"{totals['duplicate_or_late']} duplicate or late, stray replies: {strays}"
     )
     text += f", {unrelated} unrelated packets ignored" if unrelated else ""
+    if totals.get("bad_checksum"):
+        text += f", {totals['bad_checksum']} replies with a bad checksum ignored"
     dropped = totals.get("kernel_dropped", 0)
     if dropped:
         text += (
