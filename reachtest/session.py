@@ -240,3 +240,46 @@ def trace_request(
         )  # fmt: skip
         verdict = judge_requests(outcomes, name, control)
     return verdict, outcomes
+
+
+def measure_mtu(target: dict[str, Any], timeout_s: float) -> None:
+    """Each flow's path MTU at one target of a run record (``engine.mtu``), added to it
+    with its finding (``report.record.add_mtu``). The routers the trace saw place a
+    router that names an MTU; a TCP flow, which an ordinary socket cannot follow TTL by
+    TTL, takes the hop another flow found for the same size. For ``trace --mtu``,
+    ``run`` and the exporter alike."""
+    from dataclasses import replace
+
+    from reachtest.engine.mtu import search
+    from reachtest.errors import EnvironmentProblem
+    from reachtest.report.record import add_mtu
+
+    if not target["reachable"]:
+        return  # nothing answers: no size would
+    hops: dict[str, int] = {}
+    for flow in target["flows"]:
+        for hop in flow["hops"]:
+            for responder in hop["responders"]:
+                hops[responder["address"]] = min(hops.get(responder["address"], 255), hop["ttl"])
+    located: dict[int, Any] = {}
+    for flow in target["flows"]:
+        try:
+            found = search(
+                target["address"], flow["protocol"], flow["port"], timeout_s=timeout_s,
+                distance=target["distance"], known_hops=hops,
+            )  # fmt: skip
+        except EnvironmentProblem as exc:
+            target.setdefault("mtu", []).append(
+                {"flow": flow["flow"], "mtu": None, "local_mtu": 1500, "limit": None,
+                 "named": False, "black_hole": False, "hop": None, "address": None,
+                 "probes": 0, "note": f"not measured: {exc}"}
+            )  # fmt: skip
+            continue
+        note = None
+        if found.limit is not None and found.hop is not None:
+            located.setdefault(found.limit, found)
+        elif found.limit is not None and found.limit in located:
+            other = located[found.limit]
+            found = replace(found, hop=other.hop, address=other.address)
+            note = f"where: as {other.flow} found it"
+        add_mtu(target, found, note)

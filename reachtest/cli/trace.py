@@ -744,48 +744,13 @@ def _trace_requests(
 
 
 def _trace_mtu(record: dict[str, Any], params: Any) -> None:
-    """Each traced flow's path MTU at each target (``engine.mtu``), into the record. A
-    TCP flow cannot be located TTL by TTL without raw sockets: it takes the hop another
-    flow of the target found for the same limit."""
-    from dataclasses import replace
-
-    from reachtest.engine.mtu import search
-    from reachtest.errors import EnvironmentProblem
-    from reachtest.report.record import add_mtu
+    """Each traced flow's path MTU at each target, into the record (``session``)."""
+    from reachtest.session import measure_mtu
 
     if sys.stderr.isatty():
         _tell("finding each flow's path MTU ...")
     for target in record["targets"]:
-        located: dict[int, Any] = {}
-        hops: dict[str, int] = {}  # the trace's routers: a router that names an MTU is here
-        for flow in target["flows"]:
-            for hop in flow["hops"]:
-                for responder in hop["responders"]:
-                    hops[responder["address"]] = min(
-                        hops.get(responder["address"], 255), hop["ttl"]
-                    )
-        for flow in target["flows"]:
-            kind, port = flow["protocol"], flow["port"]
-            try:
-                found = search(
-                    target["address"], kind, port, timeout_s=params.timeout_s,
-                    distance=target["distance"], known_hops=hops,
-                )  # fmt: skip
-            except EnvironmentProblem as exc:
-                target.setdefault("mtu", []).append(
-                    {"flow": flow["flow"], "mtu": None, "local_mtu": 1500, "limit": None,
-                     "named": False, "black_hole": False, "hop": None, "address": None,
-                     "probes": 0, "note": f"not measured: {exc}"}
-                )  # fmt: skip
-                continue
-            note = None
-            if found.limit is not None and found.hop is not None:
-                located.setdefault(found.limit, found)
-            elif found.limit is not None and found.limit in located:
-                other = located[found.limit]
-                found = replace(found, hop=other.hop, address=other.address)
-                note = f"where: as {other.flow} found it"
-            add_mtu(target, found, note)
+        measure_mtu(target, params.timeout_s)
 
 
 def _names(names: Any) -> dict[str, str]:

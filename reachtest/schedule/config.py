@@ -42,7 +42,7 @@ POLICIES = ("always", "on-change", "on-failure")
 #: Keys a target may set, with those [defaults] may set for every target.
 RUN_KEYS = (
     "rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp", "sni",
-    "host_header", "qname", "qtype", "control_name",
+    "host_header", "qname", "qtype", "control_name", "mtu",
 )  # fmt: skip
 #: What a request flow (tls/PORT, http/PORT, dns/PORT) may be expected to be: answered,
 #: or not.
@@ -93,6 +93,9 @@ class TargetConfig:
     request_given: Mapping[str, str] = field(default_factory=dict)
     control_name: str = DEFAULT_CONTROL
     query_type: str = "A"  # dns/PORT's query type
+    #: Path MTU: None, not measured; 0, measured (a traced target's flows); N, measured and
+    #: expected to be N bytes at least, with no black hole (``mtu = 1400``).
+    mtu: int | None = None
 
     @property
     def labels_of_flows(self) -> tuple[str, ...]:
@@ -471,7 +474,19 @@ def _target(
         if qtype.upper() not in QUERY_TYPES:
             raise fail(qtype_at, f"{_shown(qtype)} is not a query type (one of: "
                        f"{_words(QUERY_TYPES)})")  # fmt: skip
+    mtu, mtu_at = _setting(table, defaults, "mtu", path)
+    if mtu is not None:
+        if mtu is True:
+            mtu = 0
+        elif mtu is False:
+            mtu = None
+        elif isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+            raise fail(
+                mtu_at, f"{_shown(mtu)}: mtu = true (measure it) or the least path MTU expected,"
+                " 68 to 65535 bytes",
+            )  # fmt: skip
     return TargetConfig(
+        mtu=mtu,
         query_type="A" if qtype is None else qtype.upper(),
         host=host,
         name=name,

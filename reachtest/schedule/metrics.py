@@ -39,6 +39,8 @@ def registry(batch: Batch) -> CollectorRegistry:
     """Every metric of ``batch`` in a registry of its own."""
     from prometheus_client import CollectorRegistry, Gauge
 
+    from reachtest.schedule.run import MTU_FLOW
+
     reg = CollectorRegistry()
     extra = sorted({k for j in batch.judged for k in j.labels})
 
@@ -70,8 +72,23 @@ def registry(batch: Batch) -> CollectorRegistry:
     last = Gauge(
         "reachtest_last_run_timestamp_seconds", "When the run finished (Unix time)", registry=reg
     )
+    path_mtu = gauge(
+        "reachtest_path_mtu_bytes",
+        "The largest packet (IP header included) that reached the target on this flow (mtu)",
+    )
+    black_hole = gauge(
+        "reachtest_pmtu_black_hole",
+        "1 when bigger packets of this flow die without a frag-needed / packet-too-big (mtu)",
+    )
     for j in batch.judged:
         labels = _flow(j, extra)
+        if j.flow == MTU_FLOW:  # an expectation on every flow's path MTU, not a flow
+            if j.expected is not None:
+                met.labels(*labels[:3], j.expected, *labels[3:]).set(1 if j.met else 0)
+            continue
+        if j.path_mtu is not None:
+            path_mtu.labels(*labels).set(j.path_mtu)
+            black_hole.labels(*labels).set(1 if j.black_hole else 0)
         through = j.got in ("open", "reachable")
         success.labels(*labels).set(1 if through else 0)
         if j.expected is not None:

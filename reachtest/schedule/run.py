@@ -74,6 +74,9 @@ class Judged:
     rtt_ms: float | None  # median round trip of the final answers
     finding: str | None  # the analysis' sentence about this flow, when it has one
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: Measured (``mtu`` in the configuration): the flow's path MTU, a black hole on it.
+    path_mtu: int | None = None
+    black_hole: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +202,15 @@ def judge(
                 labels=config.labels,
             )
         )
+    measured = {m["flow"]: m for m in target.get("mtu", ())} if target else {}
+    if measured:
+        judged = [
+            replace(j, path_mtu=measured[j.flow]["mtu"], black_hole=measured[j.flow]["black_hole"])
+            if j.flow in measured else j
+            for j in judged
+        ]  # fmt: skip
+    if config.mtu:  # an expectation: every flow's path MTU at least this, no black hole
+        judged.append(_mtu_judged(config, target, address, traced, measured, why_not))
     requests = {r["flow"]: r for r in target.get("requests", ())} if target else {}
     for kind, port in config.requests:
         label = f"{kind}/{port}"
@@ -222,6 +234,47 @@ def judge(
             )
         )  # fmt: skip
     return judged
+
+
+#: The pseudo-flow an ``mtu = N`` expectation is judged as.
+MTU_FLOW = "mtu"
+
+
+def _mtu_judged(
+    config: TargetConfig,
+    target: Mapping[str, Any] | None,
+    address: str | None,
+    traced: bool,
+    measured: Mapping[str, Mapping[str, Any]],
+    why_not: str,
+) -> Judged:
+    """``mtu = N``: the smallest path MTU of the target's flows against N; a black hole
+    fails it whatever the size (bigger packets vanish without a word)."""
+    found = [m for m in measured.values() if m["mtu"] is not None]
+    worst = min(found, key=lambda m: (not m["black_hole"], m["mtu"]), default=None)
+    said = None
+    if worst is None:
+        got, met = (why_not if target is None else "no answer"), False
+    else:
+        got = str(worst["mtu"])
+        met = worst["mtu"] >= (config.mtu or 0) and not worst["black_hole"]
+        said = next(
+            (f["summary"] for f in (target or {}).get("findings", ())
+             if f["kind"] in ("pmtu-black-hole", "path-mtu") and f["flow"] == worst["flow"]),
+            None,
+        )  # fmt: skip
+    return Judged(
+        target=config.name, host=config.host, address=address, flow=MTU_FLOW,
+        expected=f">= {config.mtu}", got=got,
+        reason="black-hole" if worst and worst["black_hole"] else "path-mtu", met=met,
+        traced=worst is not None and worst["limit"] is not None, stop_hop=None,
+        last_hop=worst["hop"] if worst else None,
+        last_address=worst["address"] if worst else None,
+        distance=target["distance"] if target and traced else None, loss_ratio=None,
+        rtt_ms=None, finding=said, labels=config.labels,
+        path_mtu=worst["mtu"] if worst else None,
+        black_hole=worst["black_hole"] if worst else None,
+    )  # fmt: skip
 
 
 def request_word(request: Mapping[str, Any]) -> str:
@@ -550,6 +603,13 @@ def run_batch(
             if final[a] is not by_address[a]
         ]
     )
+    # Targets that ask for it (`mtu`), traced or not: each flow's path MTU (one probe a
+    # flow on a clean path; a search, and where bigger packets die, otherwise).
+    from reachtest.session import measure_mtu
+
+    for t, a in members:
+        if t.mtu is not None:
+            measure_mtu(final[a], t.timeout_s)
     judged: list[Judged] = []
     addresses = {t.name: a for t, a in members}
     for t in config.targets:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest.model import TraceParams
 from reachtest.schedule.metrics import blocked_at
-from reachtest.schedule.run import CHECK_TTL, Judged, judge, trace_target_requests
+from reachtest.schedule.run import CHECK_TTL, MTU_FLOW, Judged, judge, trace_target_requests
 
 if TYPE_CHECKING:
     from reachtest.engine.transport import Transport
@@ -161,6 +161,12 @@ def run_probe(
             raw=transport_name == "raw",
             timeout_s=None if left is None else max(0.05, (left - ANSWER_MARGIN_S) / 2),
         )  # fmt: skip
+    if config.mtu is not None and target is not None and not (stopper and stopper.stopped):
+        from reachtest.session import measure_mtu
+
+        left = None if budget_s is None else budget_s - (time.monotonic() - began)
+        measure_mtu(target, config.timeout_s if left is None else max(0.05, min(
+            config.timeout_s, (left - ANSWER_MARGIN_S) / 4)))  # fmt: skip
     judged = tuple(judge(config, target, address, traced))
     return ProbeResult(
         module=module.name,
@@ -281,9 +287,28 @@ class ProbeCollector:
             flow_labels,
         )
         out += [flow_ok, state, met, blocked]
+        path_mtu = family(
+            "reachtest_path_mtu_bytes",
+            "The largest packet (IP header included) that reached the target on this flow",
+            flow_labels,
+        )
+        black_hole = family(
+            "reachtest_pmtu_black_hole",
+            "1 when bigger packets of this flow die without a frag-needed / packet-too-big",
+            flow_labels,
+        )
+        measured = False
         for j in r.judged:
             protocol, _, port = j.flow.partition("/")
             labels = [j.flow, protocol, port]
+            if j.flow == MTU_FLOW:  # the module's mtu expectation, not a flow
+                if j.expected is not None:
+                    met.add_metric([*labels, j.expected, *more], 1 if j.met else 0)
+                continue
+            if j.path_mtu is not None:
+                path_mtu.add_metric([*labels, *more], j.path_mtu)
+                black_hole.add_metric([*labels, *more], 1 if j.black_hole else 0)
+                measured = True
             through = j.got in ("open", "reachable")
             flow_ok.add_metric([*labels, *more], 1 if through else 0)
             words = {"icmp": HOST_STATES, "tcp": SERVICE_STATES, "udp": SERVICE_STATES}
@@ -293,6 +318,8 @@ class ProbeCollector:
                 met.add_metric([*labels, j.expected, *more], 1 if j.met else 0)
             if j.traced:
                 blocked.add_metric([*labels, *more], 0 if through else blocked_at(j))
+        if measured:
+            out += [path_mtu, black_hole]
         target = r.record["targets"][0] if r.record["targets"] else None
         sent = family("reachtest_probe_packets_sent", "Probes sent")
         sent.add_metric(more, r.record["totals"]["sent"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,80 @@ def test_a_clean_path_costs_one_probe_per_flow(make_lab: MakeLab) -> None:
         ("icmp", 1500, 1), ("tcp/80", 1500, 1), ("udp/53", 1500, 1),
     }  # fmt: skip
     assert not [f for f in target["findings"] if f["kind"] in ("pmtu-black-hole", "path-mtu")]
+
+
+RUN_CONFIG = """\
+history = "history.sqlite"
+prometheus = "reachtest.prom"
+
+[[target]]
+host = "{server}"
+name = "web"
+services = ["tcp/80"]
+mtu = 1400
+rounds = 2
+interval = 0.1
+timeout = 1
+"""
+
+
+def test_run_judges_the_least_path_mtu_and_the_black_hole(
+    make_lab: MakeLab, tmp_path: Path
+) -> None:
+    """`mtu = 1400` in `run`: 1400 bytes pass, but bigger ones vanish without a word, so
+    the expectation fails, saying where; the metrics carry each flow's path MTU."""
+    from reachtest.schedule import metrics
+    from tests.lab.test_run_cli import in_lab
+
+    lab = make_lab("mtu-blackhole")
+    truth = lab.plan.scenario.truth.mtu
+    assert truth is not None
+    config = tmp_path / "web.toml"
+    config.write_text(RUN_CONFIG.format(server=lab.server()))
+    done = in_lab(lab, "run", "--config", str(config))
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if " mtu: expected" in x]
+    assert f"expected >= {SMALL_MTU}, got {SMALL_MTU} (black-hole)" in line, line
+    assert f"after hop {truth.hop} (" in line, line
+    got = metrics.parse((tmp_path / "reachtest.prom").read_text())
+    for flow in ("icmp", "tcp/80"):
+        protocol, _, port = flow.partition("/")
+        labels = (("port", port), ("protocol", protocol), ("target", "web"))
+        assert got[("reachtest_path_mtu_bytes", labels)] == SMALL_MTU
+        assert got[("reachtest_pmtu_black_hole", labels)] == 1
+
+
+EXPORTER_CONFIG = """\
+[exporter]
+allow = ["198.18.0.0/15", "2001:db8::/32"]
+
+[module.big]
+services = ["tcp/80"]
+mtu = true
+rounds = 2
+interval = 0.1
+timeout = 1.0
+"""
+
+
+def test_the_exporter_reports_each_flows_path_mtu(make_lab: MakeLab, tmp_path: Path) -> None:
+    from reachtest.schedule import metrics
+    from tests.lab.test_exporter_prometheus import started
+    from tests.lab.test_exporter_requests import PORT, scrape
+
+    lab = make_lab("mtu")
+    config = tmp_path / "exporter.toml"
+    config.write_text(EXPORTER_CONFIG)
+    argv = [
+        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
+        str(config), "--listen", f"127.0.0.1:{PORT}", "--unprivileged",
+    ]  # fmt: skip
+    with started(argv, tmp_path / "exporter.log"):
+        status, body = scrape(lab.client, f"/probe?target={lab.server(True)}&module=big")
+    assert status == 200, body
+    got = metrics.parse(body)
+    for flow in ("icmp", "tcp/80"):
+        protocol, _, port = flow.partition("/")
+        labels = (("flow", flow), ("port", port), ("protocol", protocol))
+        assert got[("reachtest_path_mtu_bytes", labels)] == SMALL_MTU
+        assert got[("reachtest_pmtu_black_hole", labels)] == 0  # r3 says so

@@ -266,3 +266,16 @@ def test_an_exporter_module_asks_for_the_scraped_name_unless_it_sets_one() -> No
         web.request_names("198.18.0.1")
     with pytest.raises(UsageError, match=r"the control name 'example\.com' is the name tested"):
         web.request_names("example.com")
+
+
+@pytest.mark.parametrize(("value", "mtu"), [("true", 0), ("false", None), ("1400", 1400)])
+def test_mtu_is_measured_or_expected(value: str, mtu: int | None) -> None:
+    config = parse_config(f'[defaults]\nmtu = {value}\n[[target]]\nhost = "a.example"\n')
+    assert config.targets[0].mtu == mtu
+
+
+@pytest.mark.parametrize("value", ["0", "70000", '"1400"', "1400.5"])
+def test_a_bad_mtu_names_the_key(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"t\.toml:3: .*mtu") as caught:
+        parse_config(f'[[target]]\nhost = "a.example"\nmtu = {value}\n', "t.toml")
+    assert "68 to 65535" in str(caught.value)
