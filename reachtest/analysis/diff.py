@@ -141,6 +141,37 @@ def _requests(target: Mapping[str, Any]) -> dict[str, tuple[str, str | None, str
     return found
 
 
+def _mtus(target: Mapping[str, Any]) -> dict[str, tuple[int, str, str]]:
+    """``FLOW path MTU`` -> (bytes, the state in a word: ``path-mtu`` or ``black-hole``,
+    where bigger packets die in words) of each flow measured with ``--mtu``."""
+    found = {}
+    for m in target.get("mtu", ()):
+        if m["mtu"] is None:
+            continue
+        where = ""
+        if m["limit"] is not None and m["hop"] is not None:
+            how = "vanish" if m["black_hole"] else "get frag-needed"
+            where = f"above {m['mtu']} bytes {how} after hop {m['hop']}"
+        found[f"{m['flow']} path MTU"] = (
+            m["mtu"], "black-hole" if m["black_hole"] else "path-mtu", where,
+        )  # fmt: skip
+    return found
+
+
+def _mtu_change(before: tuple[int, str, str] | None, after: tuple[int, str, str] | None) -> str:
+    """A black hole that appears, or a smaller MTU, is a regression; the reverse an
+    improvement."""
+    if before is None:
+        return "new"
+    if after is None:
+        return "gone"
+    worse = (after[1] == "black-hole", -after[0]) > (before[1] == "black-hole", -before[0])
+    better = (after[1] == "black-hole", -after[0]) < (before[1] == "black-hole", -before[0])
+    return "regression" if worse else "improvement" if better else (
+        "moved" if before[2] != after[2] else "same"
+    )  # fmt: skip
+
+
 def _by_target(record: Record) -> dict[str, Mapping[str, Any]]:
     """host -> target entry; a target that did not resolve has flows that say so."""
     found: dict[str, Mapping[str, Any]] = {t["host"]: t for t in record["targets"]}
@@ -306,6 +337,17 @@ def diff_runs(
                         ra[0] if ra else None, rb[0] if rb else None,
                         ra[2] if ra else "", rb[2] if rb else "",
                     ),
+                )
+            )  # fmt: skip
+        mtus_a, mtus_b = _mtus(old.get(name, {})), _mtus(new.get(name, {}))
+        for label in dict.fromkeys([*mtus_a, *mtus_b]):
+            ma, mb = mtus_a.get(label), mtus_b.get(label)
+            services.append(
+                ServiceChange(
+                    target=name, flow=label, before=str(ma[0]) if ma else None,
+                    after=str(mb[0]) if mb else None, reason_before=ma[1] if ma else None,
+                    reason_after=mb[1] if mb else None, stop_before=ma[2] if ma else None,
+                    stop_after=mb[2] if mb else None, change=_mtu_change(ma, mb),
                 )
             )  # fmt: skip
     return RunDiff(

@@ -34,8 +34,12 @@ COLUMNS = (
     "reason",
     "stop",
     "stop_hop",
+    "path_mtu",
+    "pmtu_black_hole",
 )
 NUMBERS = ("snt", "rcv", "loss_pct", *MS_COLUMNS)
+#: ``--mtu``: the flow's path MTU in bytes, and 1 when bigger packets die silently (on
+#: every row of the flow; empty when not measured).
 
 
 def render_csv(record: Record) -> str:
@@ -47,8 +51,10 @@ def render_csv(record: Record) -> str:
     writer.writeheader()
     names: dict[str, str] = record["names"]
     for target in record["targets"]:
+        mtu = {m["flow"]: m for m in target.get("mtu", ())}
         for flow in target["flows"]:
             verdict, path = flow["verdict"], flow["path"]
+            measured = mtu.get(flow["flow"], {})
             for hop in flow["hops"]:
                 top = hop["responders"][0]["address"] if hop["responders"] else None
                 row: dict[str, object] = {
@@ -78,7 +84,10 @@ def render_csv(record: Record) -> str:
                     "reason": verdict["reason"],
                     "stop": path["stop"],
                     "stop_hop": path["stop_hop"],
-                }
+                    "path_mtu": measured.get("mtu"),
+                    "pmtu_black_hole": (int(measured["black_hole"]) if measured.get("mtu")
+                                        else None),
+                }  # fmt: skip
                 writer.writerow({k: _cell(v) for k, v in row.items()})
         for request in target.get("requests", ()):
             _request_rows(writer, target, request, names)

@@ -5,7 +5,7 @@ font or image from elsewhere: opening it makes no request to any host."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from reachtest.report.view import MARK_HELP, Cell, HopRow, Mark, RunView, TargetView
 
@@ -38,6 +38,9 @@ class Lane:
     mark: str
     silent_x: int | None  # a dashed stretch to the first hop that stayed silent
     words: str
+    #: Bigger packets of this flow die on the link after this x (``--mtu``), and why.
+    mtu_x: int | None = None
+    mtu_words: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +123,20 @@ def diagram(view: TargetView) -> Diagram:
                 words=words,
             )
         )
-    width = LEFT + max(len(view.rows), 1) * NODE_DX + 150
+    limits = {flow: (hop, mtu, hole) for flow, hop, mtu, hole in view.mtu_limits}
+    for n, lane in enumerate(lanes):
+        if lane.flow in limits:
+            hop, mtu, hole = limits[lane.flow]
+            at = next((i for i, row in enumerate(view.rows) if row.ttl == hop), None)
+            if at is not None:
+                how = "vanish (no frag-needed: a black hole)" if hole else "get frag-needed"
+                dies = f"packets above {mtu} bytes {how} after hop {hop}"
+                lanes[n] = replace(
+                    lane, mtu_x=LEFT + (at + 1) * NODE_DX + NODE_DX // 2, mtu_words=dies,
+                    words=f"{lane.words}; {dies}",
+                )  # fmt: skip
+    longest = max((len(lane.words) for lane in lanes), default=0)
+    width = LEFT + max(len(view.rows), 1) * NODE_DX + max(150, round(6.5 * longest) + 30)
     return Diagram(
         width=width,
         height=HEAD + len(lanes) * LANE_DY,

@@ -162,6 +162,9 @@ class TargetView:
     #: The request columns (tls/443, dns/53; after the flows'): where each stops, and its
     #: words (``request_stop``).
     request_stops: tuple[tuple[str, int | None, str], ...] = ()
+    #: Flows whose bigger packets die (``--mtu``): (flow, the last hop that gets them,
+    #: the path MTU, a black hole).
+    mtu_limits: tuple[tuple[str, int, int, bool], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -426,6 +429,11 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
         flows=tuple(f["flow"] for f in flows) + tuple(r["flow"] for r in requests),
         rows=tuple(rows),
         request_stops=tuple((r["flow"], *request_stop(r)) for r in requests),
+        mtu_limits=tuple(
+            (m["flow"], m["hop"], m["mtu"], m["black_hole"])
+            for m in t.get("mtu", ())
+            if m["hop"] is not None and m["mtu"] is not None and m["limit"] is not None
+        ),
         series=tuple(s for f in flows if (s := _series(f)) is not None),
         verdicts=tuple(_verdict(f) for f in flows)
         + tuple(_request_verdict(r) for r in t.get("requests", ())),

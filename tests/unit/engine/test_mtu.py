@@ -70,3 +70,41 @@ def test_a_named_mtu_is_a_warning_and_a_clean_path_no_finding() -> None:
     assert kinds == [("path-mtu", "warning")]
     assert run_ok(record) == run_ok(sim_record())  # a named MTU alone fails nothing
     assert "limited after hop 3" in build_view(record).targets[0].headline
+
+
+def test_the_diagram_marks_where_bigger_packets_die_and_the_csv_says_the_mtu() -> None:
+    import csv
+    import io
+
+    from reachtest.report.csvfile import render_csv
+    from reachtest.report.html import NODE_DX, diagram
+
+    record = copy.deepcopy(sim_record())
+    target = record["targets"][0]
+    add_mtu(target, black_hole())
+    view = build_view(record).targets[0]
+    (lane,) = [lane for lane in diagram(view).lanes if lane.flow == "icmp"]
+    hop3 = next(n for n in diagram(view).nodes if n.ttl == 3)
+    assert lane.mtu_x == hop3.x + NODE_DX // 2  # on the link after hop 3
+    assert "packets above 1400 bytes vanish (no frag-needed: a black hole) after hop 3" in (
+        lane.words
+    )
+    rows = list(csv.DictReader(io.StringIO(render_csv(record))))
+    assert {(r["path_mtu"], r["pmtu_black_hole"]) for r in rows if r["flow"] == "icmp"} == {
+        ("1400", "1")
+    }
+    assert {r["path_mtu"] for r in rows if r["flow"] != "icmp"} == {""}  # not measured
+
+
+def test_a_black_hole_after_a_change_is_a_regression_in_the_diff() -> None:
+    from reachtest.analysis.diff import diff_runs
+
+    before, after = copy.deepcopy(sim_record()), copy.deepcopy(sim_record())
+    add_mtu(before["targets"][0], PathMtu(flow="icmp", mtu=1500, local_mtu=1500))
+    add_mtu(after["targets"][0], black_hole())
+    (change,) = [s for s in diff_runs(before, after).services if s.flow == "icmp path MTU"]
+    assert (change.before, change.after, change.change) == ("1500", "1400", "regression")
+    assert change.reason_after == "black-hole"
+    assert change.stop_after == "above 1400 bytes vanish after hop 3"
+    (back,) = [s for s in diff_runs(after, before).services if s.flow == "icmp path MTU"]
+    assert back.change == "improvement"
