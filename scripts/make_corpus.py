@@ -73,8 +73,9 @@ def _ip_of(frame: bytes, linktype: int) -> bytes | None:
         return None
     if kind is None or not body or body[0] >> 4 != kind:
         return None
-    length = int.from_bytes(body[2:4], "big") if kind == 4 else 40 + int.from_bytes(body[4:6], "big")
-    return body[:length]
+    if kind == 4:
+        return body[: int.from_bytes(body[2:4], "big")]
+    return body[: 40 + int.from_bytes(body[4:6], "big")]
 
 
 def tcpdump(repo: Path) -> list[tuple[dict[str, object], bytes]]:
@@ -103,7 +104,8 @@ def trippy(repo: Path) -> list[tuple[dict[str, object], bytes]]:
     commit = _commit(repo)
     text = _show(repo, TRIPPY_FILE).decode()
     found = []
-    for match in re.finditer(r"fn (test_\w+)\(\) \{\s*let buf = hex_literal::hex!\(\s*\"([0-9a-f\s]+)\"", text):
+    test = re.compile(r"fn (test_\w+)\(\) \{\s*let buf = hex_literal::hex!\(\s*\"([0-9a-f\s]+)\"")
+    for match in test.finditer(text):
         name, icmp = match.group(1), bytes.fromhex("".join(match.group(2).split()))
         v6 = "ipv6" in name
         if v6:
@@ -112,7 +114,8 @@ def trippy(repo: Path) -> list[tuple[dict[str, object], bytes]]:
             header = IP(src="192.0.2.1", dst="198.51.100.2", proto=1, ttl=64, len=20 + len(icmp))
         found.append(({
             "source": "fujiapple852/trippy", "commit": commit, "path": TRIPPY_FILE, "test": name,
-            "licence": "Apache-2.0", "as": "ICMP message; IP header added (documentation addresses)",
+            "licence": "Apache-2.0",
+            "as": "ICMP message; IP header added (documentation addresses)",
         }, bytes(header) + icmp))  # fmt: skip
     return found
 
