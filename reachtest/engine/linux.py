@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 SOL_IP = 0
 SOL_IPV6 = 41
@@ -65,3 +65,32 @@ def extended_error(
             address = socket.inet_ntop(socket.AF_INET6, offender[8:24])
         return origin, icmp_type, code, address
     return None
+
+
+def set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
+    """The TTL (hop limit) of what ``sock`` sends from now on."""
+    if v6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_TTL, ttl)
+
+
+def icmp_errors(sock: socket.socket) -> Iterator[tuple[int, int, str | None, int]]:
+    """The ICMP errors waiting on ``sock``'s error queue (``IP_RECVERR``): (type, code,
+    the offender's address, ``ee_info``: the MTU of a frag-needed / packet-too-big), until
+    the queue is empty. Entries of other origins (timestamps, local errors) are skipped."""
+    while True:
+        try:
+            _data, ancillary, _flags, _address = sock.recvmsg(512, 512, MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        found = extended_error(ancillary)
+        if found is None or found[0] not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+            continue
+        info = 0
+        for level, kind, value in ancillary:
+            if (level, kind) in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)):
+                info = EXTENDED_ERR.unpack_from(value)[5] if len(value) >= EXTENDED_ERR.size else 0
+        yield found[1], found[2], found[3], info

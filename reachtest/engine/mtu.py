@@ -33,12 +33,10 @@ from dataclasses import dataclass, field, replace
 from reachtest.engine.linux import (
     IP_RECVERR,
     IPV6_RECVERR,
-    MSG_ERRQUEUE,
-    SO_EE_ORIGIN_ICMP,
-    SO_EE_ORIGIN_ICMP6,
     SOL_IP,
     SOL_IPV6,
-    extended_error,
+    icmp_errors,
+    set_ttl,
 )
 from reachtest.errors import EnvironmentProblem
 
@@ -170,16 +168,9 @@ def _socket(kind: str, v6: bool, ttl: int, size: int) -> socket.socket:
     sock.setsockopt(level, IPV6_MTU_DISCOVER if v6 else IP_MTU_DISCOVER, how)
     sock.setsockopt(level, IPV6_RECVERR if v6 else IP_RECVERR, 1)
     if kind != "tcp":  # TCP: the handshake at the normal TTL, the data at ``ttl``
-        _set_ttl(sock, v6, ttl)
+        set_ttl(sock, v6, ttl)
     sock.setblocking(False)
     return sock
-
-
-def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
-    if v6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
 
 
 def probe(
@@ -261,18 +252,8 @@ def _send(attempt: _Probe, kind: str, port: int | None, address: str, v6: bool) 
 
 def _errors(attempt: _Probe, v6: bool) -> None:
     """Read the socket's error queue: time-exceeded, too-big (with the MTU), unreachable."""
-    while True:
-        try:
-            _data, ancillary, _flags, _address = attempt.sock.recvmsg(512, 512, MSG_ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return
-        found = _queued(ancillary)
-        if found is None or attempt.done is not None:
-            continue
-        origin, icmp_type, code, offender, info = found
-        if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+    for icmp_type, code, offender, info in icmp_errors(attempt.sock):
+        if attempt.done is not None:
             continue
         rtt = round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3)
         said = SizeOutcome(
@@ -294,20 +275,6 @@ _ERRORS: dict[bool, dict[tuple[int, int | None], str]] = {
 }
 
 
-def _queued(
-    ancillary: list[tuple[int, int, bytes]],
-) -> tuple[int, int, int, str | None, int] | None:
-    """extended_error with the ``ee_info`` field (the MTU of a too-big)."""
-    found = extended_error(ancillary)
-    if found is None:
-        return None
-    info = 0
-    for level, kind, value in ancillary:
-        if (level, kind) in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)) and len(value) >= 12:
-            info = struct.unpack_from("I", value, 8)[0]
-    return (*found, info)
-
-
 def _answer(attempt: _Probe, kind: str, v6: bool, address: str, events: int) -> None:
     rtt = round((time.monotonic_ns() - attempt.sent_ns) / 1e6, 3)
     sock = attempt.sock
@@ -325,7 +292,7 @@ def _answer(attempt: _Probe, kind: str, v6: bool, address: str, events: int) -> 
                 return
             # One full segment of data: the size less IP, TCP and its timestamps option.
             room = attempt.size - IP_HEADER[6 if v6 else 4] - TRANSPORT_HEADER["tcp"]
-            _set_ttl(sock, v6, attempt.ttl)
+            set_ttl(sock, v6, attempt.ttl)
             with contextlib.suppress(BlockingIOError):
                 attempt.sent_bytes = sock.send(b"\0" * room)
             attempt.sent_ns = time.monotonic_ns()

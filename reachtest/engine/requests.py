@@ -30,12 +30,10 @@ from dataclasses import dataclass, replace
 from reachtest.engine.linux import (
     IP_RECVERR,
     IPV6_RECVERR,
-    MSG_ERRQUEUE,
-    SO_EE_ORIGIN_ICMP,
-    SO_EE_ORIGIN_ICMP6,
     SOL_IP,
     SOL_IPV6,
-    extended_error,
+    icmp_errors,
+    set_ttl,
 )
 from reachtest.errors import EnvironmentProblem
 from reachtest.packet.requests import (
@@ -96,13 +94,6 @@ class _Try:
     expired_until_ns: int = 0
     query: bytes = b""  # DNS: the query sent (its answers must match its ID and question)
     second: bool = False  # DNS: a second, different answer came after the first
-
-
-def _set_ttl(sock: socket.socket, v6: bool, ttl: int) -> None:
-    if v6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
 
 
 def _raw_icmp(v6: bool) -> socket.socket | None:
@@ -401,7 +392,7 @@ def _send(
     if error:
         attempt.done = RequestOutcome(name=attempt.name, ttl=attempt.ttl, outcome=NO_HANDSHAKE)
         return
-    _set_ttl(sock, v6, attempt.ttl)
+    set_ttl(sock, v6, attempt.ttl)
     attempt.sport = sock.getsockname()[1]
     by_port[attempt.sport] = attempt
     attempt.sent_ns = time.monotonic_ns()
@@ -511,7 +502,7 @@ def _trace_dns(
                 sock.setblocking(False)
                 sock.setsockopt(SOL_IPV6 if v6 else SOL_IP, IPV6_RECVERR if v6 else IP_RECVERR, 1)
                 sock.connect((address, port))
-                _set_ttl(sock, v6, ttl)
+                set_ttl(sock, v6, ttl)
                 attempt.query = request(RequestKind.DNS, name, query_type, secrets.randbits(16))
                 attempt.sent_ns = time.monotonic_ns()
                 sock.send(attempt.query)
@@ -557,17 +548,9 @@ def _trace_dns(
 def _read_dns(attempt: _Try, v6: bool) -> None:
     """Everything that came for one query: ICMP errors (its error queue), answers."""
     sock = attempt.sock
-    while True:
-        try:
-            _data, ancillary, _flags, _address = sock.recvmsg(512, 512, MSG_ERRQUEUE)
-        except (BlockingIOError, InterruptedError):
-            break
-        found = extended_error(ancillary)
-        if attempt.done is not None or attempt.expired is not None or found is None:
-            continue
-        origin, icmp_type, code, offender = found
+    for icmp_type, code, offender, _info in icmp_errors(sock):
         outcome = _DNS_ERRORS.get((v6, icmp_type, code))
-        if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6) or outcome is None:
+        if attempt.done is not None or attempt.expired is not None or outcome is None:
             continue
         now = time.monotonic_ns()
         error = RequestOutcome(

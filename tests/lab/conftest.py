@@ -16,11 +16,14 @@ from reachtest.engine.transport import RawTransport
 from reachtest.errors import ReachtestError
 from reachtest.lab import manager, netns
 from reachtest.lab.plan import LabPlan
+from reachtest.lab.scenarios import SCENARIOS, scenario
 from reachtest.lab.topology import NETNS_PREFIX
 from reachtest.model import FlowSpec, RunResult, TraceParams
 
 #: Every lab a test makes has an id starting with this, so leftovers can be found.
 TEST_PREFIX = "t"
+#: The scenarios whose truth holds requests blocked after the handshake (or DNS queries).
+REQUEST_SCENARIOS = tuple(name for name in SCENARIOS if scenario(name, 5).truth.requests)
 _made: set[str] = set()
 
 

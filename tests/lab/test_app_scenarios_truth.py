@@ -16,9 +16,7 @@ import pytest
 from reachtest.lab import netns
 from reachtest.lab.scenarios import AppKind, RequestTruth
 from tests.lab import netprobe
-from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
-
-APP_SCENARIOS = ("tls-sni-reset", "http-host-drop", "tls-sni-inject", "http-host-inject")
+from tests.lab.conftest import REQUEST_SCENARIOS, Lab, MakeLab, reachtest_cmd
 
 
 def in_client(lab: Lab, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -29,8 +27,13 @@ def in_client(lab: Lab, *argv: str, timeout: float = 30) -> subprocess.Completed
 
 
 def fetch(lab: Lab, request: RequestTruth, name: str, v6: bool) -> subprocess.CompletedProcess[str]:
-    """The request as users' tools make it: openssl s_client (TLS), curl (HTTP)."""
+    """The request as users' tools make it: openssl s_client (TLS), curl (HTTP), dig
+    (DNS, one try, its short answer)."""
     server = f"[{lab.server(True)}]" if v6 else lab.server()
+    if request.kind is AppKind.DNS:
+        return in_client(
+            lab, "dig", f"@{lab.server(v6)}", "+tries=1", "+time=2", "+short", name, "A"
+        )
     if request.kind is AppKind.TLS:
         return in_client(lab, "timeout", "5", "openssl", "s_client", "-connect",
                          f"{server}:{request.port}", "-servername", name, "-brief")  # fmt: skip
@@ -39,31 +42,39 @@ def fetch(lab: Lab, request: RequestTruth, name: str, v6: bool) -> subprocess.Co
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", APP_SCENARIOS)
+@pytest.mark.parametrize("name", REQUEST_SCENARIOS)
 def test_users_tools_see_the_name_blocked_and_the_control_served(
     make_lab: MakeLab, name: str, v6: bool
 ) -> None:
+    from reachtest.lab.inject import BLOCK_PAGE_BODY, FORGED_V4
+
     lab = make_lab(name)
     (request,) = lab.plan.scenario.truth.requests
-    with netns.entered(lab.plan.topology.netns("client")):
-        assert netprobe.tcp_probe(lab.server(v6), request.port).kind == "tcp-syn-ack"
+    if request.kind is not AppKind.DNS:
+        with netns.entered(lab.plan.topology.netns("client")):
+            assert netprobe.tcp_probe(lab.server(v6), request.port).kind == "tcp-syn-ack"
     control = fetch(lab, request, request.control, v6)
     blocked = fetch(lab, request, request.name, v6)
+    served = f"reachtest lab server: served {request.control}\n"
     if request.kind is AppKind.TLS:
         assert "CONNECTION ESTABLISHED" in control.stderr + control.stdout, control
         assert "errno=104" in blocked.stderr + blocked.stdout, blocked  # ECONNRESET
+    elif request.kind is AppKind.DNS:
+        assert control.returncode == 0 and control.stdout == f"{lab.server()}\n", control
+        if request.reason == "dropped":
+            assert blocked.returncode == 9 and "timed out" in blocked.stdout, blocked
+        else:
+            assert blocked.returncode == 0 and blocked.stdout == f"{FORGED_V4}\n", blocked
     elif request.reason == "block-page":
-        from reachtest.lab.inject import BLOCK_PAGE_BODY
-
-        assert control.stdout == f"reachtest lab server: served {request.control}\n", control
+        assert control.stdout == served, control
         assert blocked.returncode == 0 and blocked.stdout == BLOCK_PAGE_BODY.decode(), blocked
     else:
-        assert control.stdout == f"reachtest lab server: served {request.control}\n", control
+        assert control.stdout == served, control
         assert blocked.returncode == 28 and blocked.stdout == "", blocked  # curl: timed out
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", APP_SCENARIOS)
+@pytest.mark.parametrize("name", REQUEST_SCENARIOS)
 def test_ttl_limited_requests_meet_the_box_at_its_hop(
     make_lab: MakeLab, name: str, v6: bool
 ) -> None:
@@ -71,24 +82,31 @@ def test_ttl_limited_requests_meet_the_box_at_its_hop(
     truth = lab.plan.scenario.truth
     (request,) = truth.requests
     assert request.hop is not None
-    make = netprobe.client_hello if request.kind is AppKind.TLS else netprobe.http_request
+    dns = request.kind is AppKind.DNS
+    make = {
+        AppKind.TLS: netprobe.client_hello, AppKind.HTTP: netprobe.http_request,
+        AppKind.DNS: netprobe.dns_query,
+    }[request.kind]  # fmt: skip
     dst = lab.server(v6)
+    answered = netprobe.Answer("udp-reply" if dns else "answered", dst)
     with netns.entered(lab.plan.topology.netns("client")):
         for ttl in range(1, truth.server_hop + 1):
             for which in (request.name, request.control):
-                got = netprobe.request_probe(dst, request.port, make(which), ttl)
+                if dns:
+                    got = netprobe.udp_probe(dst, request.port, make(which), ttl, 1.0)
+                else:
+                    got = netprobe.request_probe(dst, request.port, make(which), ttl)
+                expired = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
                 if ttl <= request.hop or (which == request.control and ttl < truth.server_hop):
-                    want = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
+                    want = expired
                 elif which == request.control:
-                    want = {netprobe.Answer("answered", dst)}
-                elif request.reason == "block-page":  # forged; the request goes on
-                    want = {netprobe.Answer("answered", dst)}
-                    if ttl < truth.server_hop:
-                        want |= {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
+                    want = {answered}
+                elif request.reason in ("block-page", "dns-injected"):  # forged; it goes on
+                    want = {answered} | (expired if ttl < truth.server_hop else set())
                 elif request.reason == "reset":
                     want = {netprobe.Answer("tcp-rst", dst)}
                     if not request.in_path and ttl < truth.server_hop:  # the request goes on
-                        want |= {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
+                        want |= expired
                 else:
                     want = {netprobe.TIMEOUT}
                 assert got in want, (which, ttl, got, want)
@@ -133,58 +151,6 @@ def test_the_injector_resets_while_the_server_still_answers(make_lab: MakeLab, v
     assert "rst" in kinds and "data" in kinds and kinds.index("rst") < kinds.index("data"), seen
     if not v6:
         assert dict(seen) == {"rst": 62, "data": 59}, seen  # r3 forged it; the server sent data
-
-
-DNS_SCENARIOS = ("dns-qname-drop", "dns-qname-inject")
-
-
-def dig(lab: Lab, name: str, v6: bool) -> subprocess.CompletedProcess[str]:
-    """A DNS query as admins make it: dig, one try, its short answer."""
-    return in_client(lab, "dig", f"@{lab.server(v6)}", "+tries=1", "+time=2", "+short", name, "A")
-
-
-@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", DNS_SCENARIOS)
-def test_dig_sees_the_name_dropped_or_forged_and_the_control_answered(
-    make_lab: MakeLab, name: str, v6: bool
-) -> None:
-    from reachtest.lab.inject import FORGED_V4
-
-    lab = make_lab(name)
-    (request,) = lab.plan.scenario.truth.requests
-    control, blocked = dig(lab, request.control, v6), dig(lab, request.name, v6)
-    assert control.returncode == 0 and control.stdout == f"{lab.server()}\n", control
-    if request.reason == "dropped":
-        assert blocked.returncode == 9 and "timed out" in blocked.stdout, blocked  # no servers
-    else:
-        assert blocked.returncode == 0 and blocked.stdout == f"{FORGED_V4}\n", blocked
-
-
-@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize("name", DNS_SCENARIOS)
-def test_ttl_limited_queries_meet_the_box_at_its_hop(
-    make_lab: MakeLab, name: str, v6: bool
-) -> None:
-    lab = make_lab(name)
-    truth = lab.plan.scenario.truth
-    (request,) = truth.requests
-    assert request.hop is not None
-    dst = lab.server(v6)
-    with netns.entered(lab.plan.topology.netns("client")):
-        for ttl in range(1, truth.server_hop + 1):
-            for which in (request.name, request.control):
-                got = netprobe.udp_probe(dst, request.port, netprobe.dns_query(which), ttl, 1.0)
-                expired = {netprobe.Answer("time-exceeded", a) for a in lab.hop(ttl, v6)}
-                if ttl <= request.hop or (which == request.control and ttl < truth.server_hop):
-                    want = expired
-                elif which == request.control:
-                    want = {netprobe.Answer("udp-reply", dst)}
-                elif request.reason == "dropped":
-                    want = {netprobe.TIMEOUT}
-                else:  # forged by the box; the query goes on (and may expire first)
-                    want = {netprobe.Answer("udp-reply", dst)}
-                    want |= expired if ttl < truth.server_hop else set()
-                assert got in want, (which, ttl, got, want)
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])

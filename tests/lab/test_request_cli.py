@@ -14,7 +14,7 @@ import pytest
 
 from reachtest.lab.scenarios import AppKind
 from reachtest.report.record import validate_record
-from tests.lab.conftest import MakeLab
+from tests.lab.conftest import REQUEST_SCENARIOS, MakeLab
 from tests.lab.test_run_cli import in_lab
 from tests.lab.test_unprivileged import trace_as_nobody
 
@@ -26,17 +26,7 @@ FLOW_OF = {
 }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tls-sni-reset",
-        "http-host-drop",
-        "tls-sni-inject",
-        "http-host-inject",
-        "dns-qname-drop",
-        "dns-qname-inject",
-    ],
-)
+@pytest.mark.parametrize("name", REQUEST_SCENARIOS)
 def test_the_request_is_blocked_where_the_syn_passes(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     (request,) = lab.plan.scenario.truth.requests

@@ -19,22 +19,12 @@ from reachtest.analysis.requests import BLOCKED
 from reachtest.lab import netns
 from reachtest.lab.scenarios import AppKind
 from reachtest.session import trace_request
-from tests.lab.conftest import MakeLab, reachtest_cmd
+from tests.lab.conftest import REQUEST_SCENARIOS, MakeLab, reachtest_cmd
 
 
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "ordinary"])
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize(
-    "name",
-    [
-        "tls-sni-reset",
-        "http-host-drop",
-        "tls-sni-inject",
-        "http-host-inject",
-        "dns-qname-drop",
-        "dns-qname-inject",
-    ],
-)
+@pytest.mark.parametrize("name", REQUEST_SCENARIOS)
 def test_the_box_is_found_at_its_hop_and_the_control_passes(
     make_lab: MakeLab, name: str, v6: bool, raw: bool
 ) -> None:
