@@ -50,6 +50,10 @@ def expected_findings(truth: GroundTruth) -> Expected:
                 want.add((FindingKind.SEQUENCE_REWRITTEN, flow.flow.label, None))
     if truth.nat_seen:  # between the NAT's hop (quotes as sent) and the next (translated)
         want.add((FindingKind.NAT, None, truth.nat_hop))
+    for hop, field, _value in truth.rewrites:  # quotes change after the rewriting router
+        for flow in truth.flows:
+            if field != "mss" or flow.flow.protocol is Protocol.TCP:
+                want.add((FindingKind.QUOTE_REWRITTEN, flow.flow.label, hop))
     return want
 
 
