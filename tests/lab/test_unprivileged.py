@@ -12,6 +12,8 @@ Scenarios left out, and why (the README lists them too):
   sent, so a connect() never learns the service answered (raw sockets see it).
 - `nat-stateless`: the kernel hands an ICMP error to the socket its quote names; a NAT
   that leaves quotes translated names no socket of ours, so hops beyond it are unseen.
+- `mss-clamp`, `dscp-rewrite`: the error queue gives the offender and the error, not the
+  router's quote, so a header rewritten on the way cannot show (raw sockets see it).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
 from tests.lab.test_trace_cli import check_target
 
 NOBODY = "65534"
-CANNOT = {"tcp-seq-rewrite", "nat-stateless"}
+CANNOT = {"tcp-seq-rewrite", "nat-stateless", "mss-clamp", "dscp-rewrite"}
 
 
 def trace_as_nobody(lab: Lab, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
