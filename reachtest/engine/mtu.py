@@ -66,6 +66,7 @@ SILENT = "silent"
 REFUSED = "refused"  # port unreachable: the target got it (UDP to a closed port)
 LOCAL = "local"  # larger than this host's own interface: never sent
 UNREACHABLE = "unreachable"  # another ICMP error
+NO_CONNECTION = "no-connection"  # TCP: the handshake failed, no data was ever sent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,7 +235,9 @@ def _send(attempt: _Probe, kind: str, port: int | None, address: str, v6: bool) 
         if kind == "tcp":
             code = sock.connect_ex((address, port or 0))
             if code not in (0, errno.EINPROGRESS):
-                attempt.done = SizeOutcome(size=attempt.size, ttl=attempt.ttl, outcome=REFUSED)
+                attempt.done = SizeOutcome(
+                    size=attempt.size, ttl=attempt.ttl, outcome=NO_CONNECTION
+                )
             return
         sock.connect((address, port or 0))
         body = _payload(kind, port, attempt.size, v6)
@@ -281,8 +284,10 @@ def _answer(attempt: _Probe, kind: str, v6: bool, address: str, events: int) -> 
     if kind == "tcp":
         if events & selectors.EVENT_WRITE and not attempt.sent_bytes:
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                attempt.done = SizeOutcome(size=attempt.size, ttl=attempt.ttl, outcome=REFUSED)
+            if error:  # a closed port says nothing of sizes: no data crossed the path
+                attempt.done = SizeOutcome(
+                    size=attempt.size, ttl=attempt.ttl, outcome=NO_CONNECTION
+                )
                 return
             known = _tcp_pmtu(sock)
             if known and known < attempt.size:  # the kernel would cut the segment down
@@ -387,6 +392,8 @@ def search(
     (first,) = send([local])
     if _passed(first):
         return PathMtu(flow=flow, mtu=local, local_mtu=local, outcomes=tuple(sent))
+    if first.outcome == NO_CONNECTION:  # a TCP port that does not accept: nothing to size
+        return PathMtu(flow=flow, mtu=None, local_mtu=local, outcomes=tuple(sent))
     high = local  # the smallest size known not to
     while sent[-1].outcome == TOO_BIG and sent[-1].mtu and low <= sent[-1].mtu < high:
         # A router names its next link's MTU: that size, and the search is over if it

@@ -664,5 +664,6 @@ _MTU_EVIDENCE = {
     "silent": "timeout",
     "refused": "port-unreachable",
     "local": "timeout",
+    "no-connection": "no-handshake",
     "unreachable": "unreachable",
 }

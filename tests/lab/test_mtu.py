@@ -68,9 +68,9 @@ def test_tracepath_finds_the_named_mtu(make_lab: MakeLab) -> None:
     assert f"pmtu {SMALL_MTU}" in done.stdout, done.stdout
 
 
-def trace_mtu(lab: Lab, v6: bool, nobody: bool) -> tuple[int, dict]:
+def trace_mtu(lab: Lab, v6: bool, nobody: bool, *more: str) -> tuple[int, dict]:
     args = [
-        lab.server(v6), "-p", "tcp/80", "-p", "udp/53", "--mtu", "-c", "2", "-i", "0.1",
+        lab.server(v6), "-p", "tcp/80", "-p", "udp/53", *more, "--mtu", "-c", "2", "-i", "0.1",
         "--timeout", "1", "-n", "--json", "-",
     ]  # fmt: skip
     if nobody:
@@ -108,12 +108,13 @@ def test_trace_finds_the_path_mtu_and_where_bigger_packets_die(
 
 
 def test_a_clean_path_costs_one_probe_per_flow(make_lab: MakeLab) -> None:
+    """And a closed TCP port is not sized: its refused handshake carried no data."""
     lab = make_lab("clean")
-    code, record = trace_mtu(lab, False, False)
-    assert code == 0
+    code, record = trace_mtu(lab, False, False, "-p", "tcp/9")
+    assert code == 1  # tcp/9 is closed
     (target,) = record["targets"]
     assert {(m["flow"], m["mtu"], m["probes"]) for m in target["mtu"]} == {
-        ("icmp", 1500, 1), ("tcp/80", 1500, 1), ("udp/53", 1500, 1),
+        ("icmp", 1500, 1), ("tcp/80", 1500, 1), ("udp/53", 1500, 1), ("tcp/9", None, 1),
     }  # fmt: skip
     assert not [f for f in target["findings"] if f["kind"] in ("pmtu-black-hole", "path-mtu")]
 
