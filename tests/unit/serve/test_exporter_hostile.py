@@ -379,6 +379,9 @@ def test_everything_at_once_while_a_scrape_still_answers_in_time(tmp_path: Path)
                 assert status(get(port, target, trusting, headers)) == 200
             grown.append(rss_of(pid) - before)
     print(f"exporter RSS before the attacks {before} kB, grown after each by {grown} kB")
-    # What the allocator keeps of the first attack's 76 connections (OpenSSL's buffers)
-    # is a few MB; a second attack reuses it instead of adding to it.
-    assert grown[0] < 8 * 1024 and grown[1] - grown[0] < 2 * 1024, (before, grown)
+    # What the allocator keeps of an attack's 76 connections (OpenSSL's buffers, arenas
+    # not yet trimmed) is a few MB, and how much of it the first round or the second keeps
+    # varies from run to run (CI once saw 0.5 MB, then 2.6 MB). What must not happen is
+    # that a round keeps what it was sent: one 20 MB header kept, or one attack's
+    # connections kept (76 x 256 kB), would put a round above 8 MB or add 4 MB to it.
+    assert max(grown) < 8 * 1024 and grown[1] - grown[0] < 4 * 1024, (before, grown)
