@@ -44,6 +44,9 @@ class ServiceState(StrEnum):
     CLOSED = "closed"
     FILTERED = "filtered"
     OPEN_FILTERED = "open|filtered"
+    #: Some flow hashes reach the service, others die on one branch of a load-balanced
+    #: path (``trace --mda``): nmap's words run out here.
+    PARTIALLY_FILTERED = "partially-filtered"
 
 
 class Reason(StrEnum):

@@ -283,3 +283,46 @@ def measure_mtu(target: dict[str, Any], timeout_s: float) -> None:
             found = replace(found, hop=other.hop, address=other.address)
             note = f"where: as {other.flow} found it"
         add_mtu(target, found, note)
+
+
+def measure_branches(
+    target: dict[str, Any],
+    *,
+    confidence: float,
+    timeout_s: float,
+    flows: Sequence[str] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> None:
+    """Each flow of one target of a run record spread over many flow hashes (MDA,
+    ``engine.multipath``), judged per branch (``analysis.branches``) and added to it
+    (``report.record.add_branches``): the hops up to the target's distance (or one past
+    the farthest that answered). For ``trace --mda``, ``run`` and the exporter alike."""
+    from reachtest.analysis.branches import judge_branches
+    from reachtest.engine.multipath import explore
+    from reachtest.errors import EnvironmentProblem
+    from reachtest.report.record import add_branches
+
+    if target["distance"] is not None:
+        last = target["distance"] - 1
+    else:
+        answered = [h["ttl"] for f in target["flows"] for h in f["hops"] if h["responders"]]
+        last = max(answered, default=0) + 1
+    for flow in target["flows"]:
+        if flows is not None and flow["flow"] not in flows:
+            continue
+        report = None if progress is None else (lambda n, f=flow["flow"]: progress(f, n))
+        try:
+            found = explore(
+                target["address"], flow["protocol"], flow["port"], range(1, max(1, last) + 1),
+                confidence=confidence, timeout_s=timeout_s, flow=flow["flow"], progress=report,
+            )  # fmt: skip
+        except EnvironmentProblem as exc:
+            target.setdefault("multipath", []).append(
+                {"flow": flow["flow"], "confidence": confidence, "probes": 0, "elapsed_s": 0.0,
+                 "settled": False, "state": "unstable", "failing": 0, "of": 0, "unstable": 0,
+                 "how": None, "hop": None, "address": None, "fork_hop": None,
+                 "passing_via": [], "widest": 1, "widest_hop": None, "hops": [], "fates": [],
+                 "note": f"not measured: {exc}"}
+            )  # fmt: skip
+            continue
+        add_branches(target, found, judge_branches(found))

@@ -354,6 +354,22 @@ Exit codes:
     is_flag=True,
     help="Also find each flow's path MTU and where bigger packets die (a PMTU black hole).",
 )
+@click.option(
+    "--mda",
+    "find_branches",
+    is_flag=True,
+    help="Also spread each flow over many flow hashes (source ports) to find every branch "
+    "of a load-balanced path (MDA) and flows that die on one branch only "
+    "(partially-filtered).",
+)
+@click.option(
+    "--mda-confidence",
+    type=click.FloatRange(50, 99.9),
+    default=95.0,
+    show_default=True,
+    metavar="PCT",
+    help="--mda: how sure to be that no branch of a hop is left unseen.",
+)
 @click.option("--qname", metavar="NAME", help="dns/PORT: the name queried [the host].")
 @click.option(
     "--qtype",
@@ -440,6 +456,8 @@ def trace_command(
     sni: str | None,
     host_header: str | None,
     find_mtu: bool,
+    find_branches: bool,
+    mda_confidence: float,
     qname: str | None,
     qtype: str,
     control_name: str,
@@ -635,6 +653,8 @@ def trace_command(
             )
         if find_mtu:
             _trace_mtu(record, params)
+        if find_branches:
+            _trace_branches(record, params, mda_confidence / 100)
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()
@@ -751,6 +771,24 @@ def _trace_mtu(record: dict[str, Any], params: Any) -> None:
         _tell("finding each flow's path MTU ...")
     for target in record["targets"]:
         measure_mtu(target, params.timeout_s)
+
+
+def _trace_branches(record: dict[str, Any], params: Any, confidence: float) -> None:
+    """Each traced flow spread over many flow hashes at each target (``session``), with
+    a progress line on a terminal."""
+    from reachtest.session import measure_branches
+
+    def progress(flow: str, probes: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\x1b[Kmultipath: {flow}, {probes} probes ")
+            sys.stderr.flush()
+
+    for target in record["targets"]:
+        measure_branches(
+            target, confidence=confidence, timeout_s=params.timeout_s, progress=progress
+        )
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
 
 
 def _names(names: Any) -> dict[str, str]:

@@ -45,9 +45,15 @@ ROUTER_SYSCTLS = (
     ("net.ipv4.ip_forward", "1"),
     ("net.ipv6.conf.all.forwarding", "1"),
     ("net.ipv6.conf.default.forwarding", "1"),
-    ("net.ipv4.fib_multipath_hash_policy", "1"),
+    # ECMP by the 5-tuple as the packet says it (policy 3 with the fields: addresses,
+    # protocol, ports), never by the flow hash a veth carries over from the sender's
+    # socket (policy 1 uses it, and a socket draws a new one on each retransmission:
+    # a flow would change branches, lab-notes.md).
+    ("net.ipv4.fib_multipath_hash_policy", "3"),
+    ("net.ipv4.fib_multipath_hash_fields", "0x37"),
     ("net.ipv4.icmp_errors_use_inbound_ifaddr", "1"),  # answer from the ingress, as IPv6 does
-    ("net.ipv6.fib_multipath_hash_policy", "1"),
+    ("net.ipv6.fib_multipath_hash_policy", "3"),
+    ("net.ipv6.fib_multipath_hash_fields", "0x37"),
 )
 #: Unprivileged ICMP (ping) sockets for everyone in the client namespace (v4 and v6).
 CLIENT_SYSCTLS = (("net.ipv4.ping_group_range", "0 2147483647"),)
@@ -310,7 +316,10 @@ def build_plan(
 ) -> LabPlan:
     """Lay out ``scenario`` as lab ``lab_id``: pure data, nothing is touched."""
     services = services or Services()
-    topo = build_topology(lab_id, scenario.hops, targets=targets, ecmp_hop=scenario.ecmp_hop)
+    topo = build_topology(
+        lab_id, scenario.hops, targets=targets, ecmp_hop=scenario.ecmp_hop,
+        ecmp_width=scenario.ecmp_width,
+    )  # fmt: skip
     known = {n.name for n in topo.nodes}
     for rule in scenario.rules:
         if rule.node not in known:

@@ -310,6 +310,20 @@ class RequestTruth:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BranchTruth:
+    """One branch of the ECMP hop blocks ``flow``: the flows whose 5-tuple the fork hashes
+    onto router ``node`` (at ``hop``) die there (``action``: drop or a reject), the others
+    reach the server. Which branch one flow takes is the hash's choice: the truth of a
+    single flow is either the clean one or the blocked one."""
+
+    flow: FlowSpec
+    node: str
+    hop: int
+    action: Action
+    width: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowTruth:
     """What a correct tool must conclude about one flow.
 
@@ -363,6 +377,10 @@ class GroundTruth:
     mtu: MtuTruth | None = None
     #: Header rewrites on the path: (the hop of the rewriting router, field, new value).
     rewrites: tuple[tuple[int, str, int], ...] = ()
+    #: One branch of the ECMP hop blocks a flow (the others pass it).
+    branch_block: BranchTruth | None = None
+    #: Parallel routers at ``ecmp_hop``.
+    ecmp_width: int = 2
 
     def loses(self, spec: FlowSpec, ttl: int) -> bool:
         """May a probe of ``spec`` at ``ttl`` be lost on purpose (a lossy link or policer)?"""
@@ -421,6 +439,7 @@ class Scenario:
     rules: tuple[Rule, ...]
     truth: GroundTruth
     ecmp_hop: int | None = None
+    ecmp_width: int = 2
     #: Rules the user added with ``lab up --rule``: the truth does not cover them.
     extra_rules: tuple[str, ...] = ()
     #: The server's UDP services answer off the book (see ``_udp_quirks``).
@@ -845,6 +864,37 @@ def _ecmp(hops: int, s: Services) -> Scenario:
     )
 
 
+def _ecmp_branch(action: Action, width: int) -> Builder:
+    """``width`` parallel routers at the middle hop; the last of them blocks tcp/443
+    (``action``), the others forward it: one flow in ``width`` dies there."""
+    blocked = {Action.DROP: "silently drops", Action.ADMIN_PROHIBITED: "rejects"}[action]
+
+    def build(hops: int, s: Services) -> Scenario:
+        m, flow = middle(hops), tcp(443)
+        names = [f"r{m}{b}" for b in "abc"[:width]]
+        node = names[-1]
+        truth = replace(
+            clean_truth(hops, s),
+            ecmp_hop=m,
+            ecmp_width=width,
+            branch_block=BranchTruth(flow=flow, node=node, hop=m, action=action, width=width),
+        )
+        return Scenario(
+            name=f"ecmp{'3' if width == 3 else ''}-branch-"
+            + ("drop" if action is Action.DROP else "reject"),
+            description=f"{width} parallel routers at hop {m} ({', '.join(names)}), L4 hash;"
+            f" {node} {blocked} tcp/443: one connection in {width} fails, depending on its"
+            " source port",
+            hops=hops,
+            rules=(Filter(node=node, action=action, flow=flow),),
+            truth=truth,
+            ecmp_hop=m,
+            ecmp_width=width,
+        )
+
+    return build
+
+
 def _combo(hops: int, s: Services) -> Scenario:
     if hops < 3:
         raise UsageError("scenario 'combo' needs at least 3 hops")
@@ -907,6 +957,9 @@ SCENARIOS: dict[str, Builder] = {
     "nat-masquerade": _nat(NatKind.MASQUERADE),
     "nat-stateless": _nat(NatKind.STATELESS),
     "ecmp": _ecmp,
+    "ecmp-branch-drop": _ecmp_branch(Action.DROP, 2),
+    "ecmp-branch-reject": _ecmp_branch(Action.ADMIN_PROHIBITED, 2),
+    "ecmp3-branch-drop": _ecmp_branch(Action.DROP, 3),
     "combo": _combo,
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),

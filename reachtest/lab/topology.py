@@ -112,12 +112,14 @@ def check_lab_id(lab_id: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Topology:
-    """client -- r1 .. rN -- server, optionally two parallel routers at ``ecmp_hop``."""
+    """client -- r1 .. rN -- server, optionally ``ecmp_width`` (2 or 3) parallel routers
+    at ``ecmp_hop``."""
 
     lab_id: str
     hops: int
     targets: int = 0
     ecmp_hop: int | None = None
+    ecmp_width: int = 2
     nodes: tuple[Node, ...] = field(default=())
     links: tuple[Link, ...] = field(default=())
 
@@ -270,7 +272,12 @@ class Topology:
 
 
 def build_topology(
-    lab_id: str, hops: int, *, targets: int = 0, ecmp_hop: int | None = None
+    lab_id: str,
+    hops: int,
+    *,
+    targets: int = 0,
+    ecmp_hop: int | None = None,
+    ecmp_width: int = 2,
 ) -> Topology:
     """Lay out the chain client -- r1 .. r<hops> -- server with its links and addresses."""
     check_lab_id(lab_id)
@@ -280,11 +287,13 @@ def build_topology(
         raise UsageError(f"--targets must be from 0 to {MAX_TARGETS}, not {targets}")
     if ecmp_hop is not None and not 1 <= ecmp_hop <= hops:
         raise UsageError(f"the ECMP hop must be a router hop, 1 to {hops}, not {ecmp_hop}")
+    if ecmp_width not in (2, 3):
+        raise UsageError(f"an ECMP hop has 2 or 3 parallel routers, not {ecmp_width}")
 
     nodes: list[Node] = [Node(name="client", role=Role.CLIENT, hop=0)]
     columns: list[list[str]] = [["client"]]
     for hop in range(1, hops + 1):
-        names = [f"r{hop}a", f"r{hop}b"] if hop == ecmp_hop else [f"r{hop}"]
+        names = [f"r{hop}{b}" for b in "abc"[:ecmp_width]] if hop == ecmp_hop else [f"r{hop}"]
         nodes.extend(Node(name=n, role=Role.ROUTER, hop=hop) for n in names)
         columns.append(names)
     nodes.append(Node(name="server", role=Role.SERVER, hop=hops + 1))
@@ -294,8 +303,9 @@ def build_topology(
     for hop in range(1, hops + 2):
         for left in columns[hop - 1]:
             for right in columns[hop]:
-                branch_b = right.endswith("b") or left.endswith("b")
-                number = ECMP_LINK_BASE + hop if branch_b else hop
+                # Branch b's links are numbered from 100, c's from 200 (a: the main chain).
+                branch = max("abc".find(n[-1]) if n[:1] == "r" else 0 for n in (left, right))
+                number = ECMP_LINK_BASE * max(branch, 0) + hop
                 v4, v6 = link_networks(number)
                 links.append(
                     Link(
@@ -329,6 +339,7 @@ def build_topology(
         hops=hops,
         targets=targets,
         ecmp_hop=ecmp_hop,
+        ecmp_width=ecmp_width,
         nodes=tuple(nodes),
         links=tuple(links),
     )

@@ -667,3 +667,103 @@ _MTU_EVIDENCE = {
     "no-connection": "no-handshake",
     "unreachable": "unreachable",
 }
+
+
+def add_branches(target: Record, found: Any, verdict: Any) -> None:
+    """Add to the record's ``target`` what spreading one flow over many flow hashes found
+    (``engine.multipath.Exploration`` and its ``analysis.branches.BranchVerdict``): an
+    entry in its ``multipath`` (each hop's responders with the identifiers that met
+    them, each identifier's fate); a finding when the path branches; and, when some
+    identifiers die where the others pass, the flow's verdict becomes
+    ``partially-filtered``, naming the branch (its hop and address) and the share."""
+    hops = []
+    for ttl in found.ttls:
+        row = found.paths.get(ttl, {})
+        by: dict[tuple[str, str | None], list[int]] = {}
+        for flow_id, probe in sorted(row.items()):
+            by.setdefault((probe.outcome, probe.responder), []).append(flow_id)
+        hops.append(
+            {
+                "ttl": ttl,
+                "responders": [
+                    {"address": address, "outcome": outcome, "flow_ids": ids}
+                    for (outcome, address), ids in sorted(
+                        by.items(), key=lambda item: (-len(item[1]), str(item[0]))
+                    )
+                ],
+            }
+        )
+    fates = []
+    for flow_id in found.flow_ids:
+        rounds = found.fates.get(flow_id, ())
+        fates.append(
+            {
+                "flow_id": flow_id,
+                "outcomes": [o.outcome for o in rounds],
+                "responder": next((o.responder for o in rounds if o.responder), None),
+            }
+        )
+    target.setdefault("multipath", []).append(
+        {
+            "flow": found.flow, "confidence": found.confidence, "probes": found.probes,
+            "elapsed_s": found.elapsed_s, "settled": found.settled, "state": verdict.state,
+            "failing": len(verdict.failing), "of": verdict.total,
+            "unstable": len(verdict.unstable), "how": verdict.how, "hop": verdict.hop,
+            "address": verdict.address, "fork_hop": verdict.fork_hop,
+            "passing_via": list(verdict.passing_via), "widest": verdict.widest,
+            "widest_hop": verdict.widest_hop, "hops": hops, "fates": fates,
+            "note": found.note,
+        }
+    )  # fmt: skip
+    partial = verdict.state == "partially-filtered"
+    if not partial and verdict.widest < 2:
+        return
+    flow = next((f for f in target["flows"] if f["flow"] == found.flow), None)
+    if partial and flow is not None and flow["verdict"] is not None:
+        flow["verdict"].update(
+            state="partially-filtered",
+            reason="admin-prohibited" if verdict.how == "rejected" else "no-response",
+            reason_address=verdict.address,
+            reason_hop=verdict.hop,
+            branch={
+                "failing": len(verdict.failing), "of": verdict.total, "how": verdict.how,
+                "hop": verdict.hop, "address": verdict.address,
+            },
+        )  # fmt: skip
+    failing = set(verdict.failing)
+    evidence = [
+        {"flow": found.flow, "ttl": hop["ttl"], "kind": _branch_evidence(found.flow, r["outcome"]),
+         "responder": r["address"], "count": len(r["flow_ids"]),
+         "of": sum(len(x["flow_ids"]) for x in hop["responders"])}
+        for hop in hops
+        for r in hop["responders"]
+        if not partial or hop["ttl"] in (verdict.fork_hop, verdict.hop)
+        or (hop["ttl"] == (verdict.hop or 0) + 1 and failing & set(r["flow_ids"]))
+    ]  # fmt: skip
+    target["findings"].append(
+        {
+            "kind": "partially-filtered" if partial else "multipath",
+            "severity": "critical" if partial else "info",
+            "flow": found.flow,
+            "first_hop": verdict.hop if partial else verdict.widest_hop,
+            "last_hop": (verdict.hop + 1 if verdict.hop is not None else None)
+            if partial else verdict.widest_hop,
+            "responder": verdict.address if partial else None,
+            "confidence": found.confidence,
+            "note": f"{verdict.total} flow hashes, each sent twice; {found.probes} probes",
+            "summary": verdict.summary(),
+            "evidence": evidence,
+        }
+    )  # fmt: skip
+
+
+def _branch_evidence(flow: str, outcome: str) -> str:
+    """A multipath probe's outcome as the evidence of a finding spells it."""
+    protocol = flow.partition("/")[0]
+    if outcome == "answered":
+        return {"tcp": "tcp-syn-ack", "udp": "udp-reply"}.get(protocol, "echo-reply")
+    if outcome == "refused":
+        return "tcp-rst" if protocol == "tcp" else "port-unreachable"
+    return {"time-exceeded": "time-exceeded", "rejected": "admin-prohibited"}.get(
+        outcome, "timeout"
+    )

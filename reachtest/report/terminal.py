@@ -201,6 +201,23 @@ def findings_text(view: TargetView, evidence: int = 4) -> Text:
     return text
 
 
+def branches_text(view: TargetView) -> Text:
+    """``--mda``: per flow, the hops where its flow hashes part ways, each responder with
+    how many hashes met it and how many of those reach the target."""
+    text = Text()
+    for i, b in enumerate(view.branches):
+        if i:
+            text.append("\n")
+        who = b.address or "(no answer)"
+        text.append(f"  {b.flow:<9} hop {b.ttl:<3} ", style="cyan")
+        text.append(f"{who:<40} ")
+        style = "green" if b.reached == b.ids else "bold red" if b.reached == 0 else "yellow"
+        text.append(f"{b.ids} flow hashes, {b.reached} reach the target", style=style)
+        if b.outcome not in ("time-exceeded", "answered", "refused"):
+            text.append(f" ({b.outcome})", style="dim")
+    return text
+
+
 def _title(view: TargetView) -> Text:
     text = Text()
     text.append(view.host, style="bold")
@@ -221,6 +238,7 @@ def target_block(view: TargetView, level: str, host_width: int) -> Group:
         Text(""),
         Text("Verdicts", style="bold"),
         verdict_table(view),
+        *((Text("Branches (--mda)", style="bold"), branches_text(view)) if view.branches else ()),
         Text("Findings", style="bold"),
         findings_text(view),
     )

@@ -15,6 +15,7 @@ WORD_COLOURS = {
     "reachable": "#009E73",
     "closed": "#E69F00",
     "open|filtered": "#CC79A7",
+    "partially-filtered": "#F0E442",
     "filtered": "#D55E00",
     "unreachable": "#D55E00",
 }

@@ -144,6 +144,19 @@ class SeriesLine:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BranchLine:
+    """``trace --mda``: at hop ``ttl`` of ``flow``, ``ids`` flow hashes met ``address``
+    (None: silence, ``outcome`` says which) and ``reached`` of them reach the target."""
+
+    flow: str
+    ttl: int
+    address: str | None
+    outcome: str
+    ids: int
+    reached: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TargetView:
     """Everything shown for one target."""
 
@@ -165,6 +178,8 @@ class TargetView:
     #: Flows whose bigger packets die (``--mtu``): (flow, the last hop that gets them,
     #: the path MTU, a black hole).
     mtu_limits: tuple[tuple[str, int, int, bool], ...] = ()
+    #: ``--mda``: the hops where a flow's hashes part ways (or some die).
+    branches: tuple[BranchLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +237,11 @@ def _at(hop: int | None, address: str | None) -> str:
 def _detail(flow: Record) -> str:
     """Where the flow stops, in words."""
     path, verdict = flow["path"], flow["verdict"]
+    branch = verdict.get("branch")
+    if branch is not None:  # trace --mda: some flow hashes die on one branch
+        where = _at(branch["hop"], branch["address"])
+        how = f"rejected by {where}" if branch["how"] == "rejected" else f"dropped after {where}"
+        return f"{branch['failing']} of {branch['of']} flow hashes {how}; the others reach it"
     stop = path["stop"]
     if stop.startswith("reached"):
         return f"answered by {verdict['reason_address'] or '?'} at hop {path['distance']}"
@@ -356,6 +376,38 @@ def _headline(t: Record) -> str:
     return text
 
 
+def _branches(t: Record) -> tuple[BranchLine, ...]:
+    """The hops of ``--mda`` worth showing: where a flow's hashes met several responders,
+    and for a partially filtered flow the fork and where the failing ones die."""
+    out: list[BranchLine] = []
+    for m in t.get("multipath", ()):
+        reached = {
+            f["flow_id"] for f in m["fates"]
+            if f["outcomes"] and all(o in ("answered", "refused") for o in f["outcomes"])
+        }  # fmt: skip
+        partial = m["state"] == "partially-filtered"
+        wanted = {m["fork_hop"], m["hop"], (m["hop"] or 0) + 1} if partial else set()
+        for hop in m["hops"]:
+            at_hop = {
+                r["address"] for r in hop["responders"]
+                if r["address"] and r["outcome"] in ("time-exceeded", "answered", "refused")
+            }  # fmt: skip
+            if len(at_hop) < 2 and hop["ttl"] not in wanted:
+                continue
+            out += [
+                BranchLine(
+                    flow=m["flow"],
+                    ttl=hop["ttl"],
+                    address=r["address"],
+                    outcome=r["outcome"],
+                    ids=len(r["flow_ids"]),
+                    reached=len(reached & set(r["flow_ids"])),
+                )
+                for r in hop["responders"]
+            ]
+    return tuple(out)
+
+
 def _no_data(label: str) -> Record:
     """A flow of the run with no outcome for this target yet (a run stopped early)."""
     return {
@@ -434,6 +486,7 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
             for m in t.get("mtu", ())
             if m["hop"] is not None and m["mtu"] is not None and m["limit"] is not None
         ),
+        branches=_branches(t),
         series=tuple(s for f in flows if (s := _series(f)) is not None),
         verdicts=tuple(_verdict(f) for f in flows)
         + tuple(_request_verdict(r) for r in t.get("requests", ())),

@@ -35,7 +35,9 @@ from reachtest.spec import (
 )
 
 #: What a service (TCP/UDP) may be expected to be; ``blocked`` is anything but open.
-SERVICE_WORDS = ("open", "closed", "filtered", "open|filtered", "blocked")
+SERVICE_WORDS = (
+    "open", "closed", "filtered", "open|filtered", "partially-filtered", "blocked",
+)  # fmt: skip
 #: What the host (ICMP echo) may be expected to be.
 ICMP_WORDS = ("reachable", "unreachable")
 POLICIES = ("always", "on-change", "on-failure")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 TransportFactory = Callable[[str, "Sequence[FlowSpec]"], "Transport"]
 #: Time kept back from a scrape's deadline for analysis and the answer.
 ANSWER_MARGIN_S = 0.2
-SERVICE_STATES = ("open", "closed", "filtered", "open|filtered")
+SERVICE_STATES = ("open", "closed", "filtered", "open|filtered", "partially-filtered")
 HOST_STATES = ("reachable", "unreachable")
 #: A request flow's states (tls/443, dns/53): ``open`` when the request is answered.
 REQUEST_STATES = ("open", "blocked-after-handshake", "no-handshake")
