@@ -14,10 +14,12 @@ flow's real payload, a DNS query to 53) or an echo request; the socket's error q
   same both times is the path's doing, not chance): answered, refused (the target's
   RST or port unreachable), rejected by a router (admin-prohibited and friends), silent;
 - **branches**: for each hop, identifiers probed at that TTL until the stopping rule
-  says, at the chosen confidence, that no responder is left unseen: with ``k``
-  responders seen, ``n_k`` identifiers must have answered there (6, 11, 16, 21, ... at
-  95%), as scamper's tracelb does. Identifiers are spent where the rule needs them: a
-  hop that shows one responder costs 6, a fork 11.
+  says that no responder is left unseen: with ``k`` responders seen, ``n_k``
+  identifiers must have answered there (6, 11, 16, 21, ... for 95% at one hop), as
+  scamper's tracelb does. The confidence is the whole path's: each of its ``H`` hops is
+  held to ``1 - (1 - confidence) / H`` (95% over 5 hops: 99% a hop, 8 and 15
+  identifiers). Identifiers are spent where the rule needs them: a hop that shows one
+  responder costs ``n_1``, a fork ``n_2``.
 
 One socket per (identifier, destination) at a time (two connections on one 4-tuple
 cannot coexist), so the probes go in *waves*: every identifier at most once per wave,
@@ -72,15 +74,25 @@ REFILL_S = 1.0
 def stopping_points(confidence: float, most: int = 16) -> tuple[int, ...]:
     """``n_k`` for k = 1 .. ``most``: how many probes of distinct identifiers must have
     reached a hop, ``k`` responders seen there, to rule out a ``k+1``-th at
-    ``confidence`` (the chance that one of ``k+1`` equally likely responders got none of
-    ``n`` probes is at most ``(k+1) (k/(k+1))^n``)."""
+    ``confidence``: the smallest ``n`` for which ``n`` probes spread evenly over ``k+1``
+    responders miss one of them with a chance of at most ``1 - confidence`` (exactly, by
+    inclusion-exclusion; at 95% Augustin et al.'s table: 6, 11, 16, 21, 27, ...)."""
     if not 0 < confidence < 1:
         raise ValueError("the confidence is between 0 and 1")
     alpha = 1 - confidence
     out = []
     for k in range(1, most + 1):
-        n = math.log(alpha / (k + 1)) / math.log(k / (k + 1))
-        out.append(max(1, math.ceil(n - 1e-9)))
+        m = k + 1
+
+        def miss(n: int, m: int = m) -> float:
+            return float(
+                sum((-1) ** (j + 1) * math.comb(m, j) * (1 - j / m) ** n for j in range(1, m))
+            )
+
+        n = 1
+        while miss(n) > alpha:
+            n += 1
+        out.append(n)
     return tuple(out)
 
 
@@ -123,11 +135,12 @@ class _Probe:
     expired: FlowProbe | None = None
 
 
-def _udp_payload(port: int) -> bytes:
-    """What a UDP probe carries: a DNS query to 53 (a resolver answers it), else a byte."""
-    if port == 53:
-        return bytes.fromhex("12340100000100000000000007657861") + b"mple\x00\x00\x01\x00\x01"
-    return b"\0"
+def _udp_payload(port: int, v6: bool) -> bytes:
+    """What a UDP probe carries: to 53 a DNS query (a resolver answers it), else zeros,
+    as the path MTU probes do (a packet of 128 bytes)."""
+    from reachtest.engine.mtu import _payload
+
+    return _payload("udp", port, 128, v6)
 
 
 def _open(kind: str, v6: bool, flow_id: int, ttl: int) -> socket.socket:
@@ -234,7 +247,7 @@ def _send(attempt: _Probe, kind: str, port: int | None, address: str) -> None:
         if kind == "icmp":  # the kernel fills the identifier (the bound port) and checksum
             sock.send(struct.pack("!BBHHH", 128 if ":" in address else 8, 0, 0, 0, 1))
         else:
-            sock.send(_udp_payload(port or 0))
+            sock.send(_udp_payload(port or 0, ":" in address))
     except OSError as exc:
         if exc.errno == errno.ECONNREFUSED:
             attempt.done = FlowProbe(
@@ -348,7 +361,9 @@ def explore(
     """The branches of every hop in ``ttls`` and each identifier's fate, for one flow
     (``kind``/``port``) to ``address``; at most ``most_ids`` identifiers."""
     started = time.monotonic()
-    points = stopping_points(confidence)
+    # The confidence is the path's: no branch of any hop left unseen. Each hop's test is
+    # held to its share of the failure chance (a union bound over the hops).
+    points = stopping_points(1 - (1 - confidence) / max(1, len(set(ttls))))
     pool = flow_ids(most_ids, seed=seed, icmp=kind == "icmp")
     state = _State()
     ttls = sorted(set(ttls))

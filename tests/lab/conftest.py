@@ -24,6 +24,12 @@ from reachtest.model import FlowSpec, RunResult, TraceParams
 TEST_PREFIX = "t"
 #: The scenarios whose truth holds requests blocked after the handshake (or DNS queries).
 REQUEST_SCENARIOS = tuple(name for name in SCENARIOS if scenario(name, 5).truth.requests)
+#: The scenarios where one branch of an ECMP hop blocks a flow: which branch a single
+#: flow takes is its hash's choice, so a single-flow truth holds either way; their own
+#: truth (which flow hashes die, where) is tested by ``test_multipath.py``.
+BRANCH_SCENARIOS = tuple(name for name in SCENARIOS if scenario(name, 5).truth.branch_block)
+#: Every other scenario: one truth per flow.
+SINGLE_PATH_SCENARIOS = tuple(name for name in SCENARIOS if name not in BRANCH_SCENARIOS)
 _made: set[str] = set()
 
 

@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 
 from reachtest.analysis.analyse import TargetAnalysis, analyse
-from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
+from reachtest.lab.scenarios import FlowTruth, GroundTruth
 from reachtest.model import FindingKind, FlowSpec, Outcome, Protocol, Reason, TraceParams, tcp
-from tests.lab.conftest import MakeLab, run_engine
+from tests.lab.conftest import SINGLE_PATH_SCENARIOS, MakeLab, run_engine
 
 Expected = set[tuple[FindingKind, str | None, int | None]]
 
@@ -76,7 +76,7 @@ def check_flow(target: TargetAnalysis, truth: FlowTruth) -> list[str]:
     return [] if got == want else [f"{target.target} {truth.flow}: got {got}, want {want}"]
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", SINGLE_PATH_SCENARIOS)
 def test_analysis_concludes_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     truth = lab.plan.scenario.truth

@@ -13,9 +13,9 @@ from collections import defaultdict
 
 import pytest
 
-from reachtest.lab.scenarios import SCENARIOS, FlowTruth, GroundTruth
+from reachtest.lab.scenarios import FlowTruth, GroundTruth
 from reachtest.model import Extra, Outcome, Reason, ReplyKind, RunResult, TraceParams
-from tests.lab.conftest import Lab, MakeLab, run_engine
+from tests.lab.conftest import SINGLE_PATH_SCENARIOS, Lab, MakeLab, run_engine
 from tests.lab.test_scenarios_truth import FINAL_KIND
 
 TIMEOUT = ("timeout", None)
@@ -67,7 +67,7 @@ def trace(lab: Lab, rounds: int) -> RunResult:
     return run_engine(lab, targets, [f.flow for f in truth.flows], params)
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", SINGLE_PATH_SCENARIOS)
 def test_engine_finds_the_ground_truth(make_lab: MakeLab, name: str) -> None:
     lab = make_lab(name)
     truth = lab.plan.scenario.truth

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from reachtest.lab.scenarios import SCENARIOS, GroundTruth
+from reachtest.lab.scenarios import GroundTruth
 from reachtest.model import FindingKind, Protocol
 from reachtest.report.record import validate_record
 from reachtest.report.view import Mark
-from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
+from tests.lab.conftest import SINGLE_PATH_SCENARIOS, Lab, MakeLab, reachtest_cmd
 from tests.lab.test_analysis_truth import expected_findings
 
 MARKS = {str(m) for m in Mark}
@@ -110,7 +110,7 @@ def check_target(target: dict[str, Any], truth: GroundTruth) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@pytest.mark.parametrize("name", SINGLE_PATH_SCENARIOS)
 def test_trace_concludes_each_scenarios_ground_truth(
     make_lab: MakeLab, name: str, tmp_path: Path
 ) -> None:

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from reachtest.lab.scenarios import SCENARIOS
 from reachtest.model import Protocol
 from reachtest.report.record import validate_record
-from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
+from tests.lab.conftest import SINGLE_PATH_SCENARIOS, Lab, MakeLab, reachtest_cmd
 from tests.lab.test_trace_cli import check_target
 
 NOBODY = "65534"
@@ -45,7 +44,7 @@ def trace_as_nobody(lab: Lab, *args: str, timeout: float = 240) -> subprocess.Co
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in CANNOT])
+@pytest.mark.parametrize("name", [n for n in SINGLE_PATH_SCENARIOS if n not in CANNOT])
 def test_unprivileged_trace_concludes_each_scenarios_ground_truth(
     make_lab: MakeLab, name: str
 ) -> None:
