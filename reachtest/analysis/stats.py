@@ -26,3 +26,12 @@ STAT_COLUMNS = (
     "responders",
     "kinds",
 )
+
+
+def loss_pct(snt: int, rcv: int, limited: int = 0) -> float:
+    """Loss% of a hop: the probes lost over the probes whose fate could be judged. The
+    non-answers a router's ICMP rate limit explains (``limited``) are its budget, not
+    loss, and count on neither side (mtr's Loss% on an unlimited path, 0% where every
+    non-answer is a limit); Snt and Rcv stay as sent and answered."""
+    judged = snt - limited
+    return 100.0 * (judged - rcv) / judged if judged > 0 else 0.0

@@ -333,6 +333,8 @@ class Tracer:
         interval_ns = int(params.interval_s * 1e9)
         rounds = 1 if params.fast else params.rounds
         entries = [e for t in self._targets for e in t.entries]
+        leading = [e for e in entries if e.flow == self._reference]
+        following = [e for e in entries if e.flow != self._reference]
         slot_ns = 0 if params.fast or not entries else interval_ns // len(entries)
         gap_ns = int(1e9 / params.rate_pps) if params.rate_pps else 0
         credit_ns = started
@@ -354,9 +356,16 @@ class Tracer:
                 if self._stop:
                     break
                 while next_round < rounds and now >= next_round_ns:
-                    n = len(entries)
-                    for slot, entry in enumerate(entries):
-                        at_ns = next_round_ns + ((slot + next_round) % n) * slot_ns
+                    # The reference flows first in every round (their probes take a
+                    # rate-limited router's token before the services' do: its numbers
+                    # read like mtr's); the others take turns after them.
+                    for slot, entry in enumerate(leading):
+                        self._schedule(
+                            next_round_ns + slot * slot_ns, _Sweep(entry, next_round, first_ttl)
+                        )
+                    n = len(following)
+                    for slot, entry in enumerate(following):
+                        at_ns = next_round_ns + (len(leading) + (slot + next_round) % n) * slot_ns
                         self._schedule(at_ns, _Sweep(entry, next_round, first_ttl))
                     next_round += 1
                     next_round_ns += interval_ns

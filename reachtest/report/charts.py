@@ -83,7 +83,7 @@ def latency_svg(view: TargetView, salt: str) -> str:
                 # Non-answers a router's rate limit explains are not loss: drawn apart.
                 share = 100 * cell.limited / cell.snt if cell.snt else 0.0
                 limited.append(share)
-                loss.append(max(0.0, cell.loss_pct - share))
+                loss.append(cell.loss_pct)
             top.fill_between(xs, best, worst, color=colour, alpha=0.18, linewidth=0)
             top.plot(xs, avg, marker="o", markersize=3.5, linewidth=1.4, color=colour, label=flow)
             width = 0.8 / n

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 
-from reachtest.analysis.stats import MS_COLUMNS
+from reachtest.analysis.stats import MS_COLUMNS, loss_pct
 from reachtest.report.escape import clean, for_spreadsheet
 from reachtest.report.record import Record
 from reachtest.report.view import cell_of, mpls_text, request_cells
@@ -25,6 +25,7 @@ COLUMNS = (
     "mpls",
     "snt",
     "rcv",
+    "limited",
     "loss_pct",
     *MS_COLUMNS,
     "mark",
@@ -75,6 +76,8 @@ def render_csv(record: Record) -> str:
                         None,
                     ),
                     **{name: hop[name] for name in NUMBERS},
+                    "limited": hop.get("limited", 0),
+                    "loss_pct": round(loss_pct(hop["snt"], hop["rcv"], hop.get("limited", 0)), 2),
                     "mark": str(cell_of(hop, path).mark),
                     "responders": " ".join(
                         f"{r['address']}={r['count']}" for r in hop["responders"]
@@ -108,7 +111,7 @@ def _request_rows(
             "target": target["host"], "address": target["address"], "flow": request["flow"],
             "protocol": protocol, "port": int(port), "ttl": ttl, "responder": cell.responder,
             "responder_name": names.get(cell.responder) if cell.responder else None,
-            "snt": cell.snt, "rcv": cell.rcv, "loss_pct": cell.loss_pct,
+            "snt": cell.snt, "rcv": cell.rcv, "limited": 0, "loss_pct": cell.loss_pct,
             **{name: getattr(cell, name, None) for name in MS_COLUMNS},
             "mark": str(cell.mark),
             "responders": f"{cell.responder}=1" if cell.responder else "",

@@ -28,6 +28,8 @@ def _cell(cell: Cell | None) -> str:
     if cell is None:
         return ""
     text = f"**{cell.mark}** {cell.loss_pct:.0f}%"
+    if cell.limited:
+        text += f" ({cell.limited} limited)"
     if cell.avg_ms is not None:
         text += f" {_ms(cell.avg_ms)} ms"
     return text
@@ -61,6 +63,8 @@ def _target(view: TargetView) -> list[str]:
     for row in view.rows:
         cells = " | ".join(_cell(c) for c in row.cells)
         lines.append(f"| {row.ttl} | {_hosts(row)} | {cells} |")
+    if view.limited_note:
+        lines += ["", f"_{escape(view.limited_note)}_"]
     lines += ["", "### Findings", ""]
     if not view.findings:
         lines.append("No findings.")

@@ -183,6 +183,7 @@ def _hops(
     time series (empty without ``detail``); ``limited`` holds the non-answers a router's
     rate limit explains per (target, flow, TTL)."""
     from reachtest.analysis.accumulate import ranked
+    from reachtest.analysis.stats import loss_pct
 
     out: dict[tuple[str, str], list[Record]] = {}
     for key in accumulated.ordered():
@@ -193,7 +194,7 @@ def _hops(
                 "ttl": key[2],
                 "snt": cell.snt,
                 "rcv": cell.rcv,
-                "loss_pct": _num(100.0 * (cell.snt - cell.rcv) / cell.snt, 2),
+                "loss_pct": _num(loss_pct(cell.snt, cell.rcv, limited.get(key, 0)), 2),
                 "limited": limited.get(key, 0),
                 **{column: _num(figures[column]) for column in MS_COLUMNS},
                 "responders": [{"address": a, "count": n} for a, n in ranked(cell.responders)],

@@ -235,6 +235,7 @@ def target_block(view: TargetView, level: str, host_width: int) -> Group:
     return Group(
         _title(view),
         hop_table(view, level, host_width),
+        *((Text(view.limited_note, style="dim"),) if view.limited_note else ()),
         Text(""),
         Text("Verdicts", style="bold"),
         verdict_table(view),

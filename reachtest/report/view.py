@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from reachtest.analysis.stats import loss_pct
 from reachtest.analysis.summary import evidence_words
 from reachtest.report.escape import clean
 from reachtest.report.record import Record, flow_fields, run_ok, service_ok
@@ -181,6 +182,18 @@ class TargetView:
     #: ``--mda``: the hops where a flow's hashes part ways (or some die).
     branches: tuple[BranchLine, ...] = ()
 
+    @property
+    def limited_note(self) -> str | None:
+        """What Loss% leaves out, said once under the hop table (None when nothing)."""
+        n = sum(c.limited for row in self.rows for c in row.cells if c is not None)
+        if not n:
+            return None
+        what = "non-answer" if n == 1 else "non-answers"
+        return (
+            f"Loss% leaves out {n} {what} of routers that rate-limit their ICMP errors "
+            "(cells marked limited): the probes were forwarded; Snt counts them."
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunView:
@@ -213,7 +226,7 @@ def cell_of(hop: Record, path: Record) -> Cell:
     return Cell(
         snt=hop["snt"],
         rcv=hop["rcv"],
-        loss_pct=hop["loss_pct"],
+        loss_pct=loss_pct(hop["snt"], hop["rcv"], hop.get("limited", 0)),
         last_ms=hop["last_ms"],
         avg_ms=hop["avg_ms"],
         best_ms=hop["best_ms"],

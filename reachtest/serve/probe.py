@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from reachtest.analysis.stats import loss_pct
 from reachtest.model import TraceParams
 from reachtest.schedule.metrics import blocked_at
 from reachtest.schedule.run import CHECK_TTL, MTU_FLOW, Judged, judge, trace_target_requests
@@ -336,7 +337,8 @@ class ProbeCollector:
             limited.add_metric(more, sum(1 for b in r.record["budgets"] if b["limited"]))
             loss = family(
                 "reachtest_hop_loss_ratio",
-                "Share of the flow's probes at this TTL unanswered",
+                "Share of the flow's probes at this TTL lost (non-answers a router's ICMP "
+                "rate limit explains left out)",
                 (*flow_labels, "ttl"),
             )
             rtt = family(
@@ -354,7 +356,9 @@ class ProbeCollector:
                 for hop in flow["hops"]:
                     at = [*labels, str(hop["ttl"]), *more]
                     if hop["snt"]:
-                        loss.add_metric(at, round(1 - hop["rcv"] / hop["snt"], 4))
+                        loss.add_metric(
+                            at, round(loss_pct(hop["snt"], hop["rcv"], hop["limited"]) / 100, 4)
+                        )
                     if hop["avg_ms"] is not None:
                         rtt.add_metric(at, hop["avg_ms"] / 1000)
                 info.add_metric([*labels, *more], {"path": path_hash(flow)})

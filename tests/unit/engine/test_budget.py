@@ -137,14 +137,36 @@ def test_a_path_without_limits_is_probed_as_before() -> None:
     assert not any(o.proof for o in result.outcomes)
 
 
-def test_slots_rotate_so_no_flow_is_first_every_round() -> None:
+def test_the_reference_flow_goes_first_every_round_and_the_others_take_turns() -> None:
     net = network(((None, 6),) * 5)
-    result = trace(net, rounds=8)
-    first: Counter[str] = Counter()
-    for rnd in range(8):
-        probes = [o for o in result.outcomes if o.round == rnd and o.ttl == 1]
-        first[min(probes, key=lambda o: o.sent_ns).flow.label] += 1
-    assert set(first) == {f.label for f in FLOWS} and max(first.values()) == 2
+    result = trace(net, rounds=9)
+    order: Counter[tuple[int, str]] = Counter()
+    for rnd in range(9):
+        probes = sorted(
+            (o for o in result.outcomes if o.round == rnd and o.ttl == 1),
+            key=lambda o: o.sent_ns,
+        )
+        assert probes[0].flow.label == "icmp", rnd
+        order[(1, probes[1].flow.label)] += 1
+    # The three services lead the rest three rounds each.
+    assert sorted(order.values()) == [3, 3, 3]
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_the_reference_flow_keeps_to_budgets_once_learned(v6: bool) -> None:
+    """Every router at Linux's budget (1 a second, burst 6) and four flows a round: the
+    first rounds spend the bursts and show the limits; from then on icmp, first in each
+    round and at one probe a second, fits every router's budget: every icmp probe sent
+    is answered (mtr's 0% on such a path), while the services share what is left."""
+    net = network((LINUX,) * 5, v6=v6)
+    result = trace(net, V6 if v6 else V4, rounds=12)
+    late = [o for o in result.outcomes if o.flow.label == "icmp" and o.round >= 4 and o.ttl <= 6]
+    assert len(late) >= 6 * 7, len(late)
+    assert all(o.responder is not None for o in late), [
+        (o.round, o.ttl) for o in late if o.responder is None
+    ]
+    served = {o.flow.label for o in result.outcomes if o.round >= 4 and o.responder}
+    assert served == SERVICES
 
 
 def proofs(result: RunResult) -> list[Outcome]:

@@ -78,4 +78,41 @@ def test_limited_cells_are_marked_limited_in_every_format() -> None:
     assert {(r["flow"], int(r["ttl"])) for r in rows if r["mark"] == "limited"} == limited_cells
     assert "**limited**" in render_markdown(view)
     html = render_html(view)
-    assert 'class="cell m-limited"' in html and "% unanswered" in html
+    assert 'class="cell m-limited"' in html and " limited)" in html
+
+
+def test_loss_leaves_out_the_limited_non_answers_in_every_format() -> None:
+    """A non-answer a rate limit explains is not loss: Loss% is 0 where every non-answer
+    at a hop is a limit (mtr's 0% on such a path), Snt and Rcv stay as sent and answered,
+    and each format says how many it left out."""
+    record = limited_record()
+    [target] = record["targets"]
+    hops = {(f["flow"], h["ttl"]): h for f in target["flows"] for h in f["hops"]}
+    explained = [k for k, h in hops.items() if h["limited"] and h["limited"] == h["snt"] - h["rcv"]]
+    assert explained, "no hop whose every non-answer is a limit"
+    for key in explained:
+        assert hops[key]["loss_pct"] == 0 and hops[key]["rcv"] < hops[key]["snt"], key
+    dropped = hops[("tcp/443", 4)]
+    assert dropped["loss_pct"] == 100 and not dropped["limited"]
+    view = build_view(record)
+    [tv] = view.targets
+    cells = {
+        (flow, row.ttl): c
+        for row in tv.rows
+        for flow, c in zip(tv.flows, row.cells, strict=True)
+        if c is not None
+    }
+    for key in explained:
+        assert cells[key].loss_pct == 0 and cells[key].limited == hops[key]["limited"]
+    total = sum(h["limited"] for h in hops.values())
+    assert tv.limited_note is not None and f"leaves out {total} non-answers" in tv.limited_note
+    text = render_text(view, width=250)
+    assert f"Loss% leaves out {total} non-answers" in text
+    assert "25.0%" not in text and "50.0%" not in text  # no cell reads a limit as loss
+    rows = {(r["flow"], int(r["ttl"])): r for r in csv.DictReader(io.StringIO(render_csv(record)))}
+    for key in explained:
+        assert float(rows[key]["loss_pct"]) == 0 and int(rows[key]["limited"]) > 0
+        assert int(rows[key]["snt"]) > int(rows[key]["rcv"])
+    markdown = render_markdown(view)
+    assert f"Loss% leaves out {total} non-answers" in markdown and " limited)" in markdown
+    assert f"Loss% leaves out {total} non-answers" in render_html(view)
