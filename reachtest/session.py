@@ -26,6 +26,7 @@ from reachtest.model import Outcome, RunResult
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from reachtest.asn import AsLookup
     from reachtest.engine.tracer import Tracer
     from reachtest.names import ReverseNames
 
@@ -70,10 +71,12 @@ class TraceSession:
         tracer: Tracer,
         *,
         names: ReverseNames | None = None,
+        asns: AsLookup | None = None,
     ) -> None:
         self.tracer = tracer
         tracer.keep_outcomes = False
         self.names = names
+        self.asns = asns
         # The engine thread appends, the foreground pops (deque: both thread-safe).
         self._queue: deque[Outcome] = deque()
         self.accumulated = Accumulator()
@@ -99,6 +102,8 @@ class TraceSession:
             outcome = queue.popleft()
             if names is not None:
                 names.submit(outcome.responder)  # once per address: it keeps track
+            if self.asns is not None:
+                self.asns.submit(outcome.responder)
             accumulated.add(outcome)
         return accumulated
 

@@ -411,6 +411,19 @@ Exit codes:
 @click.option("-6", "ipv6", is_flag=True, help="IPv6 only.")
 @click.option("-n", "--no-dns", is_flag=True, help="Do not look up names of the hops.")
 @click.option(
+    "-z",
+    "--aslookup",
+    is_flag=True,
+    help="Show who owns each hop: its AS, prefix and AS name, by DNS as mtr -z does "
+    "(Team Cymru's zones).",
+)
+@click.option(
+    "--as-file",
+    metavar="FILE",
+    help="-z from a local prefix-to-AS file instead of DNS ('PREFIX ASN [NAME]' lines, or "
+    "CAIDA pfx2as); implies -z.",
+)
+@click.option(
     "-r",
     "--report",
     is_flag=True,
@@ -472,6 +485,8 @@ def trace_command(
     ipv4: bool,
     ipv6: bool,
     no_dns: bool,
+    aslookup: bool,
+    as_file: str | None,
     report: bool,
     json_path: str | None,
     csv_path: str | None,
@@ -508,6 +523,11 @@ def trace_command(
     ports, requests = _request_specs(ports)
     flows = flow_list(ports, not no_icmp)
     udp_payload = _payload(payload)
+    prefix_table = None
+    if as_file is not None:
+        from reachtest.asn import PrefixFile
+
+        prefix_table = PrefixFile.load(Path(as_file))
     params = _params(
         first_ttl=first_ttl,
         max_ttl=max_ttl,
@@ -528,7 +548,7 @@ def trace_command(
         check_output(pcap_path, "the pcap file")
         check_distinct(
             {**{WHAT[k]: v for k, v in outputs.items()}, "the pcap file": pcap_path},
-            {"the host file": host_file},
+            {"the host file": host_file, "the AS file": as_file},
         )
         check_out_dir(out_dir)
 
@@ -593,6 +613,15 @@ def trace_command(
             names = ReverseNames()
             for address in addresses:
                 names.submit(address)
+        asns = None
+        if aslookup or as_file is not None:
+            from reachtest.asn import AsLookup
+
+            asns = AsLookup(prefix_file=prefix_table)
+            if asns.problem:
+                _tell(asns.problem)
+            for address in addresses:
+                asns.submit(address)
         try:
             tracer = Tracer(
                 transport,
@@ -602,7 +631,7 @@ def trace_command(
                 udp_payload=udp_payload,
                 on_reply=captured if capture else None,
             )
-            session = TraceSession(tracer, names=names)
+            session = TraceSession(tracer, names=names, asns=asns)
             started = datetime.now(UTC)
 
             def meta(finished: datetime, found: dict[str, str]) -> RunMeta:
@@ -617,6 +646,9 @@ def trace_command(
                     udp_payload_hex=udp_payload.hex(),
                     transport=getattr(transport, "name", "raw"),
                     transport_notes=transport_notes + _port_note(transport),
+                    asns=None
+                    if asns is None
+                    else {a: o.record() for a, o in asns.owners().items()},
                 )
 
             if live:
@@ -655,6 +687,13 @@ def trace_command(
             _trace_mtu(record, params)
         if find_branches:
             _trace_branches(record, params, mda_confidence / 100)
+        if asns is not None:  # the owners of every hop seen, branches' included
+            from reachtest.report.record import add_owners, record_addresses
+
+            for address in sorted(record_addresses(record)):
+                asns.submit(address)
+            add_owners(record, asns.settle())
+            asns.close()
         written = write_outputs(record, outputs)
         if pcap is not None and pcap_file is not None:
             pcap.close()

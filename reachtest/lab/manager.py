@@ -218,7 +218,8 @@ def _etc_files(plan: LabPlan) -> None:
 
     for name in (TEST_NAME, CONTROL_NAME):
         zone[name + "."] = list(names["server"])
-    (state_dir(topo.lab_id) / "zone.json").write_text(json.dumps(zone))
+    zone_file = {"names": zone, "txt": plan.as_zone()}
+    (state_dir(topo.lab_id) / "zone.json").write_text(json.dumps(zone_file))
 
 
 def _certificate(plan: LabPlan, folder: Path) -> tuple[Path, Path]:

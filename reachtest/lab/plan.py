@@ -136,6 +136,32 @@ class LabPlan:
     def fqdn(self, name: str) -> str:
         return f"{name}.{self.topology.lab_id}.{DNS_DOMAIN}"
 
+    def owners(self) -> dict[str, tuple[int, str, str]]:
+        """Address -> (AS, prefix, AS name) of every lab node's interface: each node is its
+        own AS from the documentation ranges (RFC 5398: 64496-64511, then 65536-65551),
+        its interfaces' networks its prefixes. The lab's DNS serves them in Team Cymru's
+        zones, so ``-z`` is tested without leaving the lab (the ground truth of ``-z``)."""
+        topo = self.topology
+        out: dict[str, tuple[int, str, str]] = {}
+        for index, node in enumerate(topo.nodes):
+            asn = 64496 + index if index < 16 else 65536 + index - 16
+            name = f"LAB-{node.name.upper()} - reachtest lab {node.role} {node.name}, ZZ"
+            for end in topo.interfaces(node.name):
+                for interface in (end.ipv4, end.ipv6):
+                    out[str(interface.ip)] = (asn, str(interface.network), name)
+        return out
+
+    def as_zone(self) -> dict[str, list[str]]:
+        """TXT records (name -> strings) of the lab's owners, as Team Cymru answers them:
+        ``<reversed address>.origin[6].asn.cymru.com`` and ``AS<n>.asn.cymru.com``."""
+        from reachtest.asn import NAME_ZONE, origin_name
+
+        out: dict[str, list[str]] = {}
+        for address, (asn, prefix, name) in self.owners().items():
+            out[origin_name(address) + "."] = [f"{asn} | {prefix} | ZZ | lab | 2026-12-05"]
+            out[f"AS{asn}.{NAME_ZONE}."] = [f"{asn} | ZZ | lab | 2026-12-05 | {name}"]
+        return out
+
 
 def _match(rule: Filter) -> list[str]:
     """nft match expressions (one per line to emit) for a filter's flow."""

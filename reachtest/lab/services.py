@@ -99,9 +99,13 @@ def converse(
 class Zone:
     """Names and addresses of the lab: forward (A, AAAA) and reverse (PTR) look-ups."""
 
-    def __init__(self, names: dict[str, list[str]]) -> None:
+    def __init__(
+        self, names: dict[str, list[str]], txt: dict[str, list[str]] | None = None
+    ) -> None:
         self.forward: dict[str, list[str]] = {}
         self.reverse: dict[str, str] = {}
+        # TXT records (the lab's AS owners in Team Cymru's zones, for -z).
+        self.txt = {n.rstrip(".").lower() + ".": list(v) for n, v in (txt or {}).items()}
         for name, addresses in names.items():
             fqdn = name.rstrip(".").lower() + "."
             for version in (4, 6):  # forward: the first (primary) address of each family
@@ -115,7 +119,10 @@ class Zone:
     def load(cls, path: Path | None) -> Zone:
         if path is None:
             return cls({})
-        return cls(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if "names" in data and isinstance(data["names"], dict):
+            return cls(data["names"], data.get("txt"))
+        return cls(data)
 
     def answer(self, wire: bytes) -> bytes | None:
         """The DNS response to the query in ``wire``; None for a packet that is no query."""
@@ -137,7 +144,17 @@ class Zone:
         response.flags |= dns.flags.AA
         question = query.question[0]
         name = question.name.to_text().lower()
-        known = name in self.forward or name in self.reverse
+        known = name in self.forward or name in self.reverse or name in self.txt
+        if question.rdtype == dns.rdatatype.TXT and name in self.txt:
+            response.answer.append(
+                dns.rrset.from_text_list(
+                    name,
+                    60,
+                    dns.rdataclass.IN,
+                    dns.rdatatype.TXT,
+                    ['"' + t.replace('"', "") + '"' for t in self.txt[name]],
+                )
+            )
         if question.rdtype == dns.rdatatype.PTR and name in self.reverse:
             response.answer.append(
                 dns.rrset.from_text(

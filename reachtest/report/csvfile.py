@@ -22,6 +22,7 @@ COLUMNS = (
     "ttl",
     "responder",
     "responder_name",
+    "responder_as",
     "mpls",
     "snt",
     "rcv",
@@ -51,6 +52,7 @@ def render_csv(record: Record) -> str:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     names: dict[str, str] = record["names"]
+    owners: dict[str, Record] = record.get("asns", {})
     for target in record["targets"]:
         mtu = {m["flow"]: m for m in target.get("mtu", ())}
         for flow in target["flows"]:
@@ -67,6 +69,7 @@ def render_csv(record: Record) -> str:
                     "ttl": hop["ttl"],
                     "responder": top,
                     "responder_name": names.get(top) if top else None,
+                    "responder_as": _asn(owners, top),
                     "mpls": next(
                         (
                             mpls_text(m["stack"])
@@ -93,12 +96,16 @@ def render_csv(record: Record) -> str:
                 }  # fmt: skip
                 writer.writerow({k: _cell(v) for k, v in row.items()})
         for request in target.get("requests", ()):
-            _request_rows(writer, target, request, names)
+            _request_rows(writer, target, request, names, owners)
     return buffer.getvalue()
 
 
 def _request_rows(
-    writer: csv.DictWriter[str], target: Record, request: Record, names: dict[str, str]
+    writer: csv.DictWriter[str],
+    target: Record,
+    request: Record,
+    names: dict[str, str],
+    record_owners: dict[str, Record],
 ) -> None:
     """A request traced after the handshake (tls/443, dns/53): one row per TTL, as the
     flows' (one request per TTL; ``stop`` is the box's reason, ``stop_hop`` its hop)."""
@@ -111,6 +118,7 @@ def _request_rows(
             "target": target["host"], "address": target["address"], "flow": request["flow"],
             "protocol": protocol, "port": int(port), "ttl": ttl, "responder": cell.responder,
             "responder_name": names.get(cell.responder) if cell.responder else None,
+            "responder_as": _asn(record_owners, cell.responder),
             "snt": cell.snt, "rcv": cell.rcv, "limited": 0, "loss_pct": cell.loss_pct,
             **{name: getattr(cell, name, None) for name in MS_COLUMNS},
             "mark": str(cell.mark),
@@ -129,3 +137,9 @@ def _cell(value: object) -> object:
     if value is None:
         return ""
     return for_spreadsheet(value) if isinstance(value, str) else value
+
+
+def _asn(owners: dict[str, Record], address: str | None) -> int | None:
+    """-z: the AS number announcing ``address`` (empty when not looked up or unknown)."""
+    owner = owners.get(address or "")
+    return None if owner is None else int(owner["asn"])

@@ -42,7 +42,8 @@ def _hosts(row: HopRow) -> str:
     for r in row.responders:
         name = f" ({escape(r.name)})" if r.name else ""
         mpls = f" {escape(r.mpls)}" if r.mpls else ""
-        parts.append(f"{escape(r.address)}{name}{mpls}")
+        asn = f"{escape(r.asn)} " if r.asn else ""
+        parts.append(f"{asn}{escape(r.address)}{name}{mpls}")
     return "<br>".join(parts)
 
 

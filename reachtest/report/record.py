@@ -53,6 +53,8 @@ class RunMeta:
     udp_payload_hex: str = ""
     transport: str = "raw"
     transport_notes: tuple[str, ...] = ()
+    #: ``-z``: address -> its owner (``asn.Owner.record()``); None when not asked.
+    asns: Mapping[str, Record] | None = None
 
 
 def _utc(moment: datetime) -> str:
@@ -321,7 +323,53 @@ def build_record(
         "names": {
             a: meta.names[a] for a in sorted(responders | set(result.targets)) if a in meta.names
         },
+        **(
+            {}
+            if meta.asns is None
+            else {
+                "asns": {
+                    a: dict(meta.asns[a])
+                    for a in sorted(responders | set(result.targets))
+                    if a in meta.asns
+                }
+            }
+        ),
     }
+
+
+def record_addresses(record: Record) -> set[str]:
+    """Every address the record names: targets, hops' responders, branch responders."""
+    out: set[str] = set()
+    for target in record["targets"]:
+        out.add(target["address"])
+        for flow in target["flows"]:
+            out.update(r["address"] for hop in flow["hops"] for r in hop["responders"])
+        for entry in target.get("multipath", ()):
+            out.update(r["address"] for hop in entry["hops"] for r in hop["responders"])
+        out.update(e["responder"] for e in target.get("requests", ()) if e.get("responder"))
+    out.discard(None)  # a branch's silent hop has no address
+    return out
+
+
+def add_owners(record: Record, owners: Mapping[str, Any]) -> None:
+    """``-z``: the owner of every address the record names (``asn.Owner`` values), and
+    each finding about a hop names its AS after the address ("after hop 3 (198.51.100.7,
+    AS64499 EXAMPLENET)"; at the end when the sentence does not show the address)."""
+    found = {a: owners[a] for a in sorted(record_addresses(record)) if a in owners}
+    record["asns"] = {a: o.record() for a, o in found.items()}
+    for target in record["targets"]:
+        for finding in target["findings"]:
+            address = finding.get("responder") or ""
+            owner = found.get(address)
+            if owner is None or "owner" in finding:
+                continue
+            finding["owner"] = f"AS{owner.asn}"
+            shown = f"({address})"
+            if shown in finding["summary"]:
+                named = f"({address}, {owner.words()})"
+                finding["summary"] = finding["summary"].replace(shown, named, 1)
+            else:
+                finding["summary"] += f" [{address}: {owner.words()}]"
 
 
 def _budget(b: HopBudget) -> Record:

@@ -80,6 +80,8 @@ def _host_text(row: HopRow) -> Text:
     for i, r in enumerate(row.responders):
         if i:
             text.append("\n")
+        if r.asn:  # -z, as mtr -z shows it: the AS before the address
+            text.append(f"[{r.asn}] ", style="dim")
         text.append(r.address)
         if r.name:
             text.append(f" {r.name}", style="dim")
@@ -97,7 +99,9 @@ def _host_width(views: Sequence[TargetView]) -> int:
         (
             max(
                 [
-                    len(r.address) + (len(r.name) + 1 if r.name else 0),
+                    len(r.address)
+                    + (len(r.name) + 1 if r.name else 0)
+                    + (len(r.asn) + 3 if r.asn else 0),
                     *(len(entry) + 2 for entry in _mpls_lines(r.mpls)),
                 ]
             )

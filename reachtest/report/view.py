@@ -88,6 +88,7 @@ class Responder:
     name: str | None
     count: int
     mpls: str | None = None  # the label stack its time-exceeded quoted most often
+    asn: str | None = None  # -z: the AS announcing its address ("AS64500")
 
 
 def mpls_text(stack: list[Record]) -> str:
@@ -241,35 +242,39 @@ def cell_of(hop: Record, path: Record) -> Cell:
     )
 
 
-def _at(hop: int | None, address: str | None) -> str:
+def _at(hop: int | None, address: str | None, owners: Record | None = None) -> str:
+    """``hop 3 (198.18.3.2)``; with ``-z`` the hop's AS too: ``(198.18.3.2, AS64499)``."""
+    owner = (owners or {}).get(address or "")
+    where = f"{address}, AS{owner['asn']}" if owner and address else address
     if hop is None:
-        return f"from {address}" if address else ""
-    return f"hop {hop} ({address})" if address else f"hop {hop}"
+        return f"from {where}" if where else ""
+    return f"hop {hop} ({where})" if where else f"hop {hop}"
 
 
-def _detail(flow: Record) -> str:
+def _detail(flow: Record, owners: Record | None = None) -> str:
     """Where the flow stops, in words."""
     path, verdict = flow["path"], flow["verdict"]
     branch = verdict.get("branch")
     if branch is not None:  # trace --mda: some flow hashes die on one branch
-        where = _at(branch["hop"], branch["address"])
+        where = _at(branch["hop"], branch["address"], owners)
         how = f"rejected by {where}" if branch["how"] == "rejected" else f"dropped after {where}"
         return f"{branch['failing']} of {branch['of']} flow hashes {how}; the others reach it"
     stop = path["stop"]
+    at_stop = _at(path["stop_hop"], path["stop_address"], owners)
     if stop.startswith("reached"):
         return f"answered by {verdict['reason_address'] or '?'} at hop {path['distance']}"
     if stop == "middlebox":
-        return f"answered in the target's name by {_at(path['stop_hop'], path['stop_address'])}"
+        return f"answered in the target's name by {at_stop}"
     if stop == "admin-prohibited":
-        return f"rejected by {_at(path['stop_hop'], path['stop_address'])}"
+        return f"rejected by {at_stop}"
     if stop == "unreachable":
-        return f"unreachable, says {_at(path['stop_hop'], path['stop_address'])}"
+        return f"unreachable, says {at_stop}"
     if path["last_hop"] is None:
         return "no answer from any hop"
-    return f"silent after {_at(path['last_hop'], path['last_address'])}"
+    return f"silent after {_at(path['last_hop'], path['last_address'], owners)}"
 
 
-def _verdict(flow: Record) -> VerdictLine:
+def _verdict(flow: Record, owners: Record | None = None) -> VerdictLine:
     v = flow["verdict"]
     if v is None:
         return VerdictLine(
@@ -289,7 +294,7 @@ def _verdict(flow: Record) -> VerdictLine:
         flow=flow["flow"],
         state=state,
         reason=v["reason"],
-        detail=_detail(flow),
+        detail=_detail(flow, owners),
         ok=service_ok(flow) and (flow["protocol"] != "icmp" or v["reached"]),
         rounds=v["rounds"],
         rounds_probed=v["rounds_probed"],
@@ -450,7 +455,13 @@ def _series(flow: Record) -> SeriesLine | None:
     )
 
 
-def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str]) -> TargetView:
+def _target(
+    t: Record,
+    names: dict[str, str],
+    first_ttl: int,
+    labels: list[str],
+    owners: Record | None = None,
+) -> TargetView:
     present = {f["flow"]: f for f in t["flows"]}
     flows = [present.get(label) or _no_data(label) for label in labels]
     by_ttl: list[dict[int, Record]] = [{h["ttl"]: h for h in f["hops"]} for f in flows]
@@ -480,6 +491,7 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
                 name=names.get(a),
                 count=n,
                 mpls=max(stacks[a], key=lambda s: stacks[a][s]) if a in stacks else None,
+                asn=f"AS{owners[a]['asn']}" if owners and a in owners else None,
             )
             for a, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         )
@@ -501,7 +513,7 @@ def _target(t: Record, names: dict[str, str], first_ttl: int, labels: list[str])
         ),
         branches=_branches(t),
         series=tuple(s for f in flows if (s := _series(f)) is not None),
-        verdicts=tuple(_verdict(f) for f in flows)
+        verdicts=tuple(_verdict(f, owners) for f in flows)
         + tuple(_request_verdict(r) for r in t.get("requests", ())),
         findings=tuple(
             FindingLine(
@@ -561,7 +573,9 @@ def build_view(record: Record) -> RunView:
     names: dict[str, Any] = record["names"]
     first = record["params"]["first_ttl"]
     return RunView(
-        targets=tuple(_target(t, names, first, record["flows"]) for t in record["targets"]),
+        targets=tuple(
+            _target(t, names, first, record["flows"], record.get("asns")) for t in record["targets"]
+        ),
         started=datetime.fromisoformat(record["started"].replace("Z", "+00:00")),
         duration_s=record["duration_s"],
         rounds=record["params"]["rounds"],
