@@ -297,6 +297,7 @@ def measure_branches(
     timeout_s: float,
     flows: Sequence[str] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    stop_at: float | None = None,
 ) -> None:
     """Each flow of one target of a run record spread over many flow hashes (MDA,
     ``engine.multipath``), judged per branch (``analysis.branches``) and added to it
@@ -320,6 +321,7 @@ def measure_branches(
             found = explore(
                 target["address"], flow["protocol"], flow["port"], range(1, max(1, last) + 1),
                 confidence=confidence, timeout_s=timeout_s, flow=flow["flow"], progress=report,
+                stop_at=stop_at,
             )  # fmt: skip
         except EnvironmentProblem as exc:
             target.setdefault("multipath", []).append(

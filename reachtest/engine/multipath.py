@@ -343,6 +343,7 @@ class _State:
     last_try: dict[tuple[int, int], float] = field(default_factory=dict)
     probes: int = 0
     worst_rtt_ms: float = 0.0
+    note: str | None = None
 
 
 def explore(
@@ -357,9 +358,12 @@ def explore(
     seed: int | None = None,
     flow: str | None = None,
     progress: Callable[[int], None] | None = None,
+    stop_at: float | None = None,
 ) -> Exploration:
     """The branches of every hop in ``ttls`` and each identifier's fate, for one flow
-    (``kind``/``port``) to ``address``; at most ``most_ids`` identifiers."""
+    (``kind``/``port``) to ``address``; at most ``most_ids`` identifiers. With
+    ``stop_at`` (a ``time.monotonic()`` instant; the exporter's scrape) no wave starts
+    after it: what was found by then, not settled, says so."""
     started = time.monotonic()
     # The confidence is the path's: no branch of any hop left unseen. Each hop's test is
     # held to its share of the failure chance (a union bound over the hops).
@@ -448,9 +452,14 @@ def explore(
                 time.sleep(REFILL_S / 4)  # retries wait for the routers' budgets
                 continue
             break
+        if stop_at is not None and time.monotonic() >= stop_at:
+            state.note = "stopped at the time limit before every hop was settled"
+            break
         full = any(t == FULL_TTL for t in wave.values())
         wait = timeout_s if full else min(timeout_s, max(0.25, 4 * state.worst_rtt_ms / 1e3 + 0.05))
         now = time.monotonic()
+        if stop_at is not None:
+            wait = max(0.05, min(wait, stop_at - now))
         for i, t in wave.items():
             if t != FULL_TTL:
                 state.tries[(i, t)] = state.tries.get((i, t), 0) + 1
@@ -485,5 +494,6 @@ def explore(
         ttls=tuple(ttls),
         probes=state.probes,
         elapsed_s=round(time.monotonic() - started, 3),
-        settled=settled,
+        settled=settled and state.note is None,
+        note=state.note,
     )

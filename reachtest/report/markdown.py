@@ -66,6 +66,14 @@ def _target(view: TargetView) -> list[str]:
         lines.append(f"| {row.ttl} | {_hosts(row)} | {cells} |")
     if view.limited_note:
         lines += ["", f"_{escape(view.limited_note)}_"]
+    if view.branches:
+        lines += ["", "### Branches (--mda)", "",
+                  "| flow | hop | responder | flow hashes | reach the target |",
+                  "|---|---:|---|---:|---:|"]  # fmt: skip
+        for b in view.branches:
+            who = escape(b.address) if b.address else f"(no answer: {escape(b.outcome)})"
+            reach = f"**{b.reached}**" if b.reached < b.ids else str(b.reached)
+            lines.append(f"| {escape(b.flow)} | {b.ttl} | {who} | {b.ids} | {reach} |")
     lines += ["", "### Findings", ""]
     if not view.findings:
         lines.append("No findings.")

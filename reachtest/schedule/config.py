@@ -44,7 +44,7 @@ POLICIES = ("always", "on-change", "on-failure")
 #: Keys a target may set, with those [defaults] may set for every target.
 RUN_KEYS = (
     "rounds", "interval", "timeout", "max_ttl", "policy", "family", "icmp", "sni",
-    "host_header", "qname", "qtype", "control_name", "mtu",
+    "host_header", "qname", "qtype", "control_name", "mtu", "mda",
 )  # fmt: skip
 #: What a request flow (tls/PORT, http/PORT, dns/PORT) may be expected to be: answered,
 #: or not.
@@ -98,6 +98,9 @@ class TargetConfig:
     #: Path MTU: None, not measured; 0, measured (a traced target's flows); N, measured and
     #: expected to be N bytes at least, with no black hole (``mtu = 1400``).
     mtu: int | None = None
+    #: Multipath (``mda = true``, or the confidence in percent, ``mda = 99``): each flow
+    #: spread over many flow hashes, judged per branch; None: not measured. A fraction.
+    mda: float | None = None
 
     @property
     def labels_of_flows(self) -> tuple[str, ...]:
@@ -487,8 +490,20 @@ def _target(
                 mtu_at, f"{_shown(mtu)}: mtu = true (measure it) or the least path MTU expected,"
                 " 68 to 65535 bytes",
             )  # fmt: skip
+    mda, mda_at = _setting(table, defaults, "mda", path)
+    if mda is not None:
+        if mda is True:
+            mda = 95
+        elif mda is False:
+            mda = None
+        elif isinstance(mda, bool) or not isinstance(mda, int | float) or not 50 <= mda <= 99.9:
+            raise fail(
+                mda_at, f"{_shown(mda)}: mda = true (95% confidence) or the confidence in "
+                "percent, 50 to 99.9",
+            )  # fmt: skip
     return TargetConfig(
         mtu=mtu,
+        mda=None if mda is None else float(mda) / 100,
         query_type="A" if qtype is None else qtype.upper(),
         host=host,
         name=name,

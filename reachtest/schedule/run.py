@@ -610,6 +610,12 @@ def run_batch(
     for t, a in members:
         if t.mtu is not None:
             measure_mtu(final[a], t.timeout_s)
+    # And (`mda`) each flow over many flow hashes: every branch, and flows that die on one.
+    from reachtest.session import measure_branches
+
+    for t, a in members:
+        if t.mda is not None and final[a]["flows"]:
+            measure_branches(final[a], confidence=t.mda, timeout_s=min(t.timeout_s, 1.0))
     judged: list[Judged] = []
     addresses = {t.name: a for t, a in members}
     for t in config.targets:

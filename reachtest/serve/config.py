@@ -48,7 +48,7 @@ from reachtest.schedule.config import (
 MODES = ("check", "trace")
 MODULE_KEYS = (
     "services", "expect", "icmp", "rounds", "interval", "timeout", "max_ttl", "family",
-    "labels", "mode", "sni", "host_header", "qname", "qtype", "control_name", "mtu",
+    "labels", "mode", "sni", "host_header", "qname", "qtype", "control_name", "mtu", "mda",
 )  # fmt: skip
 EXPORTER_KEYS = ("allow", "targets", "labels", "concurrency", "queue")
 TOP_KEYS = ("exporter", "module")

@@ -168,6 +168,14 @@ def run_probe(
         left = None if budget_s is None else budget_s - (time.monotonic() - began)
         measure_mtu(target, config.timeout_s if left is None else max(0.05, min(
             config.timeout_s, (left - ANSWER_MARGIN_S) / 4)))  # fmt: skip
+    if config.mda is not None and target is not None and not (stopper and stopper.stopped):
+        from reachtest.session import measure_branches
+
+        # Within what is left of the scrape: no wave starts after it (not settled, said).
+        stop_at = None if budget_s is None else began + budget_s - ANSWER_MARGIN_S
+        measure_branches(
+            target, confidence=config.mda, timeout_s=min(config.timeout_s, 1.0), stop_at=stop_at
+        )
     judged = tuple(judge(config, target, address, traced))
     return ProbeResult(
         module=module.name,

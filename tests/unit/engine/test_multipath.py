@@ -5,6 +5,8 @@ the record (verdict, finding, schema), the report, the run's exit and its expect
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import math
 
 import pytest
@@ -17,6 +19,9 @@ from reachtest.analysis.branches import (
     judge_branches,
 )
 from reachtest.engine.multipath import Exploration, FlowProbe, stopping_points
+from reachtest.report.csvfile import render_csv
+from reachtest.report.html import render_html
+from reachtest.report.markdown import render_markdown
 from reachtest.report.record import add_branches, run_ok, validate_record
 from reachtest.report.terminal import render_text
 from reachtest.report.view import build_view
@@ -134,6 +139,15 @@ def test_a_partial_filter_becomes_the_flows_verdict_finding_report_and_exit() ->
     assert "partially-filtered" in text
     assert "6 of 12 flow hashes dropped after hop 3 (198.18.103.2)" in text
     assert "Branches (--mda)" in text and "6 flow hashes, 0 reach the target" in text
+    # The other formats carry the verdict and the branches too.
+    view = build_view(record)
+    markdown = render_markdown(view)
+    assert "### Branches (--mda)" in markdown
+    assert f"| tcp/443 | 3 | {BRANCH_B} | 6 | **0** |" in markdown
+    html = render_html(view)
+    assert "<h3>Branches (--mda)</h3>" in html and BRANCH_B in html
+    rows = list(csv.DictReader(io.StringIO(render_csv(record))))
+    assert {r["state"] for r in rows if r["flow"] == "tcp/443"} == {"partially-filtered"}
 
 
 def test_branches_where_every_hash_passes_are_an_info_finding_and_the_run_stays_ok() -> None:

@@ -279,3 +279,18 @@ def test_a_bad_mtu_names_the_key(value: str) -> None:
     with pytest.raises(ConfigError, match=r"t\.toml:3: .*mtu") as caught:
         parse_config(f'[[target]]\nhost = "a.example"\nmtu = {value}\n', "t.toml")
     assert "68 to 65535" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "mda"), [("true", 0.95), ("false", None), ("99", 0.99), ("97.5", 0.975)]
+)
+def test_mda_is_asked_with_a_confidence(value: str, mda: float | None) -> None:
+    config = parse_config(f'[defaults]\nmda = {value}\n[[target]]\nhost = "a.example"\n')
+    assert config.targets[0].mda == mda
+
+
+@pytest.mark.parametrize("value", ["0", "100", '"yes"', "49"])
+def test_a_bad_mda_names_the_key(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"t\.toml:3: .*mda") as caught:
+        parse_config(f'[[target]]\nhost = "a.example"\nmda = {value}\n', "t.toml")
+    assert "50 to 99.9" in str(caught.value)
