@@ -105,8 +105,10 @@ class PrefixFile:
                 else:  # CAIDA pfx2as: address, length, AS (or AS_AS / AS,AS sets)
                     network = ipaddress.ip_network(f"{parts[0]}/{parts[1]}", strict=False)
                     asn_text, rest = parts[2], parts[3:]
-                asn_text = asn_text.upper().removeprefix("AS")
-                asn = int(asn_text.replace("_", ",").split(",")[0])
+                number_text = asn_text.upper().removeprefix("AS").replace("_", ",")
+                if not number_text.split(",")[0].isdigit():
+                    raise ValueError(f"{asn_text!r} is no AS number")
+                asn = int(number_text.split(",")[0])
                 if not 0 <= asn < 2**32:
                     raise ValueError(f"AS number {asn} out of range")
             except (IndexError, ValueError) as exc:

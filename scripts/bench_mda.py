@@ -2,7 +2,7 @@
 
 On lab paths whose hop 3 is 2 (``ecmp``) or 3 (``ecmp3-branch-drop``) parallel routers
 hashing on the 5-tuple: reachtest's MDA (``engine/multipath.py``, ordinary sockets, 95%
-confidence for the whole path, each flow hash's fate included) next to scamper's tracelb
+confidence a hop, each flow hash's fate at the target included) next to scamper's tracelb
 (MDA, 95% per hop; its default pace of one probe per 250 ms, and ``-W 15``, 150 ms, the
 least it accepts: below, it runs nothing) in the
 same run, for UDP (destination port 33435, the source port varied) and TCP (port 80).
@@ -67,7 +67,8 @@ def bench(scenario: str, rounds: int) -> dict[str, list[tuple[float, int, int, f
         def ours(kind: str, port: int) -> Callable[[], Found]:
             def run() -> Found:
                 with netns.entered(space):
-                    found = explore(server, kind, port, range(1, distance + 1), timeout_s=1.0)
+                    # The hops before the server, as trace --mda probes them.
+                    found = explore(server, kind, port, range(1, distance), timeout_s=1.0)
                 routers = {
                     p.responder
                     for by_id in found.paths.values()

@@ -10,16 +10,17 @@ flow's real payload, a DNS query to 53) or an echo request; the socket's error q
 
 ``explore`` measures two things with the same identifiers:
 
-- **fates**: every identifier sent to the target at full TTL, twice (a fate that is the
-  same both times is the path's doing, not chance): answered, refused (the target's
-  RST or port unreachable), rejected by a router (admin-prohibited and friends), silent;
+- **fates**: every identifier sent to the target at full TTL: answered, refused (the
+  target's RST or port unreachable), rejected by a router (admin-prohibited and
+  friends), silent; when they disagree (some reach the target, others do not), each is
+  sent once more: a fate that is the same both times is the path's doing, not chance;
 - **branches**: for each hop, identifiers probed at that TTL until the stopping rule
   says that no responder is left unseen: with ``k`` responders seen, ``n_k``
-  identifiers must have answered there (6, 11, 16, 21, ... for 95% at one hop), as
-  scamper's tracelb does. The confidence is the whole path's: each of its ``H`` hops is
-  held to ``1 - (1 - confidence) / H`` (95% over 5 hops: 99% a hop, 8 and 15
-  identifiers). Identifiers are spent where the rule needs them: a hop that shows one
-  responder costs ``n_1``, a fork ``n_2``.
+  identifiers must have answered there (6, 11, 16, 21, ... for 95%), the confidence per
+  hop as in Augustin et al. and scamper's tracelb (a path with ``F`` forks misses one
+  of their branches with a chance of at most ``F`` times one minus the confidence).
+  Identifiers are spent where the rule needs them: a hop that shows one responder costs
+  ``n_1``, a fork ``n_2``.
 
 One socket per (identifier, destination) at a time (two connections on one 4-tuple
 cannot coexist), so the probes go in *waves*: every identifier at most once per wave,
@@ -61,7 +62,8 @@ REJECTED = "rejected"  # a router's unreachable: admin-prohibited, host/net unre
 SILENT = "silent"
 #: The full TTL a fate probe is sent with.
 FULL_TTL = 64
-#: How many times each identifier's fate is measured.
+#: How many times each identifier's fate is measured when the identifiers' fates differ
+#: (once when they all agree: no branch decides).
 FATE_ROUNDS = 2
 #: At most this many probes to one hop in one wave (Linux's default ICMP burst is 6).
 WAVE_PER_HOP = 6
@@ -365,9 +367,7 @@ def explore(
     ``stop_at`` (a ``time.monotonic()`` instant; the exporter's scrape) no wave starts
     after it: what was found by then, not settled, says so."""
     started = time.monotonic()
-    # The confidence is the path's: no branch of any hop left unseen. Each hop's test is
-    # held to its share of the failure chance (a union bound over the hops).
-    points = stopping_points(1 - (1 - confidence) / max(1, len(set(ttls))))
+    points = stopping_points(confidence)  # per hop, as MDA and scamper define it
     pool = flow_ids(most_ids, seed=seed, icmp=kind == "icmp")
     state = _State()
     ttls = sorted(set(ttls))
@@ -428,7 +428,11 @@ def explore(
                 continue  # a router that answers nobody: no identifier will change that
             if len(state.ids) - stuck(t) < needed(t):
                 take(needed(t) + stuck(t))
-        fate_due = [i for i in state.ids if len(state.fates.get(i, ())) < FATE_ROUNDS]
+        # Each identifier's fate once; all of them again once they disagree (proof that
+        # it is the path, not chance, that decides).
+        mixed = len({reached(i) for i in state.ids if state.fates.get(i)}) == 2
+        rounds = FATE_ROUNDS if mixed else 1
+        fate_due = [i for i in state.ids if len(state.fates.get(i, ())) < rounds]
         wave: dict[int, int] = {}
         per_ttl: dict[int, int] = {}
         for i in fate_due:  # fates first: one probe each at the full TTL

@@ -25,6 +25,8 @@ class Node:
     label: str
     name: str | None
     target: bool
+    #: ``--mda``: the responders the flow hashes met at this hop, when more than one.
+    branches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +43,8 @@ class Lane:
     #: Bigger packets of this flow die on the link after this x (``--mtu``), and why.
     mtu_x: int | None = None
     mtu_words: str = ""
+    #: ``--mda``: some of this flow's hashes die after this x (partially filtered).
+    split_x: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +127,26 @@ def diagram(view: TargetView) -> Diagram:
                 words=words,
             )
         )
+    # --mda: the hops where flow hashes met several routers, drawn as stacked nodes; a
+    # partially filtered flow's lane forks there, the failing branch crossed out.
+    met: dict[int, set[str]] = {}
+    for b in view.branches:
+        if b.address and b.outcome in ("time-exceeded", "answered", "refused"):
+            met.setdefault(b.ttl, set()).add(b.address)
+    for i, node in enumerate(nodes):
+        if len(met.get(node.ttl, ())) > 1:
+            nodes[i] = replace(node, branches=tuple(sorted(met[node.ttl])))
+    verdicts = {v.flow: v for v in view.verdicts}
+    for n, lane in enumerate(lanes):
+        verdict = verdicts.get(lane.flow)
+        dying = [b for b in view.branches if b.flow == lane.flow and b.address and not b.reached]
+        if verdict is None or verdict.state != "partially-filtered" or not dying:
+            continue
+        at = next((i for i, row in enumerate(view.rows) if row.ttl == dying[0].ttl), None)
+        if at is not None:
+            lanes[n] = replace(
+                lane, split_x=LEFT + (at + 1) * NODE_DX, words=f"{lane.words}; {verdict.detail}"
+            )
     limits = {flow: (hop, mtu, hole) for flow, hop, mtu, hole in view.mtu_limits}
     for n, lane in enumerate(lanes):
         if lane.flow in limits:

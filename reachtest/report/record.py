@@ -799,7 +799,9 @@ def add_branches(target: Record, found: Any, verdict: Any) -> None:
             if partial else verdict.widest_hop,
             "responder": verdict.address if partial else None,
             "confidence": found.confidence,
-            "note": f"{verdict.total} flow hashes, each sent twice; {found.probes} probes",
+            "note": f"{verdict.total} flow hashes, each sent "
+            f"{'twice' if max(map(len, found.fates.values()), default=0) > 1 else 'once'}"
+            f" to the target; {found.probes} probes",
             "summary": verdict.summary(),
             "evidence": evidence,
         }

@@ -30,7 +30,7 @@ from reachtest.engine.multipath import explore
 address, kind = sys.argv[1], sys.argv[2]
 port, last, runs = (int(a) for a in sys.argv[3:6])
 for _ in range(runs):
-    e = explore(address, kind, port, range(1, last + 1), timeout_s=1.0, confidence=0.99)
+    e = explore(address, kind, port, range(1, last + 1), timeout_s=1.0, confidence=0.998)
     print(json.dumps({"probes": e.probes, "settled": e.settled, "hops": {
         t: sorted({p.responder for p in e.paths[t].values()
                    if p.outcome == "time-exceeded" and p.responder}) for t in e.ttls}}))

@@ -146,6 +146,9 @@ def test_a_partial_filter_becomes_the_flows_verdict_finding_report_and_exit() ->
     assert f"| tcp/443 | 3 | {BRANCH_B} | 6 | **0** |" in markdown
     html = render_html(view)
     assert "<h3>Branches (--mda)</h3>" in html and BRANCH_B in html
+    # The path diagram stacks the branch routers at hop 3 and forks the flow's lane.
+    assert f"2 branches at hop 3: {', '.join(sorted((BRANCH_A, BRANCH_B)))}" in html
+    assert '<g class="split">' in html
     rows = list(csv.DictReader(io.StringIO(render_csv(record))))
     assert {r["state"] for r in rows if r["flow"] == "tcp/443"} == {"partially-filtered"}
 
