@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -147,87 +146,3 @@ def test_trace_mda_says_partially_filtered_at_the_blocking_branch(
     other = next(m for m in target["multipath"] if m["flow"] == "tcp/80")
     assert other["state"] == "all-reached" and other["widest"] == block.width
 
-
-MDA_RUN_CONFIG = """\
-prometheus = "reachtest.prom"
-
-[[target]]
-host = "{server}"
-name = "web"
-services = ["{flow}", "tcp/80"]
-expect = {{ "{flow}" = "open", "tcp/80" = "open" }}
-mda = true
-rounds = 2
-interval = 0.1
-timeout = 1
-"""
-
-
-def test_run_with_mda_fails_an_open_expectation_on_a_partial_filter(
-    make_lab: MakeLab, tmp_path: Path
-) -> None:
-    """`mda = true` in `run`: the flow one branch drops is partially-filtered, not open;
-    its expectation fails and says where; tcp/80 (every branch passes) stays open."""
-    from reachtest.schedule import metrics
-    from tests.lab.test_run_cli import in_lab
-
-    lab = make_lab("ecmp-branch-drop")
-    block = lab.plan.scenario.truth.branch_block
-    assert block is not None
-    blocker = str(lab.plan.topology.facing_client(block.node).ipv4.ip)
-    config = tmp_path / "web.toml"
-    config.write_text(MDA_RUN_CONFIG.format(server=lab.server(), flow=block.flow.label))
-    done = in_lab(lab, "run", "--config", str(config))
-    assert done.returncode == 1, done.stdout + done.stderr
-    (line,) = [x for x in done.stdout.splitlines() if f"{block.flow.label}: expected" in x]
-    assert "expected open, got partially-filtered" in line, line
-    got = metrics.parse((tmp_path / "reachtest.prom").read_text())
-    port = str(block.flow.port)
-    web = (("port", port), ("protocol", "tcp"), ("target", "web"))
-    assert got[("reachtest_expectation_met", (("expected", "open"), *web))] == 0
-    assert got[("probe_success", web)] == 0
-    other = (("port", "80"), ("protocol", "tcp"), ("target", "web"))
-    assert got[("reachtest_expectation_met", (("expected", "open"), *other))] == 1
-    assert blocker in done.stdout or f"hop {block.hop}" in done.stdout
-
-
-MDA_EXPORTER_CONFIG = """\
-[exporter]
-allow = ["198.18.0.0/15", "2001:db8::/32"]
-
-[module.branches]
-services = ["{flow}"]
-mda = true
-rounds = 2
-interval = 0.1
-timeout = 1.0
-"""
-
-
-@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-def test_the_exporter_says_partially_filtered(make_lab: MakeLab, tmp_path: Path, v6: bool) -> None:
-    from reachtest.schedule import metrics
-    from tests.lab.test_exporter_prometheus import started
-    from tests.lab.test_exporter_requests import PORT, scrape
-
-    lab = make_lab("ecmp-branch-reject")
-    block = lab.plan.scenario.truth.branch_block
-    assert block is not None
-    config = tmp_path / "exporter.toml"
-    config.write_text(MDA_EXPORTER_CONFIG.format(flow=block.flow.label))
-    argv = [
-        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
-        str(config), "--listen", f"127.0.0.1:{PORT}", "--unprivileged",
-    ]  # fmt: skip
-    with started(argv, tmp_path / "exporter.log"):
-        status, body = scrape(lab.client, f"/probe?target={lab.server(v6)}&module=branches")
-    assert status == 200, body
-    got = metrics.parse(body)
-    labels = (("flow", block.flow.label), ("port", str(block.flow.port)), ("protocol", "tcp"))
-    state = {
-        dict(k[1])["state"]: v
-        for k, v in got.items()
-        if k[0] == "reachtest_flow_state" and dict(k[1]).get("flow") == block.flow.label
-    }
-    assert got[("reachtest_flow_success", labels)] == 0, body
-    assert state.get("partially-filtered") == 1, state
