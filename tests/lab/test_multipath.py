@@ -145,4 +145,3 @@ def test_trace_mda_says_partially_filtered_at_the_blocking_branch(
     # tcp/80 on the same lab: branches, every hash passes.
     other = next(m for m in target["multipath"] if m["flow"] == "tcp/80")
     assert other["state"] == "all-reached" and other["widest"] == block.width
-
