@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reachtest.errors import UsageError
+from reachtest.names import make_resolver
 
 ORIGIN_ZONE = "origin.asn.cymru.com"
 ORIGIN6_ZONE = "origin6.asn.cymru.com"
@@ -153,15 +154,7 @@ class AsLookup:
         self._resolver: Any = None
         if prefix_file is None:
             try:
-                import dns.resolver
-
-                resolver = dns.resolver.Resolver(configure=nameservers is None)
-                if nameservers is not None:
-                    resolver.nameservers = list(nameservers)
-                    resolver.port = port
-                resolver.lifetime = timeout_s
-                resolver.timeout = timeout_s
-                self._resolver = resolver
+                self._resolver = make_resolver(timeout_s, nameservers, port)
             except Exception as exc:  # NoResolverConfiguration, an unreadable resolv.conf
                 self.problem = f"AS look-ups are off: {exc}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asn")

@@ -8,6 +8,21 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 
+def make_resolver(timeout_s: float, nameservers: list[str] | None, port: int) -> Any:
+    """A dnspython resolver bounded by ``timeout_s``: the system's configuration, or the
+    given name servers (the lab's, a test's). Raises what dnspython raises when the
+    system has no usable configuration."""
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=nameservers is None)
+    if nameservers is not None:
+        resolver.nameservers = list(nameservers)
+        resolver.port = port
+    resolver.lifetime = timeout_s
+    resolver.timeout = timeout_s
+    return resolver
+
+
 class ReverseNames:
     """Look up PTR names as addresses come in; read whatever has been resolved so far.
 
@@ -31,15 +46,7 @@ class ReverseNames:
         self._futures: dict[str, Future[str | None]] = {}
         self._resolver: Any = None
         try:
-            import dns.resolver
-
-            resolver = dns.resolver.Resolver(configure=nameservers is None)
-            if nameservers is not None:
-                resolver.nameservers = list(nameservers)
-                resolver.port = port
-            resolver.lifetime = timeout_s
-            resolver.timeout = timeout_s
-            self._resolver = resolver
+            self._resolver = make_resolver(timeout_s, nameservers, port)
         except Exception as exc:  # NoResolverConfiguration, an unreadable resolv.conf
             self.problem = f"reverse DNS is off: {exc}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rdns")

@@ -17,10 +17,10 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"errors", "model"},
     "report": {"errors", "model", "analysis", "inputs"},
     "history": {"errors", "model", "files"},
-    "lab": {"errors", "model", "packet", "asn"},  # asn: the lab's DNS serves -z's zones
+    "lab": {"errors", "model", "packet", "asn", "names"},  # asn: the lab's DNS serves -z's zones
     "spec": {"errors", "model", "inputs", "packet"},
     "names": {"errors", "model"},
-    "asn": {"errors", "model"},
+    "asn": {"errors", "model", "names"},
     "interrupts": {"errors"},
     "privileges": {"errors"},
     "inputs": {"errors"},
