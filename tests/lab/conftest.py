@@ -60,9 +60,16 @@ def new_lab_id() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leftovers() -> Iterator[None]:
-    """After the whole lab suite, no namespace, process or file of a test lab is left."""
+    """After the whole lab suite, no namespace, process or file of a test lab is left.
+    Only what this session made counts: a test lab left by an earlier run that was killed
+    (a machine restart mid-suite) is not this run's failure, and not ours to remove."""
+    before = set(netns.list_netns())
     yield
-    left = [n for n in netns.list_netns() if n.startswith(NETNS_PREFIX + TEST_PREFIX)]
+    left = [
+        n
+        for n in netns.list_netns()
+        if n.startswith(NETNS_PREFIX + TEST_PREFIX) and n not in before
+    ]
     for lab_id in sorted(_made):
         manager.down(lab_id)  # clean up anyway, then report
     assert not left, f"test labs left namespaces behind: {left}"
