@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from reachtest.analysis.accumulate import Accumulator
@@ -253,8 +254,6 @@ def measure_mtu(target: dict[str, Any], timeout_s: float) -> None:
     router that names an MTU; a TCP flow, which an ordinary socket cannot follow TTL by
     TTL, takes the hop another flow found for the same size. For ``trace --mtu``,
     ``run`` and the exporter alike."""
-    from dataclasses import replace
-
     from reachtest.engine.mtu import search
     from reachtest.errors import EnvironmentProblem
     from reachtest.report.record import add_mtu
@@ -304,7 +303,7 @@ def measure_branches(
     (``report.record.add_branches``): the hops up to the target's distance (or one past
     the farthest that answered). For ``trace --mda``, ``run`` and the exporter alike."""
     from reachtest.analysis.branches import judge_branches
-    from reachtest.engine.multipath import explore
+    from reachtest.engine.multipath import Exploration, explore, short_of, widths
     from reachtest.errors import EnvironmentProblem
     from reachtest.report.record import add_branches
 
@@ -313,23 +312,57 @@ def measure_branches(
     else:
         answered = [h["ttl"] for f in target["flows"] for h in f["hops"] if h["responders"]]
         last = max(answered, default=0) + 1
-    for flow in target["flows"]:
-        if flows is not None and flow["flow"] not in flows:
-            continue
+    chosen = [f for f in target["flows"] if flows is None or f["flow"] in flows]
+
+    def run(flow: dict[str, Any], at_least: dict[int, int] | None = None) -> Exploration:
         report = None if progress is None else (lambda n, f=flow["flow"]: progress(f, n))
+        return explore(
+            target["address"], flow["protocol"], flow["port"], range(1, max(1, last) + 1),
+            confidence=confidence, timeout_s=timeout_s, flow=flow["flow"], progress=report,
+            stop_at=stop_at, at_least=at_least,
+        )  # fmt: skip
+
+    found: dict[str, Exploration | str] = {}
+    for flow in chosen:
         try:
-            found = explore(
-                target["address"], flow["protocol"], flow["port"], range(1, max(1, last) + 1),
-                confidence=confidence, timeout_s=timeout_s, flow=flow["flow"], progress=report,
-                stop_at=stop_at,
-            )  # fmt: skip
+            found[flow["flow"]] = run(flow)
         except EnvironmentProblem as exc:
+            found[flow["flow"]] = f"not measured: {exc}"
+    # A hop's routers met by one flow are there for the other flows of its protocol too
+    # (identifiers that vary the source port, or the echo id, spread over the same next
+    # hops). A flow whose identifiers all hashed onto fewer of them, by chance (1 in 32
+    # for 6 identifiers over 2 branches), may have seen only the branch that blocks it
+    # and called that the whole path: it is explored again, held to that many routers.
+    known: dict[str, dict[int, int]] = {}
+    for flow in chosen:
+        if isinstance(one := found[flow["flow"]], Exploration):
+            most = known.setdefault(flow["protocol"], {})
+            for ttl, n in widths(one).items():
+                most[ttl] = max(most.get(ttl, 0), n)
+    for flow in chosen:
+        first = found[flow["flow"]]
+        if not isinstance(first, Exploration) or not (
+            short := short_of(first, known.get(flow["protocol"], {}))
+        ):
+            continue
+        if stop_at is not None and time.monotonic() >= stop_at:
+            continue
+        with contextlib.suppress(EnvironmentProblem):
+            again = run(flow, at_least=short)
+            found[flow["flow"]] = replace(
+                again,
+                probes=first.probes + again.probes,
+                elapsed_s=round(first.elapsed_s + again.elapsed_s, 3),
+            )
+    for flow in chosen:
+        one = found[flow["flow"]]
+        if isinstance(one, str):
             target.setdefault("multipath", []).append(
                 {"flow": flow["flow"], "confidence": confidence, "probes": 0, "elapsed_s": 0.0,
                  "settled": False, "state": "unstable", "failing": 0, "of": 0, "unstable": 0,
                  "how": None, "hop": None, "address": None, "fork_hop": None,
                  "passing_via": [], "widest": 1, "widest_hop": None, "hops": [], "fates": [],
-                 "note": f"not measured: {exc}"}
+                 "note": one}
             )  # fmt: skip
             continue
-        add_branches(target, found, judge_branches(found))
+        add_branches(target, one, judge_branches(one))

@@ -95,6 +95,13 @@ def stop(flow: Mapping[str, Any]) -> str:
     path = flow["path"]
     if word(flow) in ("open", "reachable") or not path:
         return ""
+    branch = (flow["verdict"] or {}).get("branch")
+    if branch is not None:  # some flow hashes die on one branch: say that branch's hop
+        share = f"{branch['failing']} of {branch['of']} flow hashes"
+        at = f"hop {branch['hop']} ({branch['address']})"
+        if branch["how"] == "rejected":
+            return f"{share} rejected at {at}"
+        return f"{share} blocked after {at}"
     if path["stop"] == "silent":
         last = path["last_hop"]
         if not last:

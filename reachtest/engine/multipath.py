@@ -41,7 +41,7 @@ import selectors
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reachtest.engine.linux import (
@@ -320,6 +320,23 @@ def _answer(attempt: _Probe, kind: str, address: str, events: int) -> None:
     )
 
 
+def widths(found: Exploration) -> dict[int, int]:
+    """How many routers answered at each TTL of ``found``: the branches it saw there."""
+    return {
+        ttl: len({p.responder for p in row.values() if _at_hop(p)})
+        for ttl, row in found.paths.items()
+    }
+
+
+def short_of(found: Exploration, known: Mapping[int, int]) -> dict[int, int]:
+    """The hops where ``found``'s identifiers met fewer routers than ``known`` (TTL ->
+    the most routers any flow of the same protocol met there) although some of them
+    answered: where all its identifiers hashed onto fewer branches than the hop has, by
+    chance, and a failing branch may have been the only one they saw."""
+    seen = widths(found)
+    return {ttl: n for ttl, n in known.items() if 0 < seen.get(ttl, 0) < n}
+
+
 def _at_hop(probe: FlowProbe) -> bool:
     """Did ``probe`` find a node at its TTL: a router's time-exceeded, or the target
     itself (a shorter branch reaches it within the TTL)?"""
@@ -361,11 +378,14 @@ def explore(
     flow: str | None = None,
     progress: Callable[[int], None] | None = None,
     stop_at: float | None = None,
+    at_least: Mapping[int, int] | None = None,
 ) -> Exploration:
     """The branches of every hop in ``ttls`` and each identifier's fate, for one flow
     (``kind``/``port``) to ``address``; at most ``most_ids`` identifiers. With
     ``stop_at`` (a ``time.monotonic()`` instant; the exporter's scrape) no wave starts
-    after it: what was found by then, not settled, says so."""
+    after it: what was found by then, not settled, says so. ``at_least`` (TTL -> routers)
+    holds a hop to the stopping point of that many routers even while fewer have been
+    seen: the routers another flow of the same protocol met there (``widths``)."""
     started = time.monotonic()
     points = stopping_points(confidence)  # per hop, as MDA and scamper define it
     pool = flow_ids(most_ids, seed=seed, icmp=kind == "icmp")
@@ -379,7 +399,8 @@ def explore(
     def needed(ttl: int) -> int:
         """Identifiers that must have answered at ``ttl`` before it is settled."""
         seen = {p.responder for p in state.paths.get(ttl, {}).values() if _at_hop(p)}
-        return points[min(max(len(seen), 1), len(points)) - 1]
+        known = (at_least or {}).get(ttl, 1)
+        return points[min(max(len(seen), known, 1), len(points)) - 1]
 
     def answered(ttl: int) -> int:
         return sum(1 for p in state.paths.get(ttl, {}).values() if _at_hop(p))

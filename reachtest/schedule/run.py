@@ -77,6 +77,9 @@ class Judged:
     #: Measured (``mtu`` in the configuration): the flow's path MTU, a black hole on it.
     path_mtu: int | None = None
     black_hole: bool | None = None
+    #: Multipath (``mda`` in the configuration), a partially filtered flow: how many of
+    #: the flow hashes tried die on the branch that ``last_hop``/``stop_hop`` name.
+    share: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +181,16 @@ def judge(
         expected = config.expect.get(spec.label)
         got = word(flow) if flow is not None else UNRESOLVED
         path = flow["path"] if flow is not None and traced else None
+        branch = (flow["verdict"] or {}).get("branch") if flow is not None and traced else None
+        if branch is not None:
+            # Some flow hashes die on one branch: where is that branch's hop, not where
+            # the one flow hash of the trace happened to go.
+            rejected = branch["how"] == "rejected"
+            path = {
+                "stop_hop": branch["hop"] if rejected else None,
+                "last_hop": branch["hop"],
+                "last_address": branch["address"],
+            }
         loss, rtt = _final_stats(flow) if flow is not None else (None, None)
         judged.append(
             Judged(
@@ -200,6 +213,7 @@ def judge(
                 rtt_ms=rtt,
                 finding=_finding(target, spec.label) if target and traced else None,
                 labels=config.labels,
+                share=(branch["failing"], branch["of"]) if branch is not None else None,
             )
         )
     measured = {m["flow"]: m for m in target.get("mtu", ())} if target else {}
@@ -671,11 +685,14 @@ def where(j: Judged) -> str:
     if not j.traced or j.got in ("open", "reachable"):
         return ""
     after = f"hop {j.last_hop} ({j.last_address})" if j.last_hop else "the first hop"
+    share = f"{j.share[0]} of {j.share[1]} flow hashes " if j.share else ""
     if j.reason == "no-response":
-        return f"blocked after {after}: no answer beyond it"
+        return f"{share}blocked after {after}: no answer beyond it"
+    if j.share and j.stop_hop is not None:
+        return f"{share}{j.reason} at hop {j.stop_hop} ({j.last_address})"
     if j.stop_hop is not None:
         return f"{j.reason} at hop {j.stop_hop}, after {after}"
-    return f"{j.reason} after {after}"
+    return f"{share}{j.reason} after {after}"
 
 
 def summary(batch: Batch, history: str | None = None) -> list[str]:

@@ -145,3 +145,40 @@ def test_trace_mda_says_partially_filtered_at_the_blocking_branch(
     # tcp/80 on the same lab: branches, every hash passes.
     other = next(m for m in target["multipath"] if m["flow"] == "tcp/80")
     assert other["state"] == "all-reached" and other["widest"] == block.width
+
+
+HELD_RUNS = 6
+#: As EXPLORE, held to ``known`` routers at the ECMP hop (what another flow met there).
+HELD = """
+import json, sys
+from reachtest.engine.multipath import explore, widths
+address, kind = sys.argv[1], sys.argv[2]
+port, last, runs, hop, known = (int(a) for a in sys.argv[3:8])
+for _ in range(runs):
+    e = explore(address, kind, port, range(1, last + 1), timeout_s=0.5, at_least={hop: known})
+    answered = sum(1 for p in e.paths[hop].values() if p.outcome == "time-exceeded")
+    print(json.dumps({"answered": answered, "routers": widths(e)[hop], "probes": e.probes}))
+"""
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_held_to_the_routers_another_flow_met_no_run_takes_one_branch_for_the_path(
+    make_lab: MakeLab, v6: bool
+) -> None:
+    # tcp/443 behind one branch of two: 6 identifiers all hash onto the blocking branch
+    # once in 32 runs, and MDA (6 answers from 1 router: settled) would call the path
+    # blocked. Held to the 2 routers tcp/80 met there, each run asks 11 identifiers.
+    lab = make_lab("ecmp-branch-drop")
+    truth = lab.plan.scenario.truth
+    m, width = truth.ecmp_hop, truth.ecmp_width
+    assert m is not None
+    done = as_nobody(
+        lab, sys.executable, "-c", HELD, lab.server(v6), "tcp", "443", str(truth.hops),
+        str(HELD_RUNS), str(m), str(width),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(runs) == HELD_RUNS
+    assert all(r["answered"] >= 11 for r in runs), runs  # the stopping point of 2 routers
+    # 11 identifiers on one branch: 1 run in 1024; one such run of 6 is let pass.
+    assert sum(r["routers"] == width for r in runs) >= HELD_RUNS - 1, runs

@@ -18,14 +18,24 @@ from reachtest.analysis.branches import (
     UNSTABLE,
     judge_branches,
 )
-from reachtest.engine.multipath import Exploration, FlowProbe, stopping_points
+from reachtest.analysis.diff import stop
+from reachtest.engine.multipath import (
+    Exploration,
+    FlowProbe,
+    short_of,
+    stopping_points,
+    widths,
+)
 from reachtest.report.csvfile import render_csv
 from reachtest.report.html import render_html
 from reachtest.report.markdown import render_markdown
 from reachtest.report.record import add_branches, run_ok, validate_record
 from reachtest.report.terminal import render_text
 from reachtest.report.view import build_view
-from tests.unit.report.conftest import sim_record
+from reachtest.schedule import metrics
+from reachtest.schedule.config import parse_config
+from reachtest.schedule.run import judge, where
+from tests.unit.report.conftest import TARGET, sim_record
 
 FORK, BRANCH_A, BRANCH_B = "198.18.2.2", "198.18.3.2", "198.18.103.2"
 
@@ -109,6 +119,27 @@ def test_fates_that_change_between_rounds_are_chance_not_a_branch() -> None:
     assert mixed.state == PARTIAL and len(mixed.failing) == 1 and len(mixed.unstable) == 1
 
 
+def test_a_flow_whose_hashes_all_met_one_branch_is_short_of_what_another_flow_met() -> None:
+    # Six identifiers that all hashed onto branch B (1 run in 32) and died behind it: alone
+    # they read as "none reached", a blocked path. tcp/80 met both branches at hop 3.
+    both = exploration(flow="tcp/80")
+    full = exploration(dies=ODD)
+    only_b = set(40000 + i for i in ODD)
+    unlucky = Exploration(
+        flow="tcp/443", confidence=0.95, flow_ids=tuple(sorted(only_b)),
+        fates={i: f for i, f in full.fates.items() if i in only_b},
+        paths={t: {i: p for i, p in row.items() if i in only_b} for t, row in full.paths.items()},
+        ttls=full.ttls, probes=30, elapsed_s=1.0, settled=True,
+    )  # fmt: skip
+    assert judge_branches(unlucky).state == NONE_REACHED
+    assert widths(both) == {1: 1, 2: 1, 3: 2, 4: 1} and widths(unlucky)[3] == 1
+    assert short_of(unlucky, widths(both)) == {3: 2}  # explored again, held to 2 routers
+    assert short_of(both, widths(both)) == {}
+    assert short_of(full, widths(both)) == {}  # it met both: nothing to do again
+    # Where the flow's identifiers met nobody (they all died before), nothing is asked.
+    assert short_of(unlucky, {4: 2, 5: 3}) == {}
+
+
 def test_all_reached_and_none_reached_are_no_partial_filter() -> None:
     assert judge_branches(exploration()).state == ALL_REACHED
     assert judge_branches(exploration(dies=frozenset(range(12)))).state == NONE_REACHED
@@ -151,6 +182,25 @@ def test_a_partial_filter_becomes_the_flows_verdict_finding_report_and_exit() ->
     assert '<g class="split">' in html
     rows = list(csv.DictReader(io.StringIO(render_csv(record))))
     assert {r["state"] for r in rows if r["flow"] == "tcp/443"} == {"partially-filtered"}
+    # `run` and `diff` say where as the branch's hop and router, with the share: not
+    # where the trace's one flow hash went (it reached the target here).
+    config = parse_config(
+        f'[[target]]\nhost = "{TARGET}"\nname = "web"\nservices = ["tcp/443"]\n'
+        'expect = { "tcp/443" = "open" }\n'
+    ).targets[0]
+    judged = next(j for j in judge(config, target, TARGET, traced=True) if j.flow == "tcp/443")
+    assert (judged.got, judged.met, metrics.blocked_at(judged)) == ("partially-filtered", False, 4)
+    assert (
+        where(judged)
+        == f"6 of 12 flow hashes blocked after hop 3 ({BRANCH_B}): no answer beyond it"
+    )
+    assert stop(flow) == f"6 of 12 flow hashes blocked after hop 3 ({BRANCH_B})"
+    rejected = copy.deepcopy(sim_record())["targets"][0]
+    found = exploration(dies=ODD, how="rejected")
+    add_branches(rejected, found, judge_branches(found))
+    judged = next(j for j in judge(config, rejected, TARGET, traced=True) if j.flow == "tcp/443")
+    assert where(judged) == f"6 of 12 flow hashes admin-prohibited at hop 3 ({BRANCH_B})"
+    assert metrics.blocked_at(judged) == 3
 
 
 def test_branches_where_every_hash_passes_are_an_info_finding_and_the_run_stays_ok() -> None:
