@@ -3,7 +3,8 @@
 The target's distance comes from flows whose answers from the target's address are
 consistent with every other flow: an answer "from the target" at a TTL where another
 flow still got time-exceeded from a router was forged on the way (an RST injector or a
-SYN proxy between the last router that answered and the next hop).
+SYN proxy between the last router that answered and the next hop). A router met again
+one hop later than before (a longer branch of a load balancer) is no such router.
 """
 
 from __future__ import annotations
@@ -238,7 +239,23 @@ def reach(obs: Observed) -> Reach:
         ]
         if ttls:
             first[label] = min(ttls)
-    last_te = {label: max(obs.te_ttls(label), default=0) for label in obs.seen}
+    # The last TTL at which each flow met a router seen there first: a router that
+    # answered a lower TTL before (on any flow) met again one hop later is the same path
+    # over a longer branch of a load balancer, not a router beyond the target.
+    earliest: dict[str, int] = {}
+    for rows in obs.seen.values():
+        for t, cell in rows.items():
+            for row in cell:
+                if row[0] == TE and row[1] is not None:
+                    earliest[row[1]] = min(earliest.get(row[1], t), t)
+
+    def first_met(t: int, cell: Cell) -> bool:
+        return any(r[0] == TE and r[1] is not None and earliest[r[1]] == t for r in cell)
+
+    last_te = {
+        label: max((t for t, cell in rows.items() if first_met(t, cell)), default=0)
+        for label, rows in obs.seen.items()
+    }
     genuine: dict[str, int] = {}
     forged: dict[str, int] = {}
     for label, ttl in first.items():

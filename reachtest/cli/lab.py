@@ -106,8 +106,21 @@ def lab_up(
     added = sc.rules[len(sc.rules) - len(sc.extra_rules) :]
     for spec, rule in zip(sc.extra_rules, added, strict=True):
         out.print(f"  added rule {spec}: {rule.describe()}")
+    # A longer branch's extra router is drawn inside its branch: r3a|r3b→r3bx.
+    from reachtest.lab.topology import LONG_LINK_BASE
+
+    extra = {
+        link.right.node
+        for link in topo.links
+        if topo.ecmp_long and link.number == LONG_LINK_BASE + (topo.ecmp_hop or 0)
+    }
     routers = " → ".join(
-        "|".join(n.name for n in topo.routers_at(h)) for h in range(1, topo.hops + 1)
+        "|".join(
+            n.name + "".join(f"→{x}" for x in sorted(extra) if x.startswith(n.name))
+            for n in topo.routers_at(h)
+            if n.name not in extra
+        )
+        for h in range(1, topo.hops + 1)
     )
     out.print(
         f"  client {topo.client_address()} → {routers} → server "

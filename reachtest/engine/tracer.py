@@ -20,8 +20,9 @@ Scheduling, in short:
   A filter stays silent; a rate limit answers.
 * In its slot a flow sweeps TTLs upwards. It never goes beyond its *horizon*: the
   lowest TTL that got a final answer (the target, or a reject); else the distance at
-  which another flow reached the target, or before any did, the highest TTL that
-  answered plus ``gap_limit``. A sweep that hits its horizon while probes are in
+  which another flow reached the target (one TTL past its own last answer when it met a
+  router there: a longer branch), or before any did, the highest TTL that answered plus
+  ``gap_limit``. A sweep that hits its horizon while probes are in
   flight waits for them: their answers may move the horizon.
 * ``fast`` mode sends every TTL of every flow at once, in one round.
 * A global ``rate_pps`` cap and ``max_in_flight`` bound what is on the wire.
@@ -316,8 +317,13 @@ class Tracer:
             # Up to where another flow reached the target (so the end-to-end probe runs
             # every round, even when rate-limited routers keep this flow's TTLs silent);
             # before any did, up to the gap limit past this flow's last answer.
+            # A flow that still meets a router at or past that distance takes a longer
+            # path there (a longer branch of a load balancer): it goes one TTL past its
+            # last answer, as far as its own path is long.
             target: _Target = entry.target_state
             reach = target.reach_ttl or entry.max_answered + params.gap_limit
+            if target.reach_ttl and entry.max_answered >= target.reach_ttl:
+                reach = entry.max_answered + 1
             horizon = min(horizon, reach)
         return horizon
 

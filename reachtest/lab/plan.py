@@ -344,7 +344,7 @@ def build_plan(
     services = services or Services()
     topo = build_topology(
         lab_id, scenario.hops, targets=targets, ecmp_hop=scenario.ecmp_hop,
-        ecmp_width=scenario.ecmp_width,
+        ecmp_width=scenario.ecmp_width, ecmp_long=scenario.ecmp_long,
     )  # fmt: skip
     known = {n.name for n in topo.nodes}
     for rule in scenario.rules:

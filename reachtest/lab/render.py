@@ -57,7 +57,11 @@ def render_status(status: LabStatus, out: Console) -> None:
         out.print(f"  {rule.describe()}")
     if topo.ecmp_hop is not None:
         names = ", ".join(n.name for n in topo.routers_at(topo.ecmp_hop))
-        out.print(f"  ECMP at hop {topo.ecmp_hop}: {names} (L4 hash on the way to the server)")
+        longer = [n.name for n in topo.nodes if n.name.endswith("x")] if topo.ecmp_long else []
+        more = f"; {names.split(', ')[-1]}'s branch goes on through {longer[0]}" if longer else ""
+        out.print(
+            f"  ECMP at hop {topo.ecmp_hop}: {names} (L4 hash on the way to the server){more}"
+        )
     lifted = [n.node for n in plan.nodes if ("net.ipv4.icmp_ratelimit", "0") in n.sysctls]
     kept = [n.node for n in plan.nodes if n.role is not Role.CLIENT and n.node not in lifted]
     out.print(

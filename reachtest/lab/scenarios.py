@@ -440,6 +440,8 @@ class Scenario:
     truth: GroundTruth
     ecmp_hop: int | None = None
     ecmp_width: int = 2
+    #: The last branch reaches the next hop through one more router (``r3bx``).
+    ecmp_long: bool = False
     #: Rules the user added with ``lab up --rule``: the truth does not cover them.
     extra_rules: tuple[str, ...] = ()
     #: The server's UDP services answer off the book (see ``_udp_quirks``).
@@ -895,6 +897,30 @@ def _ecmp_branch(action: Action, width: int) -> Builder:
     return build
 
 
+def _ecmp_uneven(hops: int, s: Services) -> Scenario:
+    """Two branches at the middle hop, the second one router longer (r3b, r3bx); the
+    extra router drops tcp/443: flows hashed onto the long branch die one hop later
+    than the short branch's routers, and the server is one hop farther for them."""
+    m, flow = middle(hops), tcp(443)
+    node = f"r{m}bx"
+    truth = replace(
+        clean_truth(hops, s),
+        ecmp_hop=m,
+        branch_block=BranchTruth(flow=flow, node=node, hop=m + 1, action=Action.DROP, width=2),
+    )
+    return Scenario(
+        name="ecmp-uneven-drop",
+        description=f"2 parallel routers at hop {m} (r{m}a, r{m}b), L4 hash; r{m}b's branch is"
+        f" one router longer ({node}, hop {m + 1}), which silently drops tcp/443: one"
+        " connection in 2 fails, and the server is one hop farther on that branch",
+        hops=hops,
+        rules=(Filter(node=node, action=Action.DROP, flow=flow),),
+        truth=truth,
+        ecmp_hop=m,
+        ecmp_long=True,
+    )
+
+
 def _combo(hops: int, s: Services) -> Scenario:
     if hops < 3:
         raise UsageError("scenario 'combo' needs at least 3 hops")
@@ -960,6 +986,7 @@ SCENARIOS: dict[str, Builder] = {
     "ecmp-branch-drop": _ecmp_branch(Action.DROP, 2),
     "ecmp-branch-reject": _ecmp_branch(Action.ADMIN_PROHIBITED, 2),
     "ecmp3-branch-drop": _ecmp_branch(Action.DROP, 3),
+    "ecmp-uneven-drop": _ecmp_uneven,
     "combo": _combo,
     "tls-sni-reset": _app(AppKind.TLS, Action.TCP_RESET),
     "http-host-drop": _app(AppKind.HTTP, Action.DROP),

@@ -26,6 +26,8 @@ MAX_HOPS = 20
 MAX_TARGETS = 65534
 #: Links of the second ECMP branch are numbered from here (main chain: 1 .. hops+1).
 ECMP_LINK_BASE = 100
+#: The two links of a longer last branch (``ecmp_long``): LONG_LINK_BASE + hop.
+LONG_LINK_BASE = 230
 LAB_ID_PATTERN = re.compile(r"[a-z0-9]{1,12}")
 NETNS_PREFIX = "rt-"
 
@@ -113,13 +115,15 @@ def check_lab_id(lab_id: str) -> str:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Topology:
     """client -- r1 .. rN -- server, optionally ``ecmp_width`` (2 or 3) parallel routers
-    at ``ecmp_hop``."""
+    at ``ecmp_hop``; with ``ecmp_long`` the last of them reaches the next hop through one
+    more router (``r3bx``): branches of different lengths."""
 
     lab_id: str
     hops: int
     targets: int = 0
     ecmp_hop: int | None = None
     ecmp_width: int = 2
+    ecmp_long: bool = False
     nodes: tuple[Node, ...] = field(default=())
     links: tuple[Link, ...] = field(default=())
 
@@ -178,15 +182,35 @@ class Topology:
                 return link.right
         raise KeyError(node)
 
+    def paths(self) -> tuple[tuple[Interface, ...], ...]:
+        """Every way from the client to the server, as the interfaces a probe enters,
+        hop by hop (index 0: hop 1): one path per ECMP branch."""
+        forward: dict[str, list[Link]] = {}
+        for link in self.links:
+            forward.setdefault(link.left.node, []).append(link)
+        found: list[tuple[Interface, ...]] = []
+
+        def walk(node: str, so_far: tuple[Interface, ...]) -> None:
+            if node == self.server.name:
+                found.append(so_far)
+                return
+            for link in forward.get(node, []):
+                walk(link.right.node, (*so_far, link.right))
+
+        walk(self.client.name, ())
+        return tuple(found)
+
     def hop_addresses(self, hop: int, *, v6: bool = False) -> tuple[IPAddress, ...]:
-        """The addresses that may answer a probe expiring at ``hop`` (server: hops + 1).
+        """The addresses that may answer a probe expiring at ``hop`` (server: hops + 1,
+        and hops + 2 over a longer branch), in link order.
 
         Routers answer from the interface the probe came in on (IPv6 does so by itself;
         IPv4 is set to with ``icmp_errors_use_inbound_ifaddr``), so the node after the
         ECMP hop answers from two addresses, one per branch.
         """
-        ends = [link.right for link in self.links if self.node(link.right.node).hop == hop]
-        return tuple(e.ipv6.ip if v6 else e.ipv4.ip for e in ends)
+        order = {link.right: i for i, link in enumerate(self.links)}
+        ends = {path[hop - 1] for path in self.paths() if 1 <= hop <= len(path)}
+        return tuple(e.ipv6.ip if v6 else e.ipv4.ip for e in sorted(ends, key=order.__getitem__))
 
     def client_address(self, *, v6: bool = False) -> IPAddress:
         end = self.interfaces(self.client.name)[0]
@@ -261,6 +285,9 @@ class Topology:
             towards_server = own[self.server.name] > min(
                 dist_from[p][self.server.name] for p, _, _ in nexts
             )
+            if fork and towards_server and self.ecmp_long and self._beyond_rejoin(node, owners):
+                # The longer branch is no shortest path, yet the fork balances over it.
+                nexts = [n for n in neighbours[node] if self.node(n[0]).hop == self.ecmp_hop]
             if not (fork and towards_server):
                 nexts = nexts[:1]
             gateways = tuple(
@@ -270,6 +297,38 @@ class Topology:
             routes.append(Route(prefix=net, gateways=gateways))
         return tuple(routes)
 
+    def rejoin(self) -> str:
+        """Where the branches of different lengths meet again (the router after the
+        ECMP hop, or the server)."""
+        assert self.ecmp_hop is not None
+        last = LONG_LINK_BASE + self.ecmp_hop + 1
+        return next(link.right.node for link in self.links if link.number == last)
+
+    def _beyond_rejoin(self, node: str, owners: tuple[str, ...]) -> bool:
+        """Is the network of ``owners`` the rejoin's own, or reached from ``node``
+        through it (the server's address, on the link from the short branch)?"""
+        rejoin = self.rejoin()
+        own, there = self._distances(node), self._distances(rejoin)
+        return rejoin in owners or min(own[o] for o in owners) == own[rejoin] + min(
+            there[o] for o in owners
+        )
+
+
+def _link(number: int, left: str, right: str) -> Link:
+    """The veth pair ``number`` between ``left`` (nearer the client) and ``right``."""
+    v4, v6 = link_networks(number)
+
+    def end(node: str, peer: str, side: int) -> Interface:
+        return Interface(
+            node=node,
+            name=f"to-{peer}",
+            mac=link_mac(number, side),
+            ipv4=ipaddress.IPv4Interface(f"{v4.network_address + side}/{v4.prefixlen}"),
+            ipv6=ipaddress.IPv6Interface(f"{v6.network_address + side}/{v6.prefixlen}"),
+        )
+
+    return Link(number=number, left=end(left, right, 1), right=end(right, left, 2))
+
 
 def build_topology(
     lab_id: str,
@@ -278,6 +337,7 @@ def build_topology(
     targets: int = 0,
     ecmp_hop: int | None = None,
     ecmp_width: int = 2,
+    ecmp_long: bool = False,
 ) -> Topology:
     """Lay out the chain client -- r1 .. r<hops> -- server with its links and addresses."""
     check_lab_id(lab_id)
@@ -305,41 +365,28 @@ def build_topology(
             for right in columns[hop]:
                 # Branch b's links are numbered from 100, c's from 200 (a: the main chain).
                 branch = max("abc".find(n[-1]) if n[:1] == "r" else 0 for n in (left, right))
-                number = ECMP_LINK_BASE * max(branch, 0) + hop
-                v4, v6 = link_networks(number)
-                links.append(
-                    Link(
-                        number=number,
-                        left=Interface(
-                            node=left,
-                            name=f"to-{right}",
-                            mac=link_mac(number, 1),
-                            ipv4=ipaddress.IPv4Interface(
-                                f"{v4.network_address + 1}/{v4.prefixlen}"
-                            ),
-                            ipv6=ipaddress.IPv6Interface(
-                                f"{v6.network_address + 1}/{v6.prefixlen}"
-                            ),
-                        ),
-                        right=Interface(
-                            node=right,
-                            name=f"to-{left}",
-                            mac=link_mac(number, 2),
-                            ipv4=ipaddress.IPv4Interface(
-                                f"{v4.network_address + 2}/{v4.prefixlen}"
-                            ),
-                            ipv6=ipaddress.IPv6Interface(
-                                f"{v6.network_address + 2}/{v6.prefixlen}"
-                            ),
-                        ),
-                    )
-                )
+                links.append(_link(ECMP_LINK_BASE * max(branch, 0) + hop, left, right))
+    if ecmp_long and ecmp_hop is not None:
+        # The last branch reaches the next hop through one more router: cut its link to
+        # the next hop, put the extra router between.
+        last, after = columns[ecmp_hop][-1], columns[ecmp_hop + 1][0]
+        extra = f"{last}x"
+        links = [link for link in links if (link.left.node, link.right.node) != (last, after)]
+        links += [
+            _link(LONG_LINK_BASE + ecmp_hop, last, extra),
+            _link(LONG_LINK_BASE + ecmp_hop + 1, extra, after),
+        ]
+        nodes.insert(
+            nodes.index(next(n for n in nodes if n.name == last)) + 1,
+            Node(name=extra, role=Role.ROUTER, hop=ecmp_hop + 1),
+        )
     return Topology(
         lab_id=lab_id,
         hops=hops,
         targets=targets,
         ecmp_hop=ecmp_hop,
         ecmp_width=ecmp_width,
+        ecmp_long=ecmp_long and ecmp_hop is not None,
         nodes=tuple(nodes),
         links=tuple(links),
     )

@@ -1,5 +1,6 @@
 """Multipath in the lab, real packets, v4 and v6, as an ordinary user: MDA finds every
-branch of each ECMP scenario in 19 runs of 20 at least (asked for 99% over the path: a
+branch of each ECMP scenario (branches of equal and of different lengths) in 19 runs of
+20 at least (asked for 99% over the path: a
 test at 95% would fail by the rule's own odds one CI run in ten or so), and
 ``trace --mda`` says partially-filtered, naming the branch that blocks, its hop and
 address, where plain sockets from the same source ports agree on which fail and which
@@ -69,7 +70,10 @@ def as_nobody(lab: Lab, *argv: str, timeout: float = 300) -> subprocess.Complete
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
-@pytest.mark.parametrize(("name", "flow"), [("ecmp", "udp/53"), ("ecmp3-branch-drop", "tcp/80")])
+@pytest.mark.parametrize(
+    ("name", "flow"),
+    [("ecmp", "udp/53"), ("ecmp3-branch-drop", "tcp/80"), ("ecmp-uneven-drop", "tcp/80")],
+)
 def test_mda_finds_every_branch_in_19_runs_of_20(
     make_lab: MakeLab, name: str, flow: str, v6: bool
 ) -> None:
@@ -182,3 +186,36 @@ def test_held_to_the_routers_another_flow_met_no_run_takes_one_branch_for_the_pa
     assert all(r["answered"] >= 11 for r in runs), runs  # the stopping point of 2 routers
     # 11 identifiers on one branch: 1 run in 1024; one such run of 6 is let pass.
     assert sum(r["routers"] == width for r in runs) >= HELD_RUNS - 1, runs
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_a_flow_on_the_longer_branch_is_traced_to_the_target_and_judged_open(
+    make_lab: MakeLab, v6: bool
+) -> None:
+    # ecmp-uneven-drop: r3b's branch is one router longer. A flow hashed onto it meets
+    # routers one TTL later and the server at TTL 7, not 6: it must be probed that far
+    # (not stopped at the distance the other flows found) and called open, and the
+    # others' answers at TTL 6 stay the server's own (not a middlebox's). Each run's
+    # flows get new source ports: over 3 runs of 4 flows some take the long branch.
+    lab = make_lab("ecmp-uneven-drop")
+    distance = lab.plan.scenario.truth.server_hop
+    flows = ("tcp/80", "tcp/8080", "tcp/22", "udp/53")
+    longer = 0
+    for _ in range(3):
+        done = subprocess.run(
+            [*reachtest_cmd(), "lab", "exec", "--name", lab.lab_id, "--", *reachtest_cmd(),
+             "trace", lab.server(v6), *(x for f in flows for x in ("-p", f)), "-c", "2",
+             "-i", "0.1", "--timeout", "1", "-n", "--json", "-"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        (target,) = json.loads(done.stdout)["targets"]
+        assert target["distance"] == distance
+        for flow in target["flows"]:
+            if flow["flow"] == "icmp":
+                continue
+            assert flow["verdict"]["state"] == "open", (flow["flow"], flow["path"])
+            assert flow["path"]["last_hop"] in (distance, distance + 1), flow["path"]
+            longer += flow["path"]["last_hop"] == distance + 1
+        assert not [f for f in target["findings"] if f["kind"].startswith("forged")]
+    assert longer, "no flow took the longer branch in 12 (1 chance in 4096)"

@@ -261,6 +261,36 @@ def test_rst_from_the_target_is_closed_rst_on_the_way_is_a_middlebox() -> None:
     assert not any(f.flow == tcp(9) for f in t.findings)
 
 
+def test_a_flow_over_a_longer_branch_moves_no_other_flows_answer_to_a_middlebox() -> None:
+    # tcp/80 is hashed onto a branch one router longer (198.18.33.2 at hop 4): it meets
+    # routers 4 and 5 one TTL later and the target at TTL 7. The others' answers at TTL 6
+    # are the target's own, not forged by a box before router 6.
+    def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if f != tcp(80) or ttl <= 3:
+            return "clean"
+        if ttl == 4:
+            return (ReplyKind.TIME_EXCEEDED, "198.18.33.2")
+        if ttl <= HOPS + 1:
+            return (ReplyKind.TIME_EXCEEDED, router(ttl - 1))
+        return (ReplyKind.TCP_SYN_ACK, TARGET)
+
+    t = only(run(rule, max_ttl=HOPS + 2))
+    assert verdict(t, tcp(443)) == (ServiceState.OPEN, Reason.SYN_ACK, TARGET, 6, True)
+    assert verdict(t, tcp(80)) == (ServiceState.OPEN, Reason.SYN_ACK, TARGET, 7, True)
+    assert t.host.reachable and t.host.distance == 6
+    assert not [f for f in t.findings if f.kind is FindingKind.FORGED_RESET or f.responder]
+
+    # A router at TTL 6 that no flow met before is beyond where tcp/443 was answered:
+    # that answer came from a box on the way (the rule this must not weaken).
+    def injected(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
+        if f == tcp(443) and ttl > 3:
+            return (ReplyKind.TCP_RST, TARGET)
+        return "clean"
+
+    t = only(run(injected))
+    assert verdict(t, tcp(443)) == (ServiceState.CLOSED, Reason.RESET, TARGET, 3, False)
+
+
 def test_a_syn_ack_on_the_way_is_a_syn_proxy() -> None:
     def rule(f: FlowSpec, ttl: int, rnd: int) -> Answer | str:
         return (ReplyKind.TCP_SYN_ACK, TARGET) if f == tcp(443) and ttl > 2 else "clean"

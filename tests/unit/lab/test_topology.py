@@ -142,3 +142,40 @@ def test_targets_out_of_range_is_a_usage_error() -> None:
         build_topology("lab", 5, targets=-1)
     with pytest.raises(UsageError, match="--targets"):
         build_topology("lab", 5, targets=70000)
+
+
+def test_branches_of_different_lengths_the_fork_balances_over_both() -> None:
+    topo = build_topology("lab", 5, ecmp_hop=3, ecmp_long=True)
+    assert [n.name for n in topo.nodes][3:7] == ["r3a", "r3b", "r3bx", "r4"]
+    assert topo.rejoin() == "r4"
+    # The long branch is no shortest path, yet the fork sends the server's flows over it.
+    (to_server,) = [r for r in topo.routes("r2") if topo.server_address() in r.prefix]
+    heads = {str(topo.facing_client(n).ipv4.ip) for n in ("r3a", "r3b")}
+    assert {str(g) for g, _ in to_server.gateways} == heads
+    (onward,) = [r for r in topo.routes("r3b") if topo.server_address() in r.prefix]
+    assert [str(g) for g, _ in onward.gateways] == [str(topo.facing_client("r3bx").ipv4.ip)]
+    # Hop by hop, each branch's routers: the long one is a hop behind from hop 4 on, and
+    # the server is at hop 6 over the short branch, 7 over the long one.
+    paths = topo.paths()
+    assert [[e.node for e in p] for p in paths] == [
+        ["r1", "r2", "r3a", "r4", "r5", "server"],
+        ["r1", "r2", "r3b", "r3bx", "r4", "r5", "server"],
+    ]
+    assert [str(a) for a in topo.hop_addresses(4)] == ["198.18.4.2", "198.18.233.2"]
+    assert [str(a) for a in topo.hop_addresses(5)] == ["198.18.5.2", "198.18.234.2"]
+    assert [str(a) for a in topo.hop_addresses(6)] == ["198.18.5.2", "198.18.6.2"]
+    # Replies come back the short way.
+    (back,) = [r for r in topo.routes("r4") if topo.client_address() in r.prefix]
+    assert [str(g) for g, _ in back.gateways] == ["198.18.4.1"]
+    # At the last hop, the server itself is where the branches meet.
+    last = build_topology("lab", 2, ecmp_hop=2, ecmp_long=True)
+    (direct,) = [r for r in last.routes("r1") if last.server_address() in r.prefix]
+    assert len(direct.gateways) == 2
+
+
+def test_equal_branches_hop_addresses_as_before() -> None:
+    topo = build_topology("lab", 5, ecmp_hop=3)
+    assert [str(a) for a in topo.hop_addresses(3)] == ["198.18.3.2", "198.18.103.2"]
+    assert [str(a) for a in topo.hop_addresses(4)] == ["198.18.4.2", "198.18.104.2"]
+    assert [str(a) for a in topo.hop_addresses(6)] == ["198.18.6.2"]
+    assert topo.hop_addresses(7) == ()
