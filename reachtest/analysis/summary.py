@@ -11,6 +11,10 @@ import re
 from reachtest.analysis.analyse import Analysis, TargetAnalysis
 from reachtest.model import Evidence, Finding, FindingKind, ServiceVerdict
 
+#: What an ECMP finding tells the admin to do: a plain trace judges each flow on the one
+#: branch its hash takes; ``--mda`` judges every branch (dropped from the finding when it ran).
+ECMP_HINT = ": each verdict holds for the branch its flow's hash takes; --mda judges every branch"
+
 
 def _hop(hop: int | None, address: str | None) -> str:
     if hop is None:
@@ -94,7 +98,7 @@ def sentence(f: Finding) -> str:
                 "translate the SYN-ACK's back"
             )
         case FindingKind.ECMP:
-            text = f"hop {f.first_hop} is load-balanced (ECMP)"
+            text = f"hop {f.first_hop} is load-balanced (ECMP){ECMP_HINT}"
         case FindingKind.SILENT_HOP:
             text = f"hop {f.first_hop} answers no protocol (a quiet router, not a filter)"
         case _:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest import __version__
 from reachtest.analysis.stats import MS_COLUMNS
-from reachtest.analysis.summary import sentence
+from reachtest.analysis.summary import ECMP_HINT, sentence
 from reachtest.errors import UsageError
 from reachtest.model import (
     Evidence,
@@ -752,6 +752,9 @@ def add_branches(target: Record, found: Any, verdict: Any) -> None:
                 "responder": next((o.responder for o in rounds if o.responder), None),
             }
         )
+    for finding in target["findings"]:  # every branch is judged now: no need to say so
+        if finding["kind"] == "ecmp":
+            finding["summary"] = finding["summary"].replace(ECMP_HINT, "", 1)
     target.setdefault("multipath", []).append(
         {
             "flow": found.flow, "confidence": found.confidence, "probes": found.probes,

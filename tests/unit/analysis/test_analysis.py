@@ -443,6 +443,10 @@ def test_ecmp_across_flows_is_one_finding_over_the_branch() -> None:
     [split] = [f for f in t.findings if f.kind is FindingKind.ECMP]
     assert (split.first_hop, split.last_hop) == (3, 4)
     assert "198.18.103.2: tcp/443" in split.note
+    # Each verdict holds for its own flow's branch: the finding says what judges them all.
+    assert "(ECMP): each verdict holds for the branch its flow's hash takes; --mda judges" in (
+        sentence(split)
+    )
 
 
 def test_a_branch_that_answers_one_flow_less_at_the_next_hop_is_still_one_divergence() -> None:

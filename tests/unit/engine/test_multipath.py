@@ -19,6 +19,7 @@ from reachtest.analysis.branches import (
     judge_branches,
 )
 from reachtest.analysis.diff import stop
+from reachtest.analysis.summary import ECMP_HINT
 from reachtest.engine.multipath import (
     Exploration,
     FlowProbe,
@@ -206,8 +207,15 @@ def test_a_partial_filter_becomes_the_flows_verdict_finding_report_and_exit() ->
 def test_branches_where_every_hash_passes_are_an_info_finding_and_the_run_stays_ok() -> None:
     record = copy.deepcopy(sim_record())
     target = record["targets"][0]
+    # The plain trace's ECMP finding says --mda judges every branch; once it has, it
+    # no longer says so.
+    plain = "hop 3 is load-balanced (ECMP)"
+    target["findings"].append({"kind": "ecmp", "summary": plain + ECMP_HINT + " [note]"})
     found = exploration(flow="tcp/80")
     add_branches(target, found, judge_branches(found))
+    (ecmp,) = [f for f in target["findings"] if f["kind"] == "ecmp"]
+    assert ecmp["summary"] == plain + " [note]"
+    target["findings"].remove(ecmp)  # (only its words were made for this test)
     validate_record(record)
     (finding,) = [f for f in target["findings"] if f["kind"] == "multipath"]
     assert finding["severity"] == "info"
