@@ -75,6 +75,9 @@ def _tell(message: str) -> None:
     _say(message, kind="")
 
 
+#: The variable click's completion scripts set when they call reachtest back.
+COMPLETE_VAR = "_REACHTEST_COMPLETE"
+
 #: Errors of writing to standard output or error that are the user's, not a bug: a full
 #: device (> /dev/full), a closed stream (>&-), a reader gone (| head), an I/O error.
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EBADF, errno.EIO})
@@ -88,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     with contextlib.suppress(ValueError):  # not in the main thread (an embedding program)
         terminate_as_interrupt()
+    instruction = os.environ.get(COMPLETE_VAR)
+    if instruction:  # a completion script (`reachtest completion SHELL`) calling back
+        from click.shell_completion import shell_complete
+
+        return shell_complete(cli, {}, "reachtest", COMPLETE_VAR, instruction)
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         if any("\x00" in arg for arg in args):  # only a program can pass one, not a shell

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 import click
+import click.shell_completion
 
 from reachtest.cli.base import EXIT_CODES_HELP, _console, _progress, cli
 from reachtest.errors import (
@@ -47,8 +48,21 @@ def _ports(text: str | None) -> tuple[int, ...] | None:
         raise UsageError(f"--tcp-ports takes numbers separated by commas, not {text!r}") from None
 
 
+def _scenario_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of ``lab up SCENARIO``: the built-in scenarios' names."""
+    from reachtest.lab.scenarios import SCENARIOS
+
+    return [
+        click.shell_completion.CompletionItem(name)
+        for name in SCENARIOS
+        if name.startswith(incomplete)
+    ]
+
+
 @lab.command("up", epilog=EXIT_CODES_HELP)
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=_scenario_names)
 @click.option(
     "--hops",
     type=int,
