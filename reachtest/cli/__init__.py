@@ -8,7 +8,7 @@ package registers every command; the heavy layers load inside the commands.
 
 from __future__ import annotations
 
-from reachtest.cli import completion, exporter, lab, scheduled, trace
+from reachtest.cli import completion, doctor, exporter, lab, scheduled, trace
 from reachtest.cli.base import cli, main
 from reachtest.cli.output import save_reports, write_file
 from reachtest.cli.trace import DEMO_LAB
@@ -17,6 +17,7 @@ __all__ = [
     "DEMO_LAB",
     "cli",
     "completion",
+    "doctor",
     "exporter",
     "lab",
     "main",

@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "privileges": {"errors"},
     "inputs": {"errors"},
     "files": {"errors"},
+    "doctor": set(),
     "__init__": set(),
     "__main__": {"cli"},
 }
