@@ -1,7 +1,7 @@
 """Benchmark: enumerating the branches of a load-balanced path (issue 28, ``trace --mda``).
 
-On lab paths whose hop 3 is 2 (``ecmp``) or 3 (``ecmp3-branch-drop``) parallel routers
-hashing on the 5-tuple: reachtest's MDA (``engine/multipath.py``, ordinary sockets, 95%
+On lab paths whose hop 3 is 2 (``ecmp``) or 3 (``ecmp3-branch-drop``) parallel routers,
+or 2 branches of different lengths (``ecmp-uneven-drop``), hashing on the 5-tuple: reachtest's MDA (``engine/multipath.py``, ordinary sockets, 95%
 confidence a hop, each flow hash's fate at the target included) next to scamper's tracelb
 (MDA, 95% per hop; its default pace of one probe per 250 ms, and ``-W 15``, 150 ms, the
 least it accepts: below, it runs nothing) in the
@@ -113,7 +113,7 @@ def main() -> int:
     if not lab_allowed("bench_mda"):
         return 3
     ok = True
-    for scenario in ("ecmp", "ecmp3-branch-drop"):
+    for scenario in ("ecmp", "ecmp3-branch-drop", "ecmp-uneven-drop"):
         results = bench(scenario, args.rounds)
         truth = results.pop("truth")[0][3]
         print(f"bench_mda: {scenario} ({len(truth)} routers on the path), medians of "
