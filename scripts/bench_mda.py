@@ -9,7 +9,7 @@ same run, for UDP (destination port 33435, the source port varied) and TCP (port
 Probes sent (each tool's own count, and the client interface's transmitted packets),
 wall time, and the routers each found; medians of N.
 
-Usage: sudo .venv/bin/python scripts/bench_mda.py [--rounds N]
+Usage: sudo .venv/bin/python scripts/bench_mda.py [--rounds N] [--scenario NAME ...]
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def scamper(space: str, server: str, method: str, port: int, wait: int | None) -
             routers = frozenset(n["addr"] for n in item.get("nodes", ()) if n["addr"] != server)
             return int(item["probec"]), routers
     raise RuntimeError(f"scamper said nothing: {done.stderr.strip()}")
+
+
+SCENARIOS = ("ecmp", "ecmp3-branch-drop", "ecmp-uneven-drop")
 
 
 def bench(scenario: str, rounds: int) -> dict[str, list[tuple[float, int, int, frozenset[str]]]]:
@@ -109,11 +112,14 @@ def bench(scenario: str, rounds: int) -> dict[str, list[tuple[float, int, int, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="Only these labs (repeatable)."
+    )
     args = parser.parse_args()
     if not lab_allowed("bench_mda"):
         return 3
     ok = True
-    for scenario in ("ecmp", "ecmp3-branch-drop", "ecmp-uneven-drop"):
+    for scenario in args.scenario or SCENARIOS:
         results = bench(scenario, args.rounds)
         truth = results.pop("truth")[0][3]
         print(f"bench_mda: {scenario} ({len(truth)} routers on the path), medians of "
