@@ -1,11 +1,12 @@
 """Benchmark: enumerating the branches of a load-balanced path (issue 28, ``trace --mda``).
 
 On lab paths whose hop 3 is 2 (``ecmp``) or 3 (``ecmp3-branch-drop``) parallel routers,
-or 2 branches of different lengths (``ecmp-uneven-drop``), hashing on the 5-tuple: reachtest's MDA (``engine/multipath.py``, ordinary sockets, 95%
-confidence a hop, each flow hash's fate at the target included) next to scamper's tracelb
-(MDA, 95% per hop; its default pace of one probe per 250 ms, and ``-W 15``, 150 ms, the
-least it accepts: below, it runs nothing) in the
-same run, for UDP (destination port 33435, the source port varied) and TCP (port 80).
+or 2 branches of different lengths (``ecmp-uneven-drop``), hashing on the 5-tuple:
+reachtest's MDA (``engine/multipath.py``, ordinary sockets, 95% confidence a hop, each
+flow hash's fate at the target included) next to scamper's tracelb (MDA, 95% per hop;
+its default pace of one probe per 250 ms, and ``-W 15``, 150 ms, the least it accepts:
+below, it runs nothing) in the same run, for UDP (destination port 33435, the source
+port varied) and TCP (port 80).
 Probes sent (each tool's own count, and the client interface's transmitted packets),
 wall time, and the routers each found; medians of N.
 
