@@ -9,16 +9,18 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
 from reachtest.lab import netns
 from reachtest.schedule import metrics
-from tests.lab.conftest import MakeLab, reachtest_cmd
+from tests.lab.conftest import Lab, MakeLab, reachtest_cmd
 from tests.lab.test_exporter_prometheus import started
 
 PORT = 19470
+FlowValue = Callable[..., float]
 CONFIG = """\
 [exporter]
 allow = ["198.18.0.0/15", "2001:db8::/32"]
@@ -55,6 +57,26 @@ def scrape(client: str, path: str) -> tuple[int, str]:
             time.sleep(0.2)
 
 
+def exporter_argv(lab: Lab, config: Path, *, unprivileged: bool = True) -> list[str]:
+    """The exporter with ``config``, run in the lab's client namespace on PORT."""
+    return [
+        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
+        str(config), "--listen", f"127.0.0.1:{PORT}",
+        *(["--unprivileged"] if unprivileged else []),
+    ]  # fmt: skip
+
+
+def flow_series(got: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]) -> FlowValue:
+    """A lookup of a flow's series in parsed metrics: ``value(name, "tcp/443", **labels)``."""
+
+    def value(name: str, flow: str, **labels: str) -> float:
+        protocol, _, port = flow.partition("/")
+        keys = {"flow": flow, "protocol": protocol, "port": port, **labels}
+        return got[(name, tuple(sorted(keys.items())))]
+
+    return value
+
+
 @pytest.mark.parametrize("unprivileged", [False, True], ids=["raw", "unprivileged"])
 def test_the_exporter_says_where_the_request_is_blocked(
     make_lab: MakeLab, tmp_path: Path, unprivileged: bool
@@ -64,20 +86,12 @@ def test_the_exporter_says_where_the_request_is_blocked(
     (request,) = truth.requests
     config = tmp_path / "exporter.toml"
     config.write_text(CONFIG.format(max_ttl=truth.server_hop + 2))
-    argv = [
-        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
-        str(config), "--listen", f"127.0.0.1:{PORT}",
-        *(["--unprivileged"] if unprivileged else []),
-    ]  # fmt: skip
+    argv = exporter_argv(lab, config, unprivileged=unprivileged)
     with started(argv, tmp_path / "exporter.log"):
         status, body = scrape(lab.client, f"/probe?target={lab.server()}&module=web")
         assert status == 200, body + (tmp_path / "exporter.log").read_text()[-1500:]
         got = metrics.parse(body)
-
-        def value(name: str, flow: str, **labels: str) -> float:
-            protocol, _, port = flow.partition("/")
-            keys = {"flow": flow, "protocol": protocol, "port": port, **labels}
-            return got[(name, tuple(sorted(keys.items())))]
+        value = flow_series(got)
 
         assert got[("probe_success", ())] == 0  # tls/443 is expected open
         assert value("reachtest_flow_state", "tcp/443", state="open") == 1  # the SYN passes

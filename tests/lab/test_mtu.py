@@ -176,16 +176,12 @@ timeout = 1.0
 def test_the_exporter_reports_each_flows_path_mtu(make_lab: MakeLab, tmp_path: Path) -> None:
     from reachtest.schedule import metrics
     from tests.lab.test_exporter_prometheus import started
-    from tests.lab.test_exporter_requests import PORT, scrape
+    from tests.lab.test_exporter_requests import exporter_argv, scrape
 
     lab = make_lab("mtu")
     config = tmp_path / "exporter.toml"
     config.write_text(EXPORTER_CONFIG)
-    argv = [
-        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
-        str(config), "--listen", f"127.0.0.1:{PORT}", "--unprivileged",
-    ]  # fmt: skip
-    with started(argv, tmp_path / "exporter.log"):
+    with started(exporter_argv(lab, config), tmp_path / "exporter.log"):
         status, body = scrape(lab.client, f"/probe?target={lab.server(True)}&module=big")
     assert status == 200, body
     got = metrics.parse(body)

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 from reachtest.schedule import metrics
-from tests.lab.conftest import MakeLab, reachtest_cmd
+from tests.lab.conftest import MakeLab
 from tests.lab.test_exporter_prometheus import started
-from tests.lab.test_exporter_requests import PORT, scrape
+from tests.lab.test_exporter_requests import exporter_argv, flow_series, scrape
 from tests.lab.test_run_cli import in_lab
 
 RUN_CONFIG = """\
@@ -89,19 +89,11 @@ def test_the_exporter_with_mda_says_partially_filtered(make_lab: MakeLab, tmp_pa
     lab = make_lab("ecmp-branch-reject")
     config = tmp_path / "exporter.toml"
     config.write_text(EXPORTER_CONFIG)
-    argv = [
-        "ip", "netns", "exec", lab.client, *reachtest_cmd(), "exporter", "--config",
-        str(config), "--listen", f"127.0.0.1:{PORT}", "--unprivileged",
-    ]  # fmt: skip
-    with started(argv, tmp_path / "exporter.log"):
+    with started(exporter_argv(lab, config), tmp_path / "exporter.log"):
         status, body = scrape(lab.client, f"/probe?target={lab.server()}&module=branches")
         assert status == 200, body + (tmp_path / "exporter.log").read_text()[-1500:]
     got = metrics.parse(body)
-
-    def value(name: str, flow: str, **labels: str) -> float:
-        protocol, _, port = flow.partition("/")
-        keys = {"flow": flow, "protocol": protocol, "port": port, **labels}
-        return got[(name, tuple(sorted(keys.items())))]
+    value = flow_series(got)
 
     assert got[("probe_success", ())] == 0
     assert value("reachtest_flow_state", "tcp/443", state="partially-filtered") == 1
