@@ -338,11 +338,13 @@ class HistoryStore:
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE: a second writer waits, first quietly, then saying so, up to
-        BUSY_TIMEOUT_MS in all. SQLite waits in short steps (``POLL_MS``) and Python
-        between them, so Ctrl-C or SIGTERM stops the wait at once (KeyboardInterrupt)."""
+        BUSY_TIMEOUT_MS from the last commit another writer made. SQLite waits in short
+        steps (``POLL_MS``) and Python between them, so Ctrl-C or SIGTERM stops the wait
+        at once (KeyboardInterrupt)."""
         began = time.monotonic()
         told = False
         self._db.execute(f"PRAGMA busy_timeout = {POLL_MS}")
+        seen = -1
         try:
             while True:
                 try:
@@ -351,6 +353,17 @@ class HistoryStore:
                 except sqlite3.OperationalError as exc:
                     if not _locked(exc):
                         raise
+                # Another writer that commits is busy, not stuck: the wait counts from
+                # its last commit (SQLite's lock is not fair: a writer committing run
+                # after run may take it again and again before this one).
+                try:
+                    version = self._db.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.OperationalError as exc:
+                    if not _locked(exc):
+                        raise
+                    version = seen
+                if version != seen:
+                    seen, began = version, time.monotonic()
                 waited_ms = (time.monotonic() - began) * 1000
                 if waited_ms >= BUSY_TIMEOUT_MS:
                     raise self._held()
