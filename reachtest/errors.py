@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: Exit codes shared by every command (documented in the README and ``--help``).
+#: Exit codes shared by every command (documented in docs/exit-codes.md and ``--help``).
 EXIT_OK = 0
 EXIT_NOT_REACHED = 1
 EXIT_USAGE = 2

@@ -11,7 +11,10 @@ from __future__ import annotations
 from reachtest.cli import completion, doctor, exporter, lab, scheduled, trace
 from reachtest.cli.base import cli, main
 from reachtest.cli.output import save_reports, write_file
+from reachtest.cli.pages import point_to_docs
 from reachtest.cli.trace import DEMO_LAB
+
+point_to_docs(cli)
 
 __all__ = [
     "DEMO_LAB",

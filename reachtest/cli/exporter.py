@@ -129,7 +129,7 @@ def _transport(unprivileged: bool) -> tuple[Any, str]:
 @click.option(
     "--unprivileged",
     is_flag=True,
-    help="Ordinary sockets only (no CAP_NET_RAW needed; see the README).",
+    help="Ordinary sockets only (no CAP_NET_RAW needed; see docs/privileges.md).",
 )
 @click.option(
     "--timeout-offset",

@@ -43,6 +43,23 @@ def mend(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def see_also(name: str) -> str:
+    """The SEE ALSO section of page ``name`` (``reachtest-lab-up.1``): the pages above it
+    and its pages of the documentation (``reachtest/cli/pages.py``)."""
+    from reachtest.cli.pages import pages_for
+
+    parts = name.removesuffix(".1").split("-")[1:]
+    above = ["reachtest" + "".join("\\-" + p for p in parts[:n]) for n in range(len(parts))]
+    refs = ",\n".join(f"\\fB{page}\\fR(1)" for page in above)
+    docs = ", ".join(pages_for(" ".join(parts)))
+    lines = [".SH SEE ALSO"] + ([refs, ".PP"] if refs else [])
+    lines += [
+        f"The documentation: {docs}",
+        "(share/doc/reachtest where reachtest is installed, docs/ in its source).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_pages(target: Path) -> list[Path]:
     """Every command's page into ``target`` (made if missing): ``reachtest.1``,
     ``reachtest-trace.1``, ``reachtest-lab-up.1``, ... The date is SOURCE_DATE_EPOCH's
@@ -65,6 +82,6 @@ def write_pages(target: Path) -> list[Path]:
         written = []
         for page in sorted(Path(raw).glob("*.1")):
             out = target / page.name
-            out.write_text(mend(page.read_text()))
+            out.write_text(mend(page.read_text()) + see_also(page.name))
             written.append(out)
     return written

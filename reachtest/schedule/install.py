@@ -171,7 +171,7 @@ def systemd_units(
 #: The exporter's environment in its unit: glibc keeps a cache of freed blocks per thread
 #: (up to 7 per size, about 0.2 MB a thread); across the exporter's pool of server threads
 #: that grew its memory for hours (bench_exporter: +10 MB over 10,000 probes, still
-#: rising). Without the cache its memory is flat and its CPU the same (README).
+#: rising). Without the cache its memory is flat and its CPU the same (docs/exporter.md).
 EXPORTER_ENVIRONMENT = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
 
 

@@ -2,7 +2,7 @@
 
 Rendered with prometheus_client; the CLI writes it with reachtest's one writer (a
 temporary file renamed into place, so node_exporter never reads half a file, and removed
-on every exit path, signals included). The names and labels are documented in the README,
+on every exit path, signals included). The names and labels are documented in docs/runs.md,
 with an example alert rule. Each target's ``labels`` from the configuration are added to
 every series of that target (a target without one of them gets it empty, which
 Prometheus reads as absent).

@@ -7,7 +7,7 @@ sockets. With `ping_group_range` closed, icmp is said to be unavailable in one l
 the services are still traced. Without CAP_NET_RAW and without the flag, it falls back
 to ordinary sockets by itself and says so.
 
-Scenarios left out, and why (the README lists them too):
+Scenarios left out, and why (docs/privileges.md lists them too):
 - `tcp-seq-rewrite`: the client's kernel refuses a SYN-ACK that acknowledges no SYN it
   sent, so a connect() never learns the service answered (raw sockets see it).
 - `nat-stateless`: the kernel hands an ICMP error to the socket its quote names; a NAT
