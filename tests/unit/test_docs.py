@@ -202,3 +202,18 @@ def test_every_command_s_help_names_its_pages(path: str) -> None:
     assert f"Documentation: {', '.join(pages)} (docs/ in the source" in shown.output
     if path:  # a new command gets a page of its own, not the index by default
         assert path.split(maxsplit=1)[0] in PAGES, "name its page in reachtest/cli/pages.py"
+
+
+def test_nested_lists_are_indented_by_four() -> None:
+    """Python-Markdown (MkDocs) nests a list only at four spaces: an item at two would be
+    drawn flat on the site while GitHub nests it."""
+    flat = []
+    for page in sorted(DOCS.glob("*.md")):
+        inside = False
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                inside = not inside
+            indent = len(line) - len(line.lstrip())
+            if not inside and re.match(r"\s*(?:[-*]|\d+\.) ", line) and indent % 4:
+                flat.append(f"{page.name}:{number}")
+    assert not flat
