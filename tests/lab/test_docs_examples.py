@@ -1,11 +1,11 @@
-"""The README's everyday examples are what the program does (issue 29): each command
-shown after ``<!-- lab: SCENARIO exit: N -->`` is run in that scenario's lab, from its
-client, in a folder holding the files the README shows after ``<!-- file: NAME -->``;
-it must end with exit code N and print every line shown, in order. Numbers (times,
-counts, addresses, dates) may differ, and so may the lab's name in host names; a shown
-line ``...`` stands for lines left out; a line ending in ``...`` stands for its words, and
-the rest of its line left out; line breaks do not matter (a long finding wraps where
-the terminal ends)."""
+"""The README's everyday examples, and the docs' examples, are what the program does
+(issue 29): each command shown after ``<!-- lab: SCENARIO exit: N -->`` is run in that
+scenario's lab, from its client, in a folder holding the files shown after
+``<!-- file: NAME -->``; it must end with exit code N and print every line shown, in
+order. Numbers (times, counts, addresses, dates) may differ, and so may the lab's name in
+host names; a shown line ``...`` stands for lines left out; a line ending in ``...``
+stands for its words, and the rest of its line left out; line breaks do not matter (a
+long finding wraps where the terminal ends)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import pytest
 
 from tests.lab.conftest import MakeLab, reachtest_cmd
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 MARK = re.compile(r"^<!-- (lab|file): (\S+)(?: exit: (\d+))? -->$")
 
 
@@ -80,11 +82,12 @@ def shown_in(shown: list[str], printed: str) -> str | None:
     return None
 
 
-EXAMPLES = examples(README.read_text())
+EXAMPLES = [example for page in PAGES for example in examples(page.read_text())]
 
 
-def test_the_readme_has_its_five_examples() -> None:
-    assert len(EXAMPLES) == 5
+def test_the_readme_has_its_five_examples_and_the_docs_more() -> None:
+    assert len(examples(README.read_text())) == 5
+    assert len(EXAMPLES) > 5
     assert all(len([s for s in e.shown if s.strip() not in {"", "..."}]) >= 3 for e in EXAMPLES)
 
 
