@@ -17,9 +17,18 @@ CHILD = """
 import sys
 from pathlib import Path
 from reachtest.cli import main
+import time
 import reachtest.cli as cli
+import reachtest.cli.output as output
 
 big = "x" * (768 * 2**20)
+# The signal comes while the file is written or, on a disk fast enough to write it all
+# first, before it is renamed into place: never after (a CI run once wrote it whole first).
+made = output._as_open_makes_it
+def slow(*args, **kwargs):
+    time.sleep(60)
+    return made(*args, **kwargs)
+output._as_open_makes_it = slow
 def command():
     cli.write_file(Path(sys.argv[1]), big)
     return 0
