@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from reachtest.analysis.where import of_flow, of_request
 from reachtest.model import UNRESOLVED
 
 #: p-value below which a latency or loss difference at a hop counts as a change.
@@ -91,26 +92,12 @@ def word(flow: Mapping[str, Any]) -> str:
 
 
 def stop(flow: Mapping[str, Any]) -> str:
-    """Where a flow stops, in words; '' when it gets through or nothing says."""
-    path = flow["path"]
-    if word(flow) in ("open", "reachable") or not path:
+    """Where a flow stops, in words (``analysis.where``, as every report says it); '' when
+    it gets through or nothing says."""
+    if word(flow) in ("open", "reachable") or not flow["path"]:
         return ""
-    branch = (flow["verdict"] or {}).get("branch")
-    if branch is not None:  # some flow hashes die on one branch: say that branch's hop
-        share = f"{branch['failing']} of {branch['of']} flow hashes"
-        at = f"hop {branch['hop']} ({branch['address']})"
-        if branch["how"] == "rejected":
-            return f"{share} rejected at {at}"
-        return f"{share} blocked after {at}"
-    if path["stop"] == "silent":
-        last = path["last_hop"]
-        if not last:
-            return "blocked before the first hop"
-        return f"blocked after hop {last} ({path['last_address']})"
-    if path["stop_hop"] is not None and path["stop"] not in ("max-ttl", "gap-limit"):
-        by = f" by {path['stop_address']}" if path["stop_address"] else ""
-        return f"{path['stop']} at hop {path['stop_hop']}{by}"
-    return f"no answer up to the last TTL ({path['stop']})"
+    stopped = of_flow(flow)
+    return stopped.words() if stopped is not None else ""
 
 
 _THROUGH = ("open", "reachable", "answered")
@@ -141,9 +128,7 @@ def _requests(target: Mapping[str, Any]) -> dict[str, tuple[str, str | None, str
     for r in target.get("requests", ()):
         where = ""
         if r["state"] != "answered" and r["box_hop"] is not None:
-            path = {True: " on-path", False: " in-path"}.get(r["on_path"], "")
-            address = f" ({r['box_address']})" if r["box_address"] else ""
-            where = f"{r['reason']}{path} at hop {r['box_hop']}{address}"
+            where = of_request(r).words()
         found[f"{r['flow']} {r['name']}"] = (r["state"], r["reason"], where)
     return found
 

@@ -359,6 +359,33 @@ def diff_command(
     return EXIT_OK
 
 
+def _where_said(store: Any, changed: Any) -> dict[tuple[int, str, str], str]:
+    """(run id, target, flow) -> where the flow stops in the words of its run's reports
+    (``analysis.where``), for each change of state found by a trace that did not get
+    through; read from the stored run records."""
+    from reachtest.analysis.where import of_flow, of_request
+
+    said: dict[tuple[int, str, str], str] = {}
+    records: dict[int, Any] = {}
+    for c in changed.to_dict("records"):
+        if c["kind"] != "trace" or c["word"] in ("open", "reachable"):
+            continue
+        run_id = int(c["run_id"])
+        if run_id not in records:
+            records[run_id] = store.record(run_id)
+        for t in records[run_id]["targets"]:
+            if t["host"] != c["target"]:
+                continue
+            for f in t["flows"]:
+                stopped = of_flow(f) if f["flow"] == c["flow"] else None
+                if stopped is not None and not stopped.through:
+                    said[(run_id, c["target"], c["flow"])] = stopped.words()
+            for r in t.get("requests", ()):
+                if r["flow"] == c["flow"] and r["state"] != "answered":
+                    said[(run_id, c["target"], c["flow"])] = of_request(r).words()
+    return said
+
+
 @cli.command("history", epilog=EXIT_CODES_HELP)
 @click.argument("target", required=False)
 @click.option("--since", metavar="WHEN", help="Only runs from WHEN on (2026-11-01, or 7d, 12h).")
@@ -386,10 +413,12 @@ def history_command(
     moment = _since(since)
     with _open_history(history, config_file) as store:
         runs = per_run(store.services(target, moment))
-    if runs.empty:
-        what = f"of {target!r} " if target else ""
-        raise UsageError(f"no runs {what}in the history" + (f" since {moment}" if moment else ""))
-    table, changed = availability(runs), changes(runs)
+        if runs.empty:
+            what = f"of {target!r} " if target else ""
+            since_ = f" since {moment}" if moment else ""
+            raise UsageError(f"no runs {what}in the history{since_}")
+        table, changed = availability(runs), changes(runs)
+        said = _where_said(store, changed)
     if html_path is not None:
         from reachtest.report.timeline import render_history_html
 
@@ -420,6 +449,9 @@ def history_command(
             at = "" if hop is None or math.isnan(hop) else f" at hop {int(hop)}"
             if not at and c["kind"] == "trace" and last is not None and not math.isnan(last):
                 at = f", last answer at hop {int(last)}"
+            words = said.get((int(c["run_id"]), c["target"], c["flow"]))
+            if words:  # a trace: where it stops, as its reports say
+                at = f"; {words}"
             out.print(
                 for_terminal(
                     f"  {c['when']}  {c['word']:<13} {c['reason']}{at}  (run {c['run_id']})"

@@ -9,6 +9,7 @@ import csv
 import io
 
 from reachtest.analysis.stats import MS_COLUMNS, loss_pct
+from reachtest.analysis.where import of_flow, of_request
 from reachtest.report.escape import clean, for_spreadsheet
 from reachtest.report.record import Record
 from reachtest.report.view import cell_of, mpls_text, request_cells
@@ -36,6 +37,8 @@ COLUMNS = (
     "reason",
     "stop",
     "stop_hop",
+    "stop_address",
+    "where",
     "path_mtu",
     "pmtu_black_hole",
 )
@@ -58,6 +61,7 @@ def render_csv(record: Record) -> str:
         for flow in target["flows"]:
             verdict, path = flow["verdict"], flow["path"]
             measured = mtu.get(flow["flow"], {})
+            stopped = of_flow(flow)
             for hop in flow["hops"]:
                 top = hop["responders"][0]["address"] if hop["responders"] else None
                 row: dict[str, object] = {
@@ -89,7 +93,11 @@ def render_csv(record: Record) -> str:
                     "state": verdict["state"] if verdict["state"] is not None else "",
                     "reason": verdict["reason"],
                     "stop": path["stop"],
-                    "stop_hop": path["stop_hop"],
+                    # Where it stops (analysis.where): the hop, address and words of every
+                    # report (for --mda, the failing branch's).
+                    "stop_hop": stopped.hop if stopped else None,
+                    "stop_address": stopped.address if stopped else None,
+                    "where": stopped.words(owners) if stopped else None,
                     "path_mtu": measured.get("mtu"),
                     "pmtu_black_hole": (int(measured["black_hole"]) if measured.get("mtu")
                                         else None),
@@ -112,6 +120,7 @@ def _request_rows(
     protocol, _, port = request["flow"].partition("/")
     cells = request_cells(request)
     by_ttl = {e["ttl"]: e for e in request.get("ttls", ())}
+    stopped = of_request(request)
     for ttl, cell in sorted(cells.items()):
         entry = by_ttl[ttl]
         row: dict[str, object] = {
@@ -126,9 +135,8 @@ def _request_rows(
             "kinds": f"{entry['outcome']}=1", "state": request["state"],
             "reason": request["reason"] or "answered",
             "stop": request["reason"] or "answered",
-            "stop_hop": request["box_hop"] if request["state"] != "answered" else (
-                request["distance"]
-            ),
+            "stop_hop": stopped.hop, "stop_address": stopped.address,
+            "where": stopped.words(record_owners),
         }  # fmt: skip
         writer.writerow({k: _cell(v) for k, v in row.items()})
 

@@ -96,6 +96,7 @@ def diagram(view: TargetView) -> Diagram:
         )
     lanes = []
     said = {flow: (hop, words) for flow, hop, words in view.request_stops}
+    told = {v.flow: v.detail for v in view.verdicts}
     for j, flow in enumerate(view.flows):
         last = _stop(view.rows, j)
         y = HEAD + j * LANE_DY
@@ -114,8 +115,8 @@ def diagram(view: TargetView) -> Diagram:
                 silent_x = end_x + NODE_DX if i + 1 < len(view.rows) else None
             else:
                 words = f"{mark} at hop {view.rows[i].ttl}"
-                if cell.responder and cell.responder != nodes[i + 1].label:
-                    words += f" from {cell.responder}"
+        # The words of the flow's verdict (analysis.where), as every output says them.
+        words = told.get(flow, words)
         lanes.append(
             Lane(
                 flow=flow,

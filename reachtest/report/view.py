@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from reachtest.analysis import where
 from reachtest.analysis.stats import loss_pct
 from reachtest.analysis.summary import evidence_words
 from reachtest.report.escape import clean
@@ -242,36 +243,10 @@ def cell_of(hop: Record, path: Record) -> Cell:
     )
 
 
-def _at(hop: int | None, address: str | None, owners: Record | None = None) -> str:
-    """``hop 3 (198.18.3.2)``; with ``-z`` the hop's AS too: ``(198.18.3.2, AS64499)``."""
-    owner = (owners or {}).get(address or "")
-    where = f"{address}, AS{owner['asn']}" if owner and address else address
-    if hop is None:
-        return f"from {where}" if where else ""
-    return f"hop {hop} ({where})" if where else f"hop {hop}"
-
-
 def _detail(flow: Record, owners: Record | None = None) -> str:
-    """Where the flow stops, in words."""
-    path, verdict = flow["path"], flow["verdict"]
-    branch = verdict.get("branch")
-    if branch is not None:  # trace --mda: some flow hashes die on one branch
-        where = _at(branch["hop"], branch["address"], owners)
-        how = f"rejected by {where}" if branch["how"] == "rejected" else f"dropped after {where}"
-        return f"{branch['failing']} of {branch['of']} flow hashes {how}; the others reach it"
-    stop = path["stop"]
-    at_stop = _at(path["stop_hop"], path["stop_address"], owners)
-    if stop.startswith("reached"):
-        return f"answered by {verdict['reason_address'] or '?'} at hop {path['distance']}"
-    if stop == "middlebox":
-        return f"answered in the target's name by {at_stop}"
-    if stop == "admin-prohibited":
-        return f"rejected by {at_stop}"
-    if stop == "unreachable":
-        return f"unreachable, says {at_stop}"
-    if path["last_hop"] is None:
-        return "no answer from any hop"
-    return f"silent after {_at(path['last_hop'], path['last_address'], owners)}"
+    """Where the flow stops, in words (``analysis.where``: the same in every output)."""
+    stopped = where.of_flow(flow)
+    return stopped.words(owners) if stopped is not None else "no answer from any hop"
 
 
 def _verdict(flow: Record, owners: Record | None = None) -> VerdictLine:
@@ -312,14 +287,7 @@ def _request_verdict(request: Record) -> VerdictLine:
     elif request["state"] == "no-handshake":
         detail = "the TCP handshake does not complete (see the port's SYN flow)"
     else:
-        where = (
-            f" at hop {request['box_hop']}"
-            + (f" ({request['box_address']})" if request["box_address"] else "")
-            if request["box_hop"] is not None
-            else ""
-        )
-        path = {True: " on-path", False: " in-path"}.get(request["on_path"], "")
-        detail = f"{request['reason'] or 'blocked'}{path}{where}"
+        detail = where.of_request(request).words()
     if request["control"] is not None and request["state"] != "no-handshake":
         control = "answered" if answered or request["by_name"] else "not answered"
         detail += f"; control {request['control']} {control}"

@@ -28,11 +28,10 @@ def _flow(j: Judged, extra: Sequence[str]) -> tuple[str, ...]:
     return j.target, protocol, port, *(j.labels.get(k, "") for k in extra)
 
 
-def blocked_at(j: Judged) -> int:
-    """The first TTL a traced flow does not get past."""
-    if j.reason == "no-response" or j.stop_hop is None:
-        return (j.last_hop or 0) + 1
-    return j.stop_hop
+def stop_hop(j: Judged) -> int:
+    """``reachtest_stop_hop`` of a traced flow: the hop of ``analysis.where``, the one
+    every report names (0 when it gets through or no hop answers it)."""
+    return j.stopped.metric_hop if j.stopped is not None else 0
 
 
 def registry(batch: Batch) -> CollectorRegistry:
@@ -53,11 +52,13 @@ def registry(batch: Batch) -> CollectorRegistry:
         "1 when the flow is as the configuration expects, 0 when not",
         (*FLOW_LABELS, "expected"),
     )
-    hops = gauge("reachtest_hop_count", "Hops to the target (from the last full trace)")
+    hops = gauge("reachtest_target_hops", "Hops to the target (from the last full trace)")
     blocked = gauge(
-        "reachtest_blocked_at_hop",
-        "The first TTL the flow does not get past (silent drop: the last answering hop + 1;"
-        " a reject: the TTL of the rejected probe); 0 when it gets through",
+        "reachtest_stop_hop",
+        "The hop where the flow stops, as every report names it: the last router that"
+        " answers it (routers answer TTL expiry before their filters: the router that"
+        " drops or rejects it), the box answering in the target's name, or the target"
+        " (closed); 0 when it gets through or no hop answers it",
     )
     loss = gauge("reachtest_loss_ratio", "Share of probes lost at the flow's final TTL (0..1)")
     duration = gauge(
@@ -96,7 +97,7 @@ def registry(batch: Batch) -> CollectorRegistry:
         if j.distance is not None:
             hops.labels(*labels).set(j.distance)
         if j.traced:
-            blocked.labels(*labels).set(0 if through else blocked_at(j))
+            blocked.labels(*labels).set(0 if through else stop_hop(j))
         if j.loss_ratio is not None:
             loss.labels(*labels).set(j.loss_ratio)
     names = {j.target: [j.labels.get(k, "") for k in extra] for j in batch.judged}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reachtest.analysis.diff import word
+from reachtest.analysis.where import Where, of_flow, of_request
 from reachtest.errors import PrivilegeError, ReachtestError
 from reachtest.model import (
     ICMP_FLOW,
@@ -80,6 +81,9 @@ class Judged:
     #: Multipath (``mda`` in the configuration), a partially filtered flow: how many of
     #: the flow hashes tried die on the branch that ``last_hop``/``stop_hop`` name.
     share: tuple[int, int] | None = None
+    #: Traced: where the flow stops (``analysis.where``: the hop, address and words every
+    #: output uses); None when not traced.
+    stopped: Where | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +218,7 @@ def judge(
                 finding=_finding(target, spec.label) if target and traced else None,
                 labels=config.labels,
                 share=(branch["failing"], branch["of"]) if branch is not None else None,
+                stopped=of_flow(flow) if flow is not None and traced else None,
             )
         )
     measured = {m["flow"]: m for m in target.get("mtu", ())} if target else {}
@@ -245,6 +250,7 @@ def judge(
                 loss_ratio=None, rtt_ms=None,
                 finding=_finding(target, label) if target and blocked else None,
                 labels=config.labels,
+                stopped=of_request(request) if request is not None and traced else None,
             )
         )  # fmt: skip
     return judged
@@ -681,18 +687,11 @@ def store_batch(
 
 
 def where(j: Judged) -> str:
-    """Where a traced flow stops, in words ('' when not traced or it got through)."""
-    if not j.traced or j.got in ("open", "reachable"):
+    """Where a traced flow stops, in words ('' when not traced or it got through): the
+    words of ``analysis.where``, as every report says them."""
+    if not j.traced or j.got in ("open", "reachable") or j.stopped is None:
         return ""
-    after = f"hop {j.last_hop} ({j.last_address})" if j.last_hop else "the first hop"
-    share = f"{j.share[0]} of {j.share[1]} flow hashes " if j.share else ""
-    if j.reason == "no-response":
-        return f"{share}blocked after {after}: no answer beyond it"
-    if j.share and j.stop_hop is not None:
-        return f"{share}{j.reason} at hop {j.stop_hop} ({j.last_address})"
-    if j.stop_hop is not None:
-        return f"{j.reason} at hop {j.stop_hop}, after {after}"
-    return f"{share}{j.reason} after {after}"
+    return j.stopped.words()
 
 
 def summary(batch: Batch, history: str | None = None) -> list[str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reachtest.analysis.stats import loss_pct
 from reachtest.model import TraceParams
-from reachtest.schedule.metrics import blocked_at
+from reachtest.schedule.metrics import stop_hop
 from reachtest.schedule.run import CHECK_TTL, MTU_FLOW, Judged, judge, trace_target_requests
 
 if TYPE_CHECKING:
@@ -289,10 +289,11 @@ class ProbeCollector:
             (*flow_labels, "expected"),
         )
         blocked = family(
-            "reachtest_blocked_at_hop",
-            "The first TTL the flow does not get past (silent drop: the last answering hop"
-            " + 1; a reject: the TTL of the rejected probe); 0 when it gets through"
-            " (trace mode)",
+            "reachtest_stop_hop",
+            "The hop where the flow stops, as every report names it: the last router that"
+            " answers it (routers answer TTL expiry before their filters: the router that"
+            " drops or rejects it), the box answering in the target's name, or the target"
+            " (closed); 0 when it gets through or no hop answers it (trace mode)",
             flow_labels,
         )
         out += [flow_ok, state, met, blocked]
@@ -326,7 +327,7 @@ class ProbeCollector:
             if j.expected is not None:
                 met.add_metric([*labels, j.expected, *more], 1 if j.met else 0)
             if j.traced:
-                blocked.add_metric([*labels, *more], 0 if through else blocked_at(j))
+                blocked.add_metric([*labels, *more], 0 if through else stop_hop(j))
         if measured:
             out += [path_mtu, black_hole]
         target = r.record["targets"][0] if r.record["targets"] else None
@@ -334,7 +335,7 @@ class ProbeCollector:
         sent.add_metric(more, r.record["totals"]["sent"])
         out.append(sent)
         if target is not None and target.get("distance") is not None:
-            hops = family("reachtest_hop_count", "Hops to the target")
+            hops = family("reachtest_target_hops", "Hops to the target")
             hops.add_metric(more, target["distance"])
             out.append(hops)
         if target is not None and any(j.traced for j in r.judged):

@@ -174,10 +174,10 @@ def test_prometheus_tells_the_blocked_vantage_and_hop_apart(make_lab: MakeLab) -
         assert by_vantage(mgmt, 'reachtest_flow_success{flow="tcp/80"}') == {
             "site-a": 1.0, "site-b": 1.0,
         }  # fmt: skip
-        hop = by_vantage(mgmt, 'reachtest_blocked_at_hop{flow="tcp/443"}')
-        assert hop == {"site-a": float(dropped.last_hop + 1), "site-b": 0.0}, hop
+        hop = by_vantage(mgmt, 'reachtest_stop_hop{flow="tcp/443"}')
+        assert hop == {"site-a": float(dropped.last_hop), "site-b": 0.0}, hop  # the dropper
         other = clean.plan.scenario.truth.server_hop
-        assert by_vantage(mgmt, "reachtest_hop_count") == {
+        assert by_vantage(mgmt, "reachtest_target_hops") == {
             "site-a": float(truth.server_hop), "site-b": float(other),
         }  # fmt: skip
         # the example alert: pending (its `for` is 2 minutes) for the blocked side only

@@ -99,7 +99,7 @@ def test_the_exporter_says_where_the_request_is_blocked(
         assert value("reachtest_flow_state", "tls/443", state="open") == 0
         assert value("reachtest_expectation_met", "tcp/443", expected="open") == 1
         assert value("reachtest_expectation_met", "tls/443", expected="open") == 0
-        assert value("reachtest_blocked_at_hop", "tls/443") == (request.hop or 0) + 1
+        assert value("reachtest_stop_hop", "tls/443") == request.hop
         assert value("reachtest_flow_state", "dns/53", state="open") == 1  # answered
         assert value("reachtest_flow_success", "dns/53") == 1
         # A module without names, scraped by address: nothing to ask for, one line, 400.

@@ -71,7 +71,7 @@ def test_run_with_mda_says_tcp_443_fails_on_one_branch(make_lab: MakeLab, tmp_pa
     ]
     line += f" {found}"  # what MDA found, said when the test fails
     assert "tcp/443: expected open, got partially-filtered" in line, line
-    assert f" flow hashes blocked after hop {branch.hop} ({blocker})" in line, line
+    assert f" flow hashes dropped after hop {branch.hop} ({blocker})" in line, line
     died, tried = re.search(r"(\d+) of (\d+) flow hashes", line).groups()  # type: ignore[union-attr]
     assert 0 < int(died) < int(tried), line
     got = metrics.parse((tmp_path / "reachtest.prom").read_text())

@@ -153,7 +153,7 @@ def test_run_judges_the_request_and_says_where_it_is_reset(
     got = metrics.parse((tmp_path / "reachtest.prom").read_text())
     labels = (("port", "443"), ("protocol", "tls"), ("target", "web"))
     assert got[("probe_success", labels)] == 0
-    assert got[("reachtest_blocked_at_hop", labels)] == (request.hop or 0) + 1
+    assert got[("reachtest_stop_hop", labels)] == request.hop
     with sqlite3.connect(tmp_path / "history.sqlite") as db:
         rows = db.execute(
             "SELECT state, reason_hop FROM services WHERE flow = 'tls/443' ORDER BY run_id"

@@ -77,14 +77,14 @@ def test_a_firewall_change_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) ->
     failing = [line for line in second.stdout.splitlines() if "expected" in line]
     assert len(failing) == 1, second.stdout
     assert "web" in failing[0] and "tcp/443: expected open, got filtered" in failing[0]
-    assert f"blocked after hop {blocked_after} " in failing[0]
+    assert f"silent after hop {blocked_after} " in failing[0]
     assert "web tcp/443: open -> filtered" in second.stdout
     assert list((tmp_path / "reports").glob("*_web.html"))
 
     diff = here("diff", "--last", "2", "web", "--config", str(config))
     assert diff.returncode == 0, diff.stderr
     line = next(x for x in diff.stdout.splitlines() if "tcp/443" in x and "WORSE" in x)
-    assert "open -> filtered" in line and f"blocked after hop {blocked_after} " in line
+    assert "open -> filtered" in line and f"silent after hop {blocked_after} " in line
     assert "same     web tcp/80" in diff.stdout
     gate = here("diff", "--last", "2", "web", "--config", str(config), "--fail-on", "regression")
     assert gate.returncode == 1
@@ -100,9 +100,9 @@ def test_a_firewall_change_as_in_the_issue(make_lab: MakeLab, tmp_path: Path) ->
     assert value("probe_success", "icmp") == 1
     assert value("reachtest_expectation_met", "tcp/443", expected="open") == 0
     assert value("reachtest_expectation_met", "udp/53", expected="open") == 1
-    assert value("reachtest_blocked_at_hop", "tcp/443") == blocked_after + 1
-    assert value("reachtest_blocked_at_hop", "tcp/80") == 0
-    assert value("reachtest_hop_count", "icmp") == truth.server_hop
+    assert value("reachtest_stop_hop", "tcp/443") == blocked_after  # the hop the words name
+    assert value("reachtest_stop_hop", "tcp/80") == 0
+    assert value("reachtest_target_hops", "icmp") == truth.server_hop
     assert value("reachtest_loss_ratio", "tcp/443") == 1.0
 
     history = here("history", "web", "--config", str(config))

@@ -437,7 +437,7 @@ def test_history_shows_changes_per_service(
     out = capsys.readouterr().out
     assert out.startswith("2 runs from")
     assert "server tcp/443: now filtered, got through in 50% of 2 runs" in out
-    assert "filtered      no-response, last answer at hop 3  (run 2)" in out
+    assert "filtered      no-response; silent after hop 3 (198.18.3.2)  (run 2)" in out
     assert main(["history", "elsewhere", "--history", str(path)]) == 2
     assert "no runs of 'elsewhere'" in capsys.readouterr().err
     assert main(["diff", "1", "2", "--history", str(path)]) == 0

@@ -18,7 +18,7 @@ def test_a_drop_after_a_clean_run_is_a_regression_with_its_hop() -> None:
     by_flow = {s.flow: s for s in diff.services}
     https = by_flow["tcp/443"]
     assert (https.before, https.after, https.change) == ("open", "filtered", "regression")
-    assert https.stop_after == "blocked after hop 3 (198.18.3.2)" and https.stop_before == ""
+    assert https.stop_after == "silent after hop 3 (198.18.3.2)" and https.stop_before == ""
     assert {s.change for f, s in by_flow.items() if f != "tcp/443"} == {"same"}
     assert diff.regressions == (https,)
     lost = {h.ttl for h in diff.hops if h.flow == "tcp/443" and h.loss_changed}

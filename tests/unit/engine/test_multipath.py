@@ -190,18 +190,19 @@ def test_a_partial_filter_becomes_the_flows_verdict_finding_report_and_exit() ->
         'expect = { "tcp/443" = "open" }\n'
     ).targets[0]
     judged = next(j for j in judge(config, target, TARGET, traced=True) if j.flow == "tcp/443")
-    assert (judged.got, judged.met, metrics.blocked_at(judged)) == ("partially-filtered", False, 4)
-    assert (
-        where(judged)
-        == f"6 of 12 flow hashes blocked after hop 3 ({BRANCH_B}): no answer beyond it"
-    )
-    assert stop(flow) == f"6 of 12 flow hashes blocked after hop 3 ({BRANCH_B})"
+    # The metric names the hop the words name: the branch's router, dropping (issue 31).
+    assert (judged.got, judged.met, metrics.stop_hop(judged)) == ("partially-filtered", False, 3)
+    said = f"6 of 12 flow hashes dropped after hop 3 ({BRANCH_B}); the others reach it"
+    assert where(judged) == said
+    assert stop(flow) == said
     rejected = copy.deepcopy(sim_record())["targets"][0]
     found = exploration(dies=ODD, how="rejected")
     add_branches(rejected, found, judge_branches(found))
     judged = next(j for j in judge(config, rejected, TARGET, traced=True) if j.flow == "tcp/443")
-    assert where(judged) == f"6 of 12 flow hashes admin-prohibited at hop 3 ({BRANCH_B})"
-    assert metrics.blocked_at(judged) == 3
+    assert (
+        where(judged) == f"6 of 12 flow hashes rejected by hop 3 ({BRANCH_B}); the others reach it"
+    )
+    assert metrics.stop_hop(judged) == 3  # the same hop as a drop there: one meaning
 
 
 def test_branches_where_every_hash_passes_are_an_info_finding_and_the_run_stays_ok() -> None:

@@ -105,7 +105,8 @@ def test_the_path_diagram_draws_each_flow_to_where_it_stops() -> None:
     rejected = diagram(build_view(sim_record(**SCENARIOS["prohibit"])).targets[0])  # type: ignore[arg-type]
     lane = next(lane for lane in rejected.lanes if lane.flow == "tcp/443")
     assert lane.mark == Mark.PROHIBITED and lane.end_x == x[3] and lane.silent_x is None
-    assert lane.words == "prohib at hop 3 from 198.18.2.2"  # r2 answers for TTL 3
+    # r2 rejects the probes of TTL 3: the words of the verdict card, not "prohib at hop 3"
+    assert lane.words == "rejected by hop 2 (198.18.2.2)"
 
 
 def test_hostile_values_render_inert() -> None:

@@ -75,8 +75,8 @@ def test_judging_a_traced_drop_says_where_it_stops(drop: dict[str, Any]) -> None
     https = judged["tcp/443"]
     assert (https.got, https.met, https.reason) == ("filtered", False, "no-response")
     assert (https.last_hop, https.last_address) == (3, "198.18.3.2")  # r3 drops what it forwards
-    assert where(https) == "blocked after hop 3 (198.18.3.2): no answer beyond it"
-    assert metrics.blocked_at(https) == 4
+    assert where(https) == "silent after hop 3 (198.18.3.2)"
+    assert metrics.stop_hop(https) == 3  # the hop the words name
     assert https.loss_ratio == 1.0 and https.finding and "tcp/443" in https.finding
     assert (judged["tcp/80"].got, judged["tcp/80"].met) == ("open", True)
     assert judged["tcp/80"].loss_ratio == 0.0 and judged["tcp/80"].rtt_ms is not None
@@ -111,7 +111,7 @@ def test_the_summary_names_the_service_and_the_hop(drop: dict[str, Any]) -> None
     assert lines[0].startswith("reachtest run: 2 of 4 expectations not met · 1 targets (1 traced)")
     assert any(
         "web (198.18.6.2) tcp/443: expected open, got filtered (no-response); "
-        "blocked after hop 3 (198.18.3.2)" in line
+        "silent after hop 3 (198.18.3.2)" in line
         for line in lines
     )
     assert "  web tcp/443: open -> filtered" in lines
@@ -144,9 +144,9 @@ def test_the_metrics_parse_with_the_values_of_the_run_and_the_config_labels(
     assert value("reachtest_expectation_met", "tcp/443", expected="open") == 0
     assert value("reachtest_expectation_met", "udp/53", expected="blocked") == 0
     assert value("reachtest_expectation_met", "icmp", expected="reachable") == 1
-    assert value("reachtest_blocked_at_hop", "tcp/443") == 4
-    assert value("reachtest_blocked_at_hop", "tcp/80") == 0
-    assert value("reachtest_hop_count", "icmp") == 6
+    assert value("reachtest_stop_hop", "tcp/443") == 3
+    assert value("reachtest_stop_hop", "tcp/80") == 0
+    assert value("reachtest_target_hops", "icmp") == 6
     assert value("reachtest_loss_ratio", "tcp/443") == 1.0
     assert value("probe_duration_seconds") == 2.25 and value("reachtest_traced") == 1
     assert value("reachtest_resolved") == 1

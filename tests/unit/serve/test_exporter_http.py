@@ -156,10 +156,10 @@ def test_a_probe_says_which_service_is_blocked_and_where() -> None:
     assert value(text, "reachtest_flow_state", flow="tcp/443", state="filtered") == 1
     assert value(text, "reachtest_flow_state", flow="tcp/443", state="open") == 0
     assert value(text, "reachtest_expectation_met", flow="tcp/443", expected="open") == 0
-    # router 4 answers, nothing past it: the flow does not get past TTL 5
-    assert value(text, "reachtest_blocked_at_hop", flow="tcp/443") == 5
-    assert value(text, "reachtest_blocked_at_hop", flow="tcp/80") == 0
-    assert value(text, "reachtest_hop_count") == 6
+    # router 4 answers, nothing past it: it stops at hop 4, as every report says
+    assert value(text, "reachtest_stop_hop", flow="tcp/443") == 4
+    assert value(text, "reachtest_stop_hop", flow="tcp/80") == 0
+    assert value(text, "reachtest_target_hops") == 6
     assert value(text, "reachtest_hop_loss_ratio", flow="tcp/80", ttl="2") == 0
     assert value(text, "reachtest_hop_loss_ratio", flow="tcp/443", ttl="4") == 0
     assert value(text, "reachtest_hop_loss_ratio", flow="tcp/443", ttl="5") == 1
