@@ -17,6 +17,7 @@ from reachtest.report.record import validate_record
 from reachtest.report.view import Mark
 from tests.lab.conftest import SINGLE_PATH_SCENARIOS, Lab, MakeLab, reachtest_cmd
 from tests.lab.test_analysis_truth import expected_findings
+from tests.lab.where_agreement import disagreements
 
 MARKS = {str(m) for m in Mark}
 
@@ -115,7 +116,10 @@ def test_trace_concludes_each_scenarios_ground_truth(
     make_lab: MakeLab, name: str, tmp_path: Path
 ) -> None:
     """One `trace --json -` over the server's IPv4 and IPv6 addresses (a host file):
-    every verdict and finding in the record equals the truth, and the exit code follows."""
+    every verdict and finding in the record equals the truth, and the exit code follows;
+    every output of the run (terminal, Markdown, HTML cards and diagram, CSV, `run`'s
+    summary and textfile, the exporter's series, `diff`) says where each flow stops with
+    the same hop, address and words, the truth's (``where_agreement``)."""
     lab = make_lab(name)
     truth = lab.plan.scenario.truth
     ports = [f.flow.label for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
@@ -134,6 +138,9 @@ def test_trace_concludes_each_scenarios_ground_truth(
     validate_record(record)
     assert [t["address"] for t in record["targets"]] == [lab.server(), lab.server(True)]
     problems = [p for t in record["targets"] for p in check_target(t, truth)]
+    assert not problems, "\n".join(problems)
+    # One answer to "where" (issue 31): every output says the truth's hop and address.
+    problems = disagreements(record, truth, lambda hop, v6: lab.hop(hop, v6=v6))
     assert not problems, "\n".join(problems)
     services = [f for f in truth.flows if f.flow.protocol is not Protocol.ICMP]
     all_open = all(f.state is not None and str(f.state) == "open" for f in services)
