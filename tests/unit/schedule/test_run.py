@@ -209,3 +209,11 @@ def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
     holder.join(10)
     with hold(path):  # no stale lock after SIGKILL
         pass
+
+
+def test_promtool_finds_nothing_to_lint_in_the_textfile(drop: dict[str, Any]) -> None:
+    from tests.unit.serve.test_exporter_http import promtool_lint
+
+    text = metrics.render(_batch(drop))
+    assert "reachtest_stop_hop" in text
+    assert promtool_lint(text) == ""

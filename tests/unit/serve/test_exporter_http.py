@@ -306,3 +306,28 @@ def test_basic_auth_takes_a_bcrypt_user_and_refuses_the_rest() -> None:
         again = get(base + "/metrics", auth("prom", "s3cret"))
     assert none[0] == wrong[0] == 401
     assert right[0] == again[0] == 200 and "reachtest_exporter_probes_in_flight" in right[2]
+
+
+def promtool_lint(text: str) -> str:
+    """What ``promtool check metrics`` (Prometheus' own lint) says of an exposition."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("promtool")
+    assert tool, "promtool is missing (Debian package prometheus; scripts/setup installs it)"
+    done = subprocess.run(
+        [tool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    return (done.stdout + done.stderr).strip() if done.returncode else ""
+
+
+def test_promtool_finds_nothing_to_lint_in_probe_and_metrics() -> None:
+    """issue 31: ``reachtest_hop_count`` ended in ``_count``, reserved for histograms."""
+    factory = Factory()
+    with serving(exporter(factory)) as base:
+        _, _, probe = get(f"{base}/probe?target={SERVER}&module=web")
+        _, _, own = get(f"{base}/metrics")
+    assert "reachtest_stop_hop" in probe and "reachtest_target_hops" in probe
+    assert promtool_lint(probe) == ""
+    assert promtool_lint(own) == ""
+    assert "_count" in promtool_lint("# TYPE x_count gauge\nx_count 1\n")  # it can fail
