@@ -652,7 +652,10 @@ def trace_command(
                 )
 
             if live:
+                # Lines wrap at words in the live view: a soft-wrapping console renders
+                # without wrapping and Live crops what is wider than the terminal, mid-word.
                 console = _console()
+                console.soft_wrap = False
 
                 def draw(s: TraceSession) -> Any:
                     return _live_frame(s, console.width, meta(datetime.now(UTC), _names(names)))

@@ -4,6 +4,7 @@ verdicts and the findings; the same renderable serves the live view and ``--repo
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -186,8 +187,30 @@ def verdict_table(view: TargetView) -> Table:
     return table
 
 
-def findings_text(view: TargetView, evidence: int = 4) -> Text:
-    """Findings, most urgent first, each with up to ``evidence`` observations."""
+def _wrapped(text: Text, words: str, indent: int, width: int | None) -> None:
+    """Append ``words`` to ``text``, wrapped at word boundaries to ``width`` columns (none:
+    one line), each line after the first indented by ``indent`` spaces; a word longer than
+    a line is kept whole (the terminal folds it) rather than cut."""
+    if width is None:
+        text.append(words)
+        return
+    lines = textwrap.wrap(
+        words,
+        width=max(width, indent + 20),
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    text.append("\n".join(lines).replace(NBSP, " "))
+
+
+#: Keeps "(confidence 100%)" on one line when a finding is wrapped.
+NBSP = "\u00a0"
+
+
+def findings_text(view: TargetView, evidence: int = 4, width: int | None = None) -> Text:
+    """Findings, most urgent first, each with up to ``evidence`` observations; with a
+    ``width``, each wrapped at word boundaries under its first words (never cut)."""
     text = Text()
     if not view.findings:
         text.append("  no findings", style="dim")
@@ -195,11 +218,17 @@ def findings_text(view: TargetView, evidence: int = 4) -> Text:
     for i, f in enumerate(view.findings):
         if i:
             text.append("\n")
-        text.append(f"  [{f.severity}] ", style=SEVERITY_STYLE.get(f.severity, ""))
-        text.append(f"{f.summary} ")
-        text.append(f"(confidence {f.confidence:.0%})", style="dim")
+        head = f"  [{f.severity}] "
+        start = len(text)
+        _wrapped(text, f"{head}{f.summary} (confidence{NBSP}{f.confidence:.0%})", len(head), width)
+        text.stylize(SEVERITY_STYLE.get(f.severity, ""), start, start + len(head))
+        said = text.plain.rfind("(confidence")
+        text.stylize("dim", said, len(text))
         for line in f.evidence[:evidence]:
-            text.append(f"\n      - {line}", style="dim")
+            start = len(text)
+            text.append("\n")
+            _wrapped(text, f"      - {line}", 8, width)
+            text.stylize("dim", start, len(text))
         if len(f.evidence) > evidence:
             text.append(f"\n      - ... {len(f.evidence) - evidence} more", style="dim")
     return text
@@ -235,7 +264,7 @@ def _title(view: TargetView) -> Text:
     return text
 
 
-def target_block(view: TargetView, level: str, host_width: int) -> Group:
+def target_block(view: TargetView, level: str, host_width: int, width: int | None = None) -> Group:
     return Group(
         _title(view),
         hop_table(view, level, host_width),
@@ -245,7 +274,7 @@ def target_block(view: TargetView, level: str, host_width: int) -> Group:
         verdict_table(view),
         *((Text("Branches (--mda)", style="bold"), branches_text(view)) if view.branches else ()),
         Text("Findings", style="bold"),
-        findings_text(view),
+        findings_text(view, width=width),
     )
 
 
@@ -287,7 +316,7 @@ def render(run: RunView, width: int, progress: Progress | None = None) -> Group:
     for i, target in enumerate(run.targets):
         if i:
             parts.append(Text(""))
-        parts.append(target_block(target, level, host_width))
+        parts.append(target_block(target, level, host_width, width))
     parts += [Text(""), _legend(level)]
     if progress is None:
         parts.append(_run_line(run, progress))

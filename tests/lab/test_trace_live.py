@@ -53,6 +53,27 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
         subprocess.run([*one.base, "kill-server"], capture_output=True, check=False)
 
 
+#: The whole of the drop's finding, as one sentence.
+PROVEN = (
+    "silently dropped after hop 3 (198.18.3.2), before hop 4 [proven: a probe sent alone at "
+    "TTL 4 after the router's ICMP budget refilled stayed silent too] (confidence 100%)"
+)
+
+
+def finding(screen: str) -> str:
+    """The first finding on the screen, its wrapped lines joined with one space."""
+    lines = screen.splitlines()
+    start = next((i for i, line in enumerate(lines) if "[critical]" in line), None)
+    if start is None:
+        return ""
+    said = [lines[start].strip()]
+    for line in lines[start + 1 :]:
+        if not line.startswith(" " * 13) or line.lstrip().startswith("- "):
+            break
+        said.append(line.strip())
+    return " ".join(said)
+
+
 def test_live_view_shows_table_and_verdicts_and_quits_on_q(make_lab: MakeLab, tmux: Tmux) -> None:
     lab = make_lab("tcp-drop")
     exe = reachtest_cmd()[0]
@@ -74,8 +95,26 @@ def test_live_view_shows_table_and_verdicts_and_quits_on_q(make_lab: MakeLab, tm
     first = tmux.wait_for("silently dropped after hop")
     time.sleep(1.0)
     assert tmux.screen() != first
+    # Findings wrap at word boundaries at any width, the whole sentence kept (issue 31:
+    # the live view cut them at the terminal's edge, "... ICMP budget re").
+    for width in (80, 120, 200):
+        tmux.run("resize-window", "-t", "live", "-x", str(width), "-y", "45")
+        deadline = time.monotonic() + 20
+        while True:
+            screen = tmux.screen()
+            said = finding(screen)
+            if PROVEN in said or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert PROVEN in said, (width, screen)
+        assert "silent = no answer" in screen, (width, screen)  # the legend, wrapped too
+        assert all(len(line) <= width for line in screen.splitlines()), width
+    # A resize leaves the frames drawn before it in the scrollback (as in any terminal):
+    # the final report is read without them.
+    tmux.run("clear-history", "-t", "live")
     tmux.run("send-keys", "-t", "live", "q")
     final = tmux.wait_for("EXIT=", "TTY:", timeout=15)
+    assert PROVEN in finding(final)
     assert "EXIT=1" in final  # tcp/443 is filtered
     assert "TTY:icanon" in final  # the terminal is back in line mode
     assert "(stopped early)" in final and "press q to stop" not in final
