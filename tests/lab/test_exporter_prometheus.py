@@ -190,4 +190,12 @@ def test_prometheus_tells_the_blocked_vantage_and_hop_apart(make_lab: MakeLab) -
         assert {(a["metric"]["vantage"], a["metric"]["flow"]) for a in alerts} == {
             ("site-a", "tcp/443")
         }
+        # its description names the router that drops: the hop every report names
+        url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/alerts"
+        with netns.entered(mgmt), urllib.request.urlopen(url, timeout=10) as answer:
+            firing = json.load(answer)["data"]["alerts"]
+        (blocked,) = [a for a in firing if a["labels"]["alertname"] == "ReachtestServiceBlocked"]
+        assert blocked["annotations"]["description"].startswith(
+            f"It stops at hop {dropped.last_hop}: the router there drops or rejects it."
+        ), blocked["annotations"]
         assert query(mgmt, "reachtest_exporter_probes_total") == []  # own metrics not scraped

@@ -15,9 +15,11 @@ import sys
 
 import pytest
 
+from reachtest.analysis.where import of_flow
 from reachtest.lab.scenarios import Action
 from reachtest.report.record import validate_record
 from tests.lab.conftest import BRANCH_SCENARIOS, Lab, MakeLab, reachtest_cmd
+from tests.lab.where_agreement import disagreements
 
 NOBODY = "65534"
 RUNS = 20
@@ -131,6 +133,17 @@ def test_trace_mda_says_partially_filtered_at_the_blocking_branch(
     assert (verdict["branch"]["hop"], verdict["branch"]["address"]) == (block.hop, blocker)
     (finding,) = [f for f in target["findings"] if f["kind"] == "partially-filtered"]
     assert finding["first_hop"] == block.hop and finding["responder"] == blocker
+    # Every output says the branch's hop, address and words (issue 31).
+    said = f"flow hashes {how if how == 'rejected' else 'dropped'} "
+    problems = [
+        p
+        for p in disagreements(record, lab.plan.scenario.truth, lambda h, v: lab.hop(h, v6=v))
+        if "the truth says" not in p and "is not" not in p  # the truth of one hash's path
+    ]
+    assert not problems, "\n".join(problems)
+    assert said + ("by" if how == "rejected" else "after") + f" hop {block.hop} ({blocker})" in (
+        of_flow(next(f for f in target["flows"] if f["flow"] == block.flow.label)).words()  # type: ignore[union-attr]
+    )
     # The truth: plain connections from the same source ports, each twice.
     entry = next(m for m in target["multipath"] if m["flow"] == block.flow.label)
     fates = {

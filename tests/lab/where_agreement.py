@@ -82,9 +82,13 @@ def disagreements(
         judged = {j.flow: j for j in judge(config, target, target["address"], traced=True)}
         exported = _exported(record, target, list(judged.values()))
         lanes = {lane.flow: lane.words for lane in diagram(view).lanes}
-        verdict_lines = {
-            line.split()[0]: line for line in text.splitlines() if line.startswith(" ")
-        }
+        verdict_lines: dict[str, str] = {}
+        lines = text.splitlines()
+        start = lines.index("Verdicts") + 1
+        for line in lines[start:]:  # the verdict table, up to Branches (--mda) or Findings
+            if not line.startswith(" "):
+                break
+            verdict_lines.setdefault(line.split()[0], line)
         for flow in target["flows"]:
             label = flow["flow"]
             stopped = of_flow(flow)
@@ -114,7 +118,7 @@ def disagreements(
                     re.S,
                 )
                 is not None,
-                "html diagram": lanes.get(label) == said,
+                "html diagram": lanes.get(label, "").startswith(said),  # (+ --mtu's words)
                 "csv": all(
                     row["where"] == said
                     for row in csv_rows
