@@ -163,7 +163,9 @@ def test_trace_mda_says_partially_filtered_at_the_blocking_branch(
     assert verdict["branch"]["failing"] == failing and 0 < failing < len(fates)
     # tcp/80 on the same lab: branches, every hash passes.
     other = next(m for m in target["multipath"] if m["flow"] == "tcp/80")
-    assert other["state"] == "all-reached" and other["widest"] == block.width
+    # Branches seen, every hash passes; all of them only as often as MDA's 95 % promises
+    # (held to 19 runs in 20 above: one run here met 2 of r3a/r3b/r3c for tcp/80).
+    assert other["state"] == "all-reached" and 2 <= other["widest"] <= block.width
 
 
 HELD_RUNS = 6
