@@ -689,8 +689,12 @@ def store_batch(
 def where(j: Judged) -> str:
     """Where a traced flow stops, in words ('' when not traced or it got through): the
     words of ``analysis.where``, as every report says them."""
-    if not j.traced or j.got in ("open", "reachable") or j.stopped is None:
+    if not j.traced or j.got in ("open", "reachable"):
         return ""
+    if j.stopped is None:  # the mtu expectation: where bigger packets die
+        if j.last_hop is None:
+            return ""
+        return f"{j.reason} after hop {j.last_hop} ({j.last_address})"
     return j.stopped.words()
 
 

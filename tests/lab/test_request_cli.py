@@ -149,7 +149,7 @@ def test_run_judges_the_request_and_says_where_it_is_reset(
         "web" in failing[0]
         and "tls/443: expected open, got blocked-after-handshake" in (failing[0])
     )
-    assert f"reset after hop {request.hop} (" in failing[0]
+    assert f"reset in-path at hop {request.hop} (" in failing[0]  # the verdict's words
     got = metrics.parse((tmp_path / "reachtest.prom").read_text())
     labels = (("port", "443"), ("protocol", "tls"), ("target", "web"))
     assert got[("probe_success", labels)] == 0
