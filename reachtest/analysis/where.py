@@ -37,8 +37,6 @@ HOW = {
     "gap-limit": "no-answer",
     "max-ttl": "no-answer",
 }
-#: Ways a flow is stopped on the path (not answered by the target itself).
-STOPPED = ("forged", "rejected", "unreachable", "silent", "no-answer")
 
 
 def at(hop: int | None, address: str | None, owners: Record | None = None) -> str:
